@@ -1,0 +1,102 @@
+"""What an engine plugin gives the platform (registered via `a3s_register_engines`)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
+
+
+class LaunchContext(BaseModel):
+    """The values an engine renders its command line from (the plan, with overrides applied)."""
+
+    served_model_name: str = Field(description="= the deployment name; what `model` must say")
+    model: str = Field(description="checkpoint id or path to load")
+    kind: str = "decoder"
+    quantization: str | None = Field(None, description="engine quantization method, or None")
+    tensor_parallel_size: int = 1
+    max_model_len: int
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    port: int
+    host: str = "0.0.0.0"
+    api_key: str | None = Field(None, description="for engines that check one themselves")
+    extra_args: dict[str, Any] = Field(default_factory=dict)
+    gpu_indices: list[int] = Field(default_factory=list)
+    cpu_threads: int | None = None
+
+
+class Engine(ABC):
+    """An inference engine. Subclass, fill the class attributes, implement `command`."""
+
+    name: ClassVar[str]
+    image: ClassVar[str] = ""
+    port: ClassVar[int] = 8000
+    health_path: ClassVar[str] = "/health"
+    ready_path: ClassVar[str] = "/health"
+    openai_paths: ClassVar[frozenset[str]] = frozenset(
+        {"/v1/chat/completions", "/v1/completions", "/v1/models"}
+    )
+    has_metrics: ClassVar[bool] = True
+    """False when the engine has no /metrics; its load is then the gateway's in-flight count."""
+    needs_gpu: ClassVar[bool] = True
+    """False when the engine can serve on CPU (the `local` runtime then uses a CPU device)."""
+    serves_embeddings: ClassVar[bool] = False
+
+    def __init__(self, image: str | None = None) -> None:
+        if image:
+            self.image = image  # type: ignore[misc]  # settings override the pinned tag
+
+    def check(self, profile: ModelProfile, plan: SizingPlan | None) -> str | None:
+        """Why this engine cannot serve the model (one sentence), or None when it can."""
+        return None
+
+    def image_for(self, ctx: LaunchContext) -> str:
+        """The container image for this launch (an engine may switch for embedding models)."""
+        return self.image
+
+    def model_for(self, ctx: LaunchContext) -> str:
+        """The model reference the engine loads (Ollama maps HF ids to its own tags)."""
+        return ctx.model
+
+    @abstractmethod
+    def command(self, ctx: LaunchContext) -> list[str]:
+        """The launch argv (container command + args, or a local executable)."""
+
+    def parse_metrics(self, text: str) -> LoadFigures:
+        """Prometheus text of the engine's /metrics → common load figures."""
+        return LoadFigures()
+
+    def env(self, ctx: LaunchContext) -> dict[str, str]:
+        """Extra environment for the process or container."""
+        return {}
+
+
+def render_extra_args(extra: dict[str, Any], skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """`{"enable_prefix_caching": true, "max_num_seqs": 64}` → `--enable-prefix-caching --max-num-seqs 64`.
+
+    True → bare flag; False/None → omitted; lists → the flag repeated; dicts → JSON.
+    Keys may be given with underscores or dashes, with or without the leading `--`.
+    """
+    import json
+
+    argv: list[str] = []
+    for key, value in extra.items():
+        flag = "--" + key.lstrip("-").replace("_", "-")
+        if key in skip or key.lstrip("-").replace("-", "_") in skip:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list | tuple):
+            for item in value:
+                argv += [flag, str(item)]
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value)]
+        else:
+            argv += [flag, str(value)]
+    return argv

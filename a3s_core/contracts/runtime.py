@@ -1,0 +1,49 @@
+"""What a runtime plugin gives the platform (registered via `a3s_register_runtimes`)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from a3s_core.types import LogLine, Node, ReplicaObservation, ReplicaRequest
+
+
+class Runtime(ABC):
+    """Where replicas live. One instance per platform process, created from settings.
+
+    Runtimes are stateless towards the platform: the store says what should exist, the
+    runtime says what does. `observe` must find replicas started by an earlier process of
+    the platform (adoption after restart), using labels/ids carried in `ReplicaRequest`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, options: dict[str, object] | None = None) -> None:
+        self.options = dict(options or {})
+
+    async def start(self) -> None:
+        """Connect / load inventory. Called once before any other method."""
+
+    async def close(self) -> None:
+        """Release connections. Replicas keep running unless `stop_on_close` is asked for."""
+
+    @abstractmethod
+    async def list_nodes(self) -> list[Node]:
+        """Nodes with their GPUs (utilisation where known) and GPUs held by others."""
+
+    @abstractmethod
+    async def create_replica(self, request: ReplicaRequest) -> ReplicaObservation:
+        """Start one replica on `request.placement` and return at once (state 'starting')."""
+
+    @abstractmethod
+    async def delete_replica(self, replica_id: str) -> None:
+        """Stop and remove a replica. Idempotent: an unknown id is not an error."""
+
+    @abstractmethod
+    async def observe(self) -> list[ReplicaObservation]:
+        """Every replica this runtime manages for the platform, with its current state."""
+
+    @abstractmethod
+    def logs(self, replica_id: str, tail: int = 100, follow: bool = False) -> AsyncIterator[LogLine]:
+        """The replica's log lines: the last `tail`, then new ones while `follow`."""

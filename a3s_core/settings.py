@@ -1,0 +1,84 @@
+"""Platform settings: `A3S_*` environment variables, CLI flags, or code (tests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "a3s"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="A3S_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/a3s.db"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(
+        None, description="how clients reach this gateway; default http://<host>:<port>"
+    )
+    domain: str | None = Field(
+        None, description="wildcard domain for host-based endpoints (<name>.<domain>)"
+    )
+    endpoint_scheme: str = "https"
+    admin_token: str | None = None
+    runtime: str = "sim"
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str = "binpack"
+    balancer: str = "least-queue"
+    max_replicas: int = Field(16, ge=1, description="ceiling for replicas in one request")
+    max_body_bytes: int = 1024 * 1024
+    gpu_catalog: str | None = Field(None, description="path to a GPU catalog TOML")
+    engine_images: dict[str, str] = Field(default_factory=dict, description="engine → image")
+    reconcile_interval_s: float = 1.0
+    autoscale_interval_s: float = 5.0
+    scrape_interval_s: float = 0.5
+    replica_start_timeout_s: float = 900.0
+    max_restarts: int = 3
+    controllers: bool = Field(True, description="run reconcile/autoscale loops in this process")
+    hf_timeout_s: float = 10.0
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'a3s.db'}"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def endpoint_for(self, namespace: str, name: str) -> str:
+        """The OpenAI base_url of a deployment, usable as it is."""
+        if self.domain:
+            return f"{self.endpoint_scheme}://{name}.{self.domain}/v1"
+        return f"{self.base_url}/d/{namespace}/{name}/v1"
+
+    def ensure_admin_token(self) -> tuple[str, bool]:
+        """The admin token: from settings, else the one stored in the data dir, else a new
+        one written there with 0600 permissions. Returns (token, newly_created)."""
+        if self.admin_token:
+            return self.admin_token, False
+        path = self.data_dir / "admin-token"
+        if path.exists():
+            return path.read_text().strip(), False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token = "a3s-admin-" + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token, True

@@ -1,0 +1,3 @@
+"""Built-in sizing (trylast implementation of `a3s_size`). Placeholder until sizing lands."""
+
+from __future__ import annotations
