@@ -28,6 +28,12 @@ class Runtime(ABC):
     async def close(self) -> None:
         """Release connections. Replicas keep running unless `stop_on_close` is asked for."""
 
+    async def reserve_port(self) -> int | None:
+        """A port the next replica's engine should listen on, when the runtime shares one
+        network namespace among replicas (sim, local); None when each replica has its own
+        (kubernetes: the engine's default port)."""
+        return None
+
     @abstractmethod
     async def list_nodes(self) -> list[Node]:
         """Nodes with their GPUs (utilisation where known) and GPUs held by others."""
