@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -15,7 +15,18 @@ def utcnow() -> datetime:
 
 class DeploymentRow(SQLModel, table=True):
     __tablename__ = "deployments"
-    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_deployment_ns_name"),)
+    # A name is unique in its namespace among deployments that still exist; deleted ones
+    # stay as tombstones (so DELETE is idempotent and GET tells what happened).
+    __table_args__ = (
+        Index(
+            "uq_deployment_live_name",
+            "namespace",
+            "name",
+            unique=True,
+            sqlite_where=text("status != 'deleted'"),
+            postgresql_where=text("status != 'deleted'"),
+        ),
+    )
 
     id: str = Field(primary_key=True)
     name: str = Field(index=True)
@@ -31,8 +42,11 @@ class DeploymentRow(SQLModel, table=True):
     desired_replicas: int = 1
     trace_id: str | None = None
     autoscaling_state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    created_at: datetime = Field(default_factory=utcnow)
+    failures: int = Field(0, description="replica failures in a row, for back-off")
+    retry_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = None
 
 
 class ReplicaRow(SQLModel, table=True):

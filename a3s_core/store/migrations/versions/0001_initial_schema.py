@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 08:42:50.906594
+Create Date: 2026-11-25 08:45:29.304669
 """
 from __future__ import annotations
 
@@ -47,15 +47,19 @@ def upgrade() -> None:
     sa.Column('desired_replicas', sa.Integer(), nullable=False),
     sa.Column('trace_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('autoscaling_state', sa.JSON(), nullable=True),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('retry_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('namespace', 'name', name='uq_deployment_ns_name')
+    sa.Column('deleted_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_deployments_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_deployments_name'), ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_deployments_namespace'), ['namespace'], unique=False)
         batch_op.create_index(batch_op.f('ix_deployments_status'), ['status'], unique=False)
+        batch_op.create_index('uq_deployment_live_name', ['namespace', 'name'], unique=True, sqlite_where=sa.text("status != 'deleted'"), postgresql_where=sa.text("status != 'deleted'"))
 
     op.create_table('events',
     sa.Column('seq', sa.Integer(), nullable=False),
@@ -128,9 +132,11 @@ def downgrade() -> None:
 
     op.drop_table('events')
     with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.drop_index('uq_deployment_live_name', sqlite_where=sa.text("status != 'deleted'"), postgresql_where=sa.text("status != 'deleted'"))
         batch_op.drop_index(batch_op.f('ix_deployments_status'))
         batch_op.drop_index(batch_op.f('ix_deployments_namespace'))
         batch_op.drop_index(batch_op.f('ix_deployments_name'))
+        batch_op.drop_index(batch_op.f('ix_deployments_created_at'))
 
     op.drop_table('deployments')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:

@@ -1,0 +1,321 @@
+"""The store: every read and write the control plane makes, one short transaction each."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from a3s_core import keys
+from a3s_core.errors import Conflict, NotFound
+from a3s_core.store.db import make_engine, upgrade
+from a3s_core.store.tables import (
+    ApiKeyRow,
+    DeploymentRow,
+    EventRow,
+    GpuAllocationRow,
+    ReplicaRow,
+    utcnow,
+)
+from a3s_core.types import Event
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._event_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = make_engine(url)
+        upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    # ------------------------------------------------------------------ deployments
+
+    def create_deployments(self, rows: list[DeploymentRow]) -> dict[str, str]:
+        """Insert deployments and one API key each, all or nothing. Returns id → key."""
+        issued: dict[str, str] = {}
+        with self.session() as s:
+            for row in rows:
+                live = s.exec(
+                    select(DeploymentRow).where(
+                        DeploymentRow.namespace == row.namespace,
+                        DeploymentRow.name == row.name,
+                        DeploymentRow.status != "deleted",
+                    )
+                ).first()
+                if live is not None:
+                    raise Conflict(
+                        f"deployment {row.name!r} already exists in namespace {row.namespace!r} "
+                        f"(id {live.id}, status {live.status}); delete it first or choose "
+                        "another name",
+                        id=live.id,
+                    )
+                s.add(row)
+                key = keys.generate_key()
+                s.add(self._key_row(row.id, key))
+                issued[row.id] = key
+            try:
+                s.commit()
+            except IntegrityError as exc:  # a concurrent request won the race for the name
+                raise Conflict(
+                    "a deployment with one of these names was created at the same moment; "
+                    "retry to see it"
+                ) from exc
+        return issued
+
+    @staticmethod
+    def _key_row(deployment_id: str, key: str) -> ApiKeyRow:
+        return ApiKeyRow(
+            id=new_id("key"),
+            deployment_id=deployment_id,
+            key_hash=keys.hash_key(key),
+            prefix=keys.display_prefix(key),
+        )
+
+    def get_deployment(self, deployment_id: str) -> DeploymentRow:
+        with self.session() as s:
+            row = s.get(DeploymentRow, deployment_id)
+        if row is None:
+            raise NotFound(f"deployment {deployment_id!r} does not exist")
+        return row
+
+    def find_deployment(self, namespace: str, name: str) -> DeploymentRow | None:
+        with self.session() as s:
+            return s.exec(
+                select(DeploymentRow).where(
+                    DeploymentRow.namespace == namespace,
+                    DeploymentRow.name == name,
+                    DeploymentRow.status != "deleted",
+                )
+            ).first()
+
+    def list_deployments(
+        self, namespace: str | None = None, include_deleted: bool = False
+    ) -> list[DeploymentRow]:
+        with self.session() as s:
+            q = select(DeploymentRow).order_by(col(DeploymentRow.created_at), col(DeploymentRow.id))
+            if namespace:
+                q = q.where(DeploymentRow.namespace == namespace)
+            if not include_deleted:
+                q = q.where(DeploymentRow.status != "deleted")
+            return list(s.exec(q))
+
+    def update_deployment(self, deployment_id: str, **fields: Any) -> DeploymentRow:
+        with self.session() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None:
+                raise NotFound(f"deployment {deployment_id!r} does not exist")
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = utcnow()
+            s.add(row)
+            s.commit()
+            return row
+
+    def count(self, table: type[Any]) -> int:
+        with self.session() as s:
+            return len(list(s.exec(select(table))))
+
+    # ------------------------------------------------------------------ replicas
+
+    def add_replica(self, row: ReplicaRow) -> ReplicaRow:
+        with self.session() as s:
+            s.add(row)
+            s.commit()
+            return row
+
+    def replicas(self, deployment_id: str | None = None) -> list[ReplicaRow]:
+        with self.session() as s:
+            q = select(ReplicaRow).order_by(col(ReplicaRow.created_at), col(ReplicaRow.id))
+            if deployment_id:
+                q = q.where(ReplicaRow.deployment_id == deployment_id)
+            return list(s.exec(q))
+
+    def update_replica(self, replica_id: str, **fields: Any) -> ReplicaRow | None:
+        with self.session() as s:
+            row = s.get(ReplicaRow, replica_id)
+            if row is None:
+                return None
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = utcnow()
+            s.add(row)
+            s.commit()
+            return row
+
+    def remove_replica(self, replica_id: str) -> None:
+        """Delete the replica row and free its GPUs in one transaction."""
+        with self.session() as s:
+            s.exec(delete(GpuAllocationRow).where(col(GpuAllocationRow.replica_id) == replica_id))  # type: ignore[call-overload]
+            s.exec(delete(ReplicaRow).where(col(ReplicaRow.id) == replica_id))  # type: ignore[call-overload]
+            s.commit()
+
+    # ------------------------------------------------------------------ GPU booking
+
+    def book(self, row: ReplicaRow, deployment_id: str) -> bool:
+        """Insert the replica and book its GPUs atomically. False when another replica got
+        one of the GPUs first (the primary key on (node, gpu_index) decides)."""
+        with self.session() as s:
+            s.add(row)
+            for idx in row.gpu_indices:
+                s.add(
+                    GpuAllocationRow(
+                        node=row.node or "",
+                        gpu_index=idx,
+                        replica_id=row.id,
+                        deployment_id=deployment_id,
+                    )
+                )
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                return False
+        return True
+
+    def allocations(self) -> dict[str, dict[int, str]]:
+        """node → {gpu index → replica id}."""
+        out: dict[str, dict[int, str]] = {}
+        with self.session() as s:
+            for a in s.exec(select(GpuAllocationRow)):
+                out.setdefault(a.node, {})[a.gpu_index] = a.replica_id
+        return out
+
+    # ------------------------------------------------------------------ API keys
+
+    def verify_key(self, key: str) -> str | None:
+        """The deployment a live key opens, or None."""
+        with self.session() as s:
+            row = s.exec(select(ApiKeyRow).where(ApiKeyRow.key_hash == keys.hash_key(key))).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        return row.deployment_id
+
+    def revoke_keys(self, deployment_id: str) -> int:
+        with self.session() as s:
+            rows = list(
+                s.exec(
+                    select(ApiKeyRow).where(
+                        ApiKeyRow.deployment_id == deployment_id,
+                        col(ApiKeyRow.revoked_at).is_(None),
+                    )
+                )
+            )
+            for r in rows:
+                r.revoked_at = utcnow()
+                s.add(r)
+            s.commit()
+        return len(rows)
+
+    def rotate_key(self, deployment_id: str) -> str:
+        """Revoke every key of the deployment and issue a new one, in one transaction."""
+        key = keys.generate_key()
+        with self.session() as s:
+            for r in s.exec(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.deployment_id == deployment_id, col(ApiKeyRow.revoked_at).is_(None)
+                )
+            ):
+                r.revoked_at = utcnow()
+                s.add(r)
+            s.add(self._key_row(deployment_id, key))
+            s.commit()
+        return key
+
+    def keys_of(self, deployment_id: str) -> list[ApiKeyRow]:
+        with self.session() as s:
+            return list(s.exec(select(ApiKeyRow).where(ApiKeyRow.deployment_id == deployment_id)))
+
+    # ------------------------------------------------------------------ events
+
+    def append_event(self, event: Event) -> Event:
+        """Persist with the next global seq. Commits are serialised so seq order is commit
+        order: a reader that saw seq N never later finds a new event below N."""
+        row = EventRow(
+            ts=event.ts,
+            type=event.type,
+            deployment_id=event.deployment_id,
+            name=event.name,
+            namespace=event.namespace,
+            level=event.level,
+            message=event.message,
+            trace_id=event.trace_id,
+            span_id=event.span_id,
+            data=event.data,
+        )
+        with self._event_lock, self.session() as s:
+            if self.is_postgres:  # serialise across platform processes too
+                s.exec(text("SELECT pg_advisory_xact_lock(4242)"))  # type: ignore[call-overload]
+            s.add(row)
+            s.commit()
+            seq = row.seq
+        return event.model_copy(update={"seq": seq})
+
+    def events_since(
+        self,
+        since: int = 0,
+        *,
+        namespace: str | None = None,
+        deployment_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        with self.session() as s:
+            q = select(EventRow).where(col(EventRow.seq) > since)
+            if namespace:
+                q = q.where(EventRow.namespace == namespace)
+            if deployment_id:
+                q = q.where(EventRow.deployment_id == deployment_id)
+            rows = s.exec(q.order_by(col(EventRow.seq)).limit(limit))
+            return [row_to_event(r) for r in rows]
+
+    def last_seq(self) -> int:
+        with self.session() as s:
+            row = s.exec(select(EventRow).order_by(col(EventRow.seq).desc()).limit(1)).first()
+        return row.seq or 0 if row else 0
+
+
+def row_to_event(r: EventRow) -> Event:
+    ts = r.ts if r.ts.tzinfo else r.ts.replace(tzinfo=UTC)
+    return Event(
+        seq=r.seq or 0,
+        ts=ts,
+        type=r.type,
+        deployment_id=r.deployment_id,
+        name=r.name,
+        namespace=r.namespace,
+        level=r.level,  # type: ignore[arg-type]
+        message=r.message,
+        trace_id=r.trace_id,
+        span_id=r.span_id,
+        data=r.data or {},
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["Store", "new_id", "now", "row_to_event"]
