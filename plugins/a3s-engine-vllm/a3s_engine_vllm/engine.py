@@ -1,0 +1,108 @@
+"""vLLM: `vllm serve` in the `vllm/vllm-openai` image, its flags and its /metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from a3s_core.contracts import Engine, LaunchContext
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
+from a3s_engine_vllm._argv import Option, check_context, merge, number, user_options
+from a3s_engine_vllm._prom import Samples
+
+# Flags the platform owns: routing and health checks depend on them.
+RESERVED = frozenset({"model", "served_model_name", "host", "port", "api_key"})
+
+# Methods a checkpoint declares in its quantization_config. vLLM upgrades them to the Marlin
+# kernels by itself when the GPU allows (compute capability ≥ 8.0), but only when no method
+# is forced: `--quantization awq` pins the slower AWQ kernel. So these are left to vLLM.
+CHECKPOINT_DEFINED = frozenset({"awq", "gptq"})
+
+DECODER_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
+ENCODER_PATHS = frozenset({"/v1/embeddings", "/v1/models"})
+
+
+class VllmEngine(Engine):
+    """vLLM's OpenAI-compatible server. Flags are those of the pinned image's `vllm serve`."""
+
+    name = "vllm"
+    image = "vllm/vllm-openai:v0.11.0"
+    port = 8000
+    health_path = "/health"
+    # /health answers 200 only once the engine has loaded the weights and profiled memory.
+    ready_path = "/health"
+    openai_paths = DECODER_PATHS | ENCODER_PATHS
+    has_metrics = True
+    needs_gpu = True
+    serves_embeddings = True
+
+    aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def openai_paths_for(self, kind: str) -> frozenset[str]:
+        """What a replica of this kind answers: chat and completions, or embeddings."""
+        return ENCODER_PATHS if kind == "encoder" else DECODER_PATHS
+
+    def check(self, profile: ModelProfile, plan: SizingPlan | None) -> str | None:
+        method = profile.quantization.method if profile.quantization else ""
+        if profile.source == "gguf" or method.startswith("gguf"):
+            return (
+                f"vLLM cannot serve {profile.model!r}: it is a GGUF file, which vLLM loads only "
+                "experimentally and without its own tokenizer; serve the safetensors checkpoint "
+                "or use engine 'ollama'"
+            )
+        return None
+
+    def command(self, ctx: LaunchContext) -> list[str]:
+        check_context(ctx, self.name)
+        own: list[Option] = [
+            ("--served-model-name", [ctx.served_model_name]),
+            ("--host", [ctx.host]),
+            ("--port", [str(ctx.port)]),
+            ("--tensor-parallel-size", [str(ctx.tensor_parallel_size)]),
+            ("--max-model-len", [str(ctx.max_model_len)]),
+            ("--dtype", [ctx.dtype]),
+            ("--gpu-memory-utilization", [number(ctx.gpu_memory_utilization)]),
+        ]
+        if ctx.quantization and ctx.quantization not in CHECKPOINT_DEFINED:
+            own.append(("--quantization", [ctx.quantization]))
+        if ctx.kind == "encoder":
+            # v0.10.1 replaced `--task embed` with the pooling runner (BERT-style models are
+            # detected as embedders; saying so keeps the intent explicit).
+            own.append(("--runner", ["pooling"]))
+        user = user_options(ctx.extra_args, engine=self.name, reserved=RESERVED, render=render_vllm)
+        return ["vllm", "serve", ctx.model, *merge(own, user, self.aliases)]
+
+    def env(self, ctx: LaunchContext) -> dict[str, str]:
+        # No usage reports from inside a customer's cluster.
+        env = {"VLLM_NO_USAGE_STATS": "1"}
+        if ctx.api_key:
+            # From the environment rather than argv, so `ps` does not show it. vLLM checks it
+            # on /v1/* only; /health and /metrics stay open to probes and the scraper.
+            env["VLLM_API_KEY"] = ctx.api_key
+        return env
+
+    def parse_metrics(self, text: str) -> LoadFigures:
+        samples = Samples.parse(text, self.name)
+        return LoadFigures(
+            waiting=samples.total("vllm:num_requests_waiting"),
+            running=samples.total("vllm:num_requests_running"),
+            # Renamed in v0.10 (PR #18354); older images only have the gpu_ name.
+            kv_cache_usage=samples.mean("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        )
+
+
+def render_vllm(flag: str, key: str, value: Any) -> list[Option]:
+    """vLLM's argparse: booleans are `--x` / `--no-x` (it uses BooleanOptionalAction, so a
+    False must be said, e.g. to turn prefix caching off), lists are one flag with several
+    values (nargs='+'), dicts are JSON (`--hf-overrides`, `--speculative-config`)."""
+    if value is True:
+        return [(flag, [])]
+    if value is False:
+        return [("--no-" + flag[2:], [])]
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [(flag, [str(v) for v in value])]
+    if isinstance(value, dict):
+        return [(flag, [json.dumps(value, separators=(",", ":"))])]
+    return [(flag, [str(value)])]
