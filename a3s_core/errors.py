@@ -35,8 +35,7 @@ class UnknownPlugin(InvalidRequest):
     def __init__(self, kind: str, name: str, installed: list[str], field: str | None = None):
         listed = ", ".join(sorted(installed)) or "none"
         super().__init__(
-            f"{kind} {name!r} is not available (plugin may not be installed); "
-            f"installed: {listed}",
+            f"{kind} {name!r} is not available (plugin may not be installed); installed: {listed}",
             field=field,
             value=name,
         )

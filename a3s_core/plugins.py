@@ -167,7 +167,9 @@ class Plugins:
 
     # -- broadcast ------------------------------------------------------------------------
 
-    def on_event(self, event: Event, on_error: Callable[[str, Exception], None] | None = None) -> None:
+    def on_event(
+        self, event: Event, on_error: Callable[[str, Exception], None] | None = None
+    ) -> None:
         for impl in self.pm.hook.a3s_on_event.get_hookimpls():
             try:
                 impl.function(event=event)

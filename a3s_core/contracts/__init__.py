@@ -7,6 +7,13 @@ from a3s_core.contracts.scaling import ScalingRule
 from a3s_core.contracts.scheduler import Demand, NodeView, SchedulerStrategy
 
 __all__ = [
-    "Balancer", "Demand", "Engine", "LaunchContext", "NodeView", "Runtime", "ScalingRule",
-    "SchedulerStrategy", "render_extra_args",
+    "Balancer",
+    "Demand",
+    "Engine",
+    "LaunchContext",
+    "NodeView",
+    "Runtime",
+    "ScalingRule",
+    "SchedulerStrategy",
+    "render_extra_args",
 ]

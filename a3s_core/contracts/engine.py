@@ -75,8 +75,11 @@ class Engine(ABC):
         return {}
 
 
-def render_extra_args(extra: dict[str, Any], skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
-    """`{"enable_prefix_caching": true, "max_num_seqs": 64}` → `--enable-prefix-caching --max-num-seqs 64`.
+def render_extra_args(
+    extra: dict[str, Any], skip: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """`{"enable_prefix_caching": true, "max_num_seqs": 64}`
+    → `--enable-prefix-caching --max-num-seqs 64`.
 
     True → bare flag; False/None → omitted; lists → the flag repeated; dicts → JSON.
     Keys may be given with underscores or dashes, with or without the leading `--`.

@@ -51,5 +51,7 @@ class Runtime(ABC):
         """Every replica this runtime manages for the platform, with its current state."""
 
     @abstractmethod
-    def logs(self, replica_id: str, tail: int = 100, follow: bool = False) -> AsyncIterator[LogLine]:
+    def logs(
+        self, replica_id: str, tail: int = 100, follow: bool = False
+    ) -> AsyncIterator[LogLine]:
         """The replica's log lines: the last `tail`, then new ones while `follow`."""

@@ -167,7 +167,9 @@ class EventBus:
                     continue  # already sent from the backlog
                 if e.seq > last + 1 and accept == EventFilter():
                     # A gap means another platform process wrote events: fill it from the store.
-                    for missed in await asyncio.to_thread(self.store.events_since, last, limit=e.seq - last - 1):
+                    for missed in await asyncio.to_thread(
+                        self.store.events_since, last, limit=e.seq - last - 1
+                    ):
                         last = missed.seq
                         yield missed
                 last = e.seq

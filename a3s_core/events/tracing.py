@@ -58,7 +58,9 @@ class EnvelopeSpanProcessor(SpanProcessor):
         duration: float | None = None,
     ) -> None:
         ctx = span.get_span_context()
-        data = {k[len(DATA_PREFIX) :]: _plain(v) for k, v in attrs.items() if k.startswith(DATA_PREFIX)}
+        data = {
+            k[len(DATA_PREFIX) :]: _plain(v) for k, v in attrs.items() if k.startswith(DATA_PREFIX)
+        }
         if duration is not None:
             data["durationSeconds"] = round(duration, 6)
         self.bus.emit(

@@ -4,5 +4,11 @@ from a3s_core.store.repo import Store, new_id
 from a3s_core.store.tables import ApiKeyRow, DeploymentRow, EventRow, GpuAllocationRow, ReplicaRow
 
 __all__ = [
-    "ApiKeyRow", "DeploymentRow", "EventRow", "GpuAllocationRow", "ReplicaRow", "Store", "new_id",
+    "ApiKeyRow",
+    "DeploymentRow",
+    "EventRow",
+    "GpuAllocationRow",
+    "ReplicaRow",
+    "Store",
+    "new_id",
 ]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -134,6 +134,26 @@ class Store:
             s.add(row)
             s.commit()
             return row
+
+    def transition(self, deployment_id: str, **fields: Any) -> DeploymentRow | None:
+        """Update a deployment the controller is working on, unless the API has meanwhile
+        asked for its deletion (a conditional UPDATE, so a stale read cannot undo it).
+        Returns None when the row is being deleted."""
+        terminal = ("deleting", "deleted")
+        if fields.get("status") in terminal:
+            return self.update_deployment(deployment_id, **fields)
+        fields["updated_at"] = utcnow()
+        with self.session() as s:
+            result = s.exec(  # type: ignore[call-overload]
+                update(DeploymentRow)
+                .where(col(DeploymentRow.id) == deployment_id)
+                .where(col(DeploymentRow.status).notin_(terminal))
+                .values(**fields)
+            )
+            s.commit()
+            if result.rowcount == 0:
+                return None
+            return s.get(DeploymentRow, deployment_id)
 
     def count(self, table: type[Any]) -> int:
         with self.session() as s:

@@ -24,7 +24,7 @@ class ReplicaRequest(BaseModel):
     port: int = Field(description="port the engine listens on inside its sandbox")
     health_path: str
     ready_path: str
-    placement: "Placement"
+    placement: Placement
     model: str = Field(description="checkpoint to load")
     served_model_name: str
     max_model_len: int

@@ -49,7 +49,8 @@ class AutoscalingSpec(BaseModel):
     def _ordered(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
-                f"minReplicas ({self.min_replicas}) is greater than maxReplicas ({self.max_replicas})"
+                f"minReplicas ({self.min_replicas}) is greater than "
+                f"maxReplicas ({self.max_replicas})"
             )
         if self.gpu_util_down >= self.gpu_util_up:
             raise ValueError("gpu_util_down must be below gpu_util_up")

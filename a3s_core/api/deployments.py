@@ -1,0 +1,208 @@
+"""Control plane: deployments (admin token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from a3s_core import deployments as service
+from a3s_core.api.deps import Admin, PlatformDep
+from a3s_core.api.schemas import (
+    DeploymentView,
+    KeyResponse,
+    ScaleRequest,
+    SubmitResponse,
+)
+from a3s_core.errors import Conflict
+from a3s_core.planning import plan_request
+from a3s_core.types import DeploymentRequest
+
+router = APIRouter(prefix="/v1", dependencies=[Admin], tags=["deployments"])
+
+_EXAMPLES: dict[str, Any] = {
+    "minimal": {
+        "summary": "The seed's minimal request",
+        "value": {"models": [{"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}]},
+    },
+    "full": {
+        "summary": "The seed's §2.1 request",
+        "value": {
+            "models": [
+                {
+                    "name": "qwen-72b",
+                    "model": "Qwen/Qwen2.5-72B-Instruct",
+                    "engine": "vllm",
+                    "quantization": "awq",
+                    "max_model_len": 32768,
+                    "replicas": 1,
+                    "extra_args": {},
+                }
+            ],
+            "namespace": "team-ai",
+            "metadata": {"userId": "user-001", "teamId": "team-001", "source": "cli"},
+        },
+    },
+    "multi": {
+        "summary": "The seed's multi-model request",
+        "value": {
+            "models": [
+                {
+                    "name": "qwen-72b",
+                    "model": "Qwen/Qwen2.5-72B-Instruct",
+                    "engine": "vllm",
+                    "quantization": "awq",
+                },
+                {"name": "embedding", "model": "BAAI/bge-large-zh-v1.5", "engine": "tgi"},
+            ]
+        },
+    },
+}
+
+RequestBody = Annotated[DeploymentRequest, Body(openapi_examples=_EXAMPLES)]
+
+
+@router.post(
+    "/deployments",
+    status_code=202,
+    response_model=SubmitResponse,
+    response_model_by_alias=True,
+    summary="Deploy models; returns endpoints and API keys at once",
+    responses={200: {"description": "dry run: the sizing and placement plan"}},
+)
+async def create_deployments(
+    platform: PlatformDep,
+    body: RequestBody,
+    dry_run: Annotated[bool, Query(alias="dryRun")] = False,
+) -> Any:
+    if dry_run:
+        return JSONResponse(await plan_request(platform, body))
+    return await run_in_threadpool(service.submit, platform, body)
+
+
+@router.post("/deployments:plan", summary="Size and place without deploying")
+async def plan_deployments(platform: PlatformDep, body: RequestBody) -> dict[str, Any]:
+    return await plan_request(platform, body)
+
+
+@router.get("/deployments", response_model=list[DeploymentView], response_model_by_alias=True)
+async def list_deployments(
+    platform: PlatformDep,
+    namespace: str | None = None,
+    include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+) -> list[DeploymentView]:
+    def work() -> list[DeploymentView]:
+        rows = platform.store.list_deployments(namespace, include_deleted=include_deleted)
+        return [service.view(platform, r, recent_events=0) for r in rows]
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/deployments/{deployment_id}", response_model=DeploymentView, response_model_by_alias=True
+)
+async def get_deployment(platform: PlatformDep, deployment_id: str) -> DeploymentView:
+    row = await run_in_threadpool(platform.store.get_deployment, deployment_id)
+    return await run_in_threadpool(service.view, platform, row)
+
+
+@router.delete(
+    "/deployments/{deployment_id}",
+    status_code=202,
+    response_model=DeploymentView,
+    response_model_by_alias=True,
+)
+async def delete_deployment(platform: PlatformDep, deployment_id: str) -> DeploymentView:
+    row = await run_in_threadpool(service.request_delete, platform, deployment_id)
+    return await run_in_threadpool(service.view, platform, row)
+
+
+@router.post(
+    "/deployments/{deployment_id}/scale",
+    status_code=202,
+    response_model=DeploymentView,
+    response_model_by_alias=True,
+)
+async def scale_deployment(
+    platform: PlatformDep, deployment_id: str, body: ScaleRequest
+) -> DeploymentView:
+    def work() -> DeploymentView:
+        row = platform.store.get_deployment(deployment_id)
+        if row.status in ("deleting", "deleted"):
+            raise Conflict(f"deployment {row.name!r} is {row.status}; it cannot be scaled")
+        ceiling = platform.settings.max_replicas
+        auto = row.spec.get("autoscaling") or {}
+        ceiling = min(ceiling, auto.get("max_replicas", ceiling)) if auto else ceiling
+        if body.replicas > ceiling:
+            from a3s_core.errors import InvalidRequest
+
+            raise InvalidRequest(
+                f"replicas: {body.replicas} is above this deployment's maximum of {ceiling}",
+                field="replicas",
+                value=body.replicas,
+            )
+        before = row.desired_replicas
+        row = platform.store.update_deployment(row.id, desired_replicas=body.replicas)
+        platform.bus.emit(
+            "scaling.manual",
+            f"{row.name}: desired replicas set to {body.replicas} (was {before}) by the API",
+            deployment_id=row.id,
+            name=row.name,
+            namespace=row.namespace,
+            data={"from": before, "to": body.replicas},
+        )
+        if platform.controller:
+            platform.controller.wake()
+        return service.view(platform, row)
+
+    return await run_in_threadpool(work)
+
+
+@router.post(
+    "/deployments/{deployment_id}/keys:rotate",
+    response_model=KeyResponse,
+    response_model_by_alias=True,
+    summary="Revoke the deployment's keys and issue a new one (shown once)",
+)
+async def rotate_key(platform: PlatformDep, deployment_id: str) -> KeyResponse:
+    def work() -> KeyResponse:
+        row = platform.store.get_deployment(deployment_id)
+        if row.status in ("deleting", "deleted"):
+            raise Conflict(f"deployment {row.name!r} is {row.status}; it has no keys")
+        key = platform.store.rotate_key(row.id)
+        platform.bus.emit(
+            "apikey.rotated",
+            f"{row.name}: API key rotated; old keys revoked",
+            deployment_id=row.id,
+            name=row.name,
+            namespace=row.namespace,
+        )
+        if platform.gateway:
+            platform.gateway.invalidate()
+        return KeyResponse(deployment_id=row.id, api_key=key)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/deployments/{deployment_id}/keys:revoke", summary="Revoke every key")
+async def revoke_keys(platform: PlatformDep, deployment_id: str) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        row = platform.store.get_deployment(deployment_id)
+        n = platform.store.revoke_keys(row.id)
+        platform.bus.emit(
+            "apikey.revoked",
+            f"{row.name}: {n} API key(s) revoked",
+            deployment_id=row.id,
+            name=row.name,
+            namespace=row.namespace,
+        )
+        if platform.gateway:
+            platform.gateway.invalidate()
+        return {"deploymentId": row.id, "revoked": n}
+
+    return await run_in_threadpool(work)
+
+
+__all__ = ["router"]

@@ -1,0 +1,72 @@
+"""Turn a placement into a ReplicaRequest: the engine renders its command from the plan."""
+
+from __future__ import annotations
+
+import os
+
+from a3s_core.contracts import Engine, LaunchContext
+from a3s_core.platform import Platform
+from a3s_core.store import DeploymentRow
+from a3s_core.types import Placement, ReplicaRequest, SizingPlan
+
+
+def make_engine(platform: Platform, name: str) -> Engine:
+    return platform.plugins.engines.get(name)(image=platform.settings.engine_images.get(name))
+
+
+async def build_request(
+    platform: Platform, dep: DeploymentRow, plan: SizingPlan, placement: Placement, replica_id: str
+) -> ReplicaRequest:
+    engine = make_engine(platform, dep.engine)
+    cand = plan.candidate_for(placement.gpu) if placement.gpu else None
+    tp = cand.tensor_parallel_size if cand else 1
+    max_len = cand.max_model_len if cand else plan.max_model_len
+    port = await platform.runtime.reserve_port() or engine.port
+    ctx = LaunchContext(
+        served_model_name=dep.name,
+        model=plan.checkpoint,
+        kind=plan.kind,
+        quantization=plan.engine_quantization,
+        tensor_parallel_size=tp,
+        max_model_len=max_len,
+        dtype=cand.dtype if cand else "auto",
+        gpu_memory_utilization=plan.gpu_memory_utilization,
+        port=port,
+        extra_args=dict(dep.spec.get("extra_args") or {}),
+        gpu_indices=list(placement.gpu_indices),
+        cpu_threads=None if placement.gpu else max(1, (os.cpu_count() or 2) - 1),
+    )
+    gpu_type = platform.catalog.get(placement.gpu) if placement.gpu else None
+    return ReplicaRequest(
+        replica_id=replica_id,
+        deployment_id=dep.id,
+        deployment_name=dep.name,
+        namespace=dep.namespace,
+        engine=dep.engine,
+        image=engine.image_for(ctx),
+        command=engine.command(ctx),
+        env=engine.env(ctx),
+        port=port,
+        health_path=engine.health_path,
+        ready_path=engine.ready_path,
+        placement=placement,
+        model=engine.model_for(ctx),
+        served_model_name=dep.name,
+        max_model_len=max_len,
+        tensor_parallel_size=tp,
+        gpu=placement.gpu,
+        labels={"a3s.io/namespace": dep.namespace},
+        sim={
+            "engine": dep.engine,
+            "gpu": placement.gpu,
+            "bandwidth_gbs": gpu_type.bandwidth_gbs if gpu_type else 50.0,
+            "bf16_tflops": gpu_type.bf16_tflops if gpu_type else 1.0,
+            "tensor_parallel_size": tp,
+            "parameters": plan.parameters,
+            "weight_bytes": plan.weight_bytes,
+            "kv_bytes_per_token": plan.kv_bytes_per_token,
+            "max_model_len": max_len,
+            "kind": plan.kind,
+            "max_num_seqs": ctx.extra_args.get("max_num_seqs"),
+        },
+    )

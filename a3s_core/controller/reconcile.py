@@ -1,0 +1,535 @@
+"""The deployment controller: a level-triggered loop that makes the runtime match the store.
+
+Every tick reads desired state (deployments, replicas, GPU bookings) from the store and
+what the runtime observes, then acts on the difference. Nothing lives only in memory, so a
+restarted platform adopts running replicas and carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from a3s_core.controller import launch
+from a3s_core.controller.placement import place, preview
+from a3s_core.errors import A3SError, RuntimeUnavailable, Unschedulable
+from a3s_core.events.tracing import parent_context, step
+from a3s_core.platform import Platform
+from a3s_core.store import DeploymentRow, ReplicaRow, new_id
+from a3s_core.types import DeploymentRequest, Level, ModelSpec, Node, ReplicaObservation, SizingPlan
+
+log = logging.getLogger("a3s.controller")
+
+LIVE = ("starting", "ready")
+LOST_GRACE = timedelta(seconds=15)  # a fresh replica may not be visible to the runtime yet
+DRAIN_TIMEOUT = timedelta(seconds=60)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+@dataclass
+class Tick:
+    """What one reconcile pass knows about the cluster; bookings made in the pass update it."""
+
+    observed: dict[str, ReplicaObservation]
+    nodes: list[Node] | None = None
+    allocations: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+class Controller:
+    def __init__(self, platform: Platform) -> None:
+        self.p = platform
+        self.store = platform.store
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ loop
+
+    def wake(self) -> None:
+        """Ask for a pass now (safe from any thread)."""
+        if self._wake is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            try:
+                await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.p.settings.reconcile_interval_s)
+            self._wake.clear()
+
+    async def reconcile_once(self) -> None:
+        async with self._lock:
+            observed = {o.replica_id: o for o in await self.p.runtime.observe()}
+            tick = Tick(observed=observed)
+            deployments = await run_in_threadpool(self.store.list_deployments)
+            rows = await run_in_threadpool(self.store.replicas)
+            by_dep: dict[str, list[ReplicaRow]] = defaultdict(list)
+            for r in rows:
+                by_dep[r.deployment_id].append(r)
+            known = {r.id for r in rows}
+            for rid, obs in observed.items():  # started by us, but the store forgot it
+                if rid not in known:
+                    log.warning("removing orphan replica %s (%s)", rid, obs.deployment_id)
+                    await self.p.runtime.delete_replica(rid)
+            for dep in deployments:  # arrival order: earlier deployments choose first
+                try:
+                    await self._reconcile(dep, by_dep.get(dep.id, []), tick)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.exception("reconciling %s failed", dep.id)
+                    self.emit(
+                        dep,
+                        "deployment.error",
+                        f"{dep.name}: controller error: {exc}",
+                        level="error",
+                    )
+
+    # ------------------------------------------------------------------ one deployment
+
+    async def _reconcile(self, dep: DeploymentRow, replicas: list[ReplicaRow], tick: Tick) -> None:
+        if dep.status == "deleting":
+            await self._teardown(dep, replicas)
+            return
+        if dep.status in ("failed", "deleted"):
+            return
+        plan = await self._ensure_plan(dep)
+        if plan is None:
+            return
+        replicas = await self._sync(dep, replicas, tick)
+        dep = await run_in_threadpool(self.store.get_deployment, dep.id)
+        if dep.status in ("failed", "deleting", "deleted"):
+            return
+        live = [r for r in replicas if r.state in LIVE]
+        retry_at = aware(dep.retry_at)
+        if len(live) < dep.desired_replicas and (retry_at is None or now() >= retry_at):
+            for _ in range(dep.desired_replicas - len(live)):
+                placed = await self._add_replica(dep, plan, tick, first=not live)
+                if placed is None:
+                    break
+                live.append(placed)
+        elif len(live) > dep.desired_replicas:
+            await self._start_drain(dep, live, len(live) - dep.desired_replicas)
+        await self._update_status(dep, live)
+
+    async def _ensure_plan(self, dep: DeploymentRow) -> SizingPlan | None:
+        if dep.plan:
+            return SizingPlan.model_validate(dep.plan)
+        from a3s_core.planning import resolve_plan
+
+        spec = ModelSpec.model_validate(dep.spec)
+        await run_in_threadpool(self.store.transition, dep.id, status="sizing")
+        try:
+            with step(
+                self.p.tracer,
+                "sizing",
+                **self._ids(dep),
+                start_message=f"sizing {dep.model} ({spec.quantization})",
+            ) as s:
+                _, plan = await asyncio.to_thread(resolve_plan, self.p, spec)
+                best = plan.candidates[0] if plan.candidates else None
+                s.done(
+                    f"{dep.name}: {plan.parameters / 1e9:.1f}B parameters, "
+                    f"{plan.weight_bytes / 2**30:.1f} GiB weights ({plan.quantization}), "
+                    + (
+                        f"best fit {best.gpu_count}× {best.gpu} (TP {best.tensor_parallel_size}), "
+                        f"max_model_len {best.max_model_len}"
+                        if best
+                        else f"CPU, {plan.memory_bytes / 2**30:.2f} GiB"
+                    ),
+                    parameters=plan.parameters,
+                    weightBytes=plan.weight_bytes,
+                    kvBytesPerToken=plan.kv_bytes_per_token,
+                    candidates=[f"{c.gpu_count}x {c.gpu}" for c in plan.candidates],
+                    maxModelLen=plan.max_model_len,
+                )
+        except A3SError as exc:
+            await run_in_threadpool(
+                self.store.transition, dep.id, status="failed", reason=exc.message
+            )
+            return None
+        await run_in_threadpool(
+            self.store.transition, dep.id, plan=plan.model_dump(mode="json"), status="scheduling"
+        )
+        return plan
+
+    # ------------------------------------------------------------------ observation
+
+    async def _sync(
+        self, dep: DeploymentRow, rows: list[ReplicaRow], tick: Tick
+    ) -> list[ReplicaRow]:
+        """Fold what the runtime sees into the store; replace what died."""
+        kept: list[ReplicaRow] = []
+        for r in rows:
+            obs = tick.observed.get(r.id)
+            created = aware(r.created_at) or now()
+            if r.state == "draining":
+                if await self._finish_drain(dep, r):
+                    continue
+                kept.append(r)
+                continue
+            if obs is None:
+                if now() - created > LOST_GRACE:
+                    await self._replica_failed(dep, r, "the replica disappeared from the runtime")
+                    continue
+            elif obs.state == "ready" and r.state != "ready":
+                r = (
+                    await run_in_threadpool(
+                        self.store.update_replica,
+                        r.id,
+                        state="ready",
+                        url=obs.url,
+                        ready_at=now(),
+                        message="",
+                        restarts=obs.restarts,
+                    )
+                    or r
+                )
+                secs = (now() - created).total_seconds()
+                self.emit(
+                    dep,
+                    "replica.ready",
+                    f"{dep.name}: replica {r.id} is ready on {r.node} after {secs:.1f}s",
+                    data={
+                        "replica": r.id,
+                        "node": r.node,
+                        "url": obs.url,
+                        "startSeconds": round(secs, 3),
+                    },
+                )
+                await run_in_threadpool(self.store.update_deployment, dep.id, failures=0)
+                self._invalidate()
+            elif obs.state in ("failed", "stopped"):
+                await self._replica_failed(dep, r, obs.message or f"replica {obs.state}")
+                continue
+            elif obs.state == "starting":
+                if obs.url and obs.url != r.url:
+                    r = await run_in_threadpool(self.store.update_replica, r.id, url=obs.url) or r
+                timeout = timedelta(seconds=self.p.settings.replica_start_timeout_s)
+                if now() - created > timeout:
+                    await self._replica_failed(
+                        dep, r, f"not ready after {timeout.total_seconds():.0f}s"
+                    )
+                    continue
+            kept.append(r)
+        return kept
+
+    async def _replica_failed(self, dep: DeploymentRow, r: ReplicaRow, why: str) -> None:
+        tail = await self._log_tail(r.id)
+        await self.p.runtime.delete_replica(r.id)
+        await run_in_threadpool(self.store.remove_replica, r.id)
+        self._invalidate()
+        fresh = await run_in_threadpool(self.store.get_deployment, dep.id)
+        failures = fresh.failures + 1
+        self.emit(
+            dep,
+            "replica.failed",
+            f"{dep.name}: replica {r.id} on {r.node} failed: {why}",
+            level="error",
+            data={"replica": r.id, "node": r.node, "failures": failures, "logTail": tail},
+        )
+        if failures >= self.p.settings.max_restarts:
+            reason = f"replica failed {failures} times in a row; last: {why}" + (
+                f"; last log lines: {' | '.join(tail[-5:])}" if tail else ""
+            )
+            if await run_in_threadpool(
+                self.store.transition, dep.id, status="failed", reason=reason, failures=failures
+            ):
+                self.emit(dep, "deployment.failed", f"{dep.name} failed: {reason}", level="error")
+            return
+        backoff = min(60.0, 2.0 ** (failures - 1))
+        await run_in_threadpool(
+            self.store.transition,
+            dep.id,
+            failures=failures,
+            retry_at=now() + timedelta(seconds=backoff),
+        )
+        self.emit(
+            dep,
+            "replica.restarting",
+            f"{dep.name}: replacing replica {r.id} in {backoff:.0f}s "
+            f"(failure {failures} of {self.p.settings.max_restarts})",
+            level="warning",
+            data={"backoffSeconds": backoff},
+        )
+
+    async def _log_tail(self, replica_id: str, n: int = 20) -> list[str]:
+        lines: list[str] = []
+        try:
+            async for line in self.p.runtime.logs(replica_id, tail=n, follow=False):
+                lines.append(line.line)
+        except Exception:  # logs are a courtesy; the failure itself is what matters
+            pass
+        return lines[-n:]
+
+    # ------------------------------------------------------------------ scale up
+
+    async def _add_replica(
+        self, dep: DeploymentRow, plan: SizingPlan, tick: Tick, first: bool
+    ) -> ReplicaRow | None:
+        if tick.nodes is None:
+            tick.nodes = await self.p.runtime.list_nodes()
+            tick.allocations = await run_in_threadpool(self.store.allocations)
+        try:
+            placement = await run_in_threadpool(
+                place, self.p, dep, plan, tick.nodes, tick.allocations, False
+            )
+        except Unschedulable as exc:
+            await self._unschedulable(dep, plan, tick, exc, first)
+            return None
+        with step(self.p.tracer, "scheduling", **self._ids(dep), emit_start=False) as s:
+            row = ReplicaRow(
+                id=new_id(f"{dep.name[:40]}"),
+                deployment_id=dep.id,
+                node=placement.node,
+                gpu=placement.gpu,
+                gpu_indices=placement.gpu_indices,
+                tensor_parallel_size=placement.tensor_parallel_size or 1,
+                max_model_len=placement.max_model_len,
+                state="starting",
+            )
+            if not await run_in_threadpool(self.store.book, row, dep.id):
+                # Another platform process booked one of these GPUs first: re-read next pass.
+                tick.nodes = None
+                s.fail(f"{dep.name}: GPUs on {placement.node} were taken meanwhile; retrying")
+                return None
+            for idx in placement.gpu_indices:
+                tick.allocations.setdefault(placement.node, {})[idx] = row.id
+            gpus = (
+                f"{len(placement.gpu_indices)}× {placement.gpu} "
+                f"(GPU {','.join(map(str, placement.gpu_indices))})"
+                if placement.gpu
+                else "CPU"
+            )
+            s.done(
+                f"{dep.name}: replica {row.id} placed on {placement.node}, {gpus}",
+                replica=row.id,
+                node=placement.node,
+                gpu=placement.gpu,
+                gpuIndices=placement.gpu_indices,
+                tensorParallelSize=placement.tensor_parallel_size,
+            )
+        return await self._launch(dep, plan, row)
+
+    async def _unschedulable(
+        self, dep: DeploymentRow, plan: SizingPlan, tick: Tick, exc: Unschedulable, first: bool
+    ) -> None:
+        """Say so once per distinct reason (with suggestions computed by re-sizing), not
+        every pass; the deployment waits and is placed when capacity frees."""
+        said = dep.reason if first else (dep.autoscaling_state or {}).get("unschedulable")
+        if said == exc.message and (not first or dep.status == "unschedulable"):
+            return
+        try:
+            await run_in_threadpool(
+                place, self.p, dep, plan, tick.nodes or [], tick.allocations, True
+            )
+            full = exc
+        except Unschedulable as with_tips:
+            full = with_tips
+        with step(self.p.tracer, "scheduling", **self._ids(dep), emit_start=False) as s:
+            s.fail(
+                f"{dep.name}: cannot place {'a' if first else 'another'} replica: {full.message}",
+                reason=full.message,
+                suggestions=full.suggestions,
+            )
+        if first:
+            await run_in_threadpool(
+                self.store.transition,
+                dep.id,
+                status="unschedulable",
+                reason=exc.message,
+                suggestions=full.suggestions,
+            )
+        else:
+            state = dict(dep.autoscaling_state or {}, unschedulable=exc.message)
+            await run_in_threadpool(self.store.transition, dep.id, autoscaling_state=state)
+
+    async def _launch(
+        self, dep: DeploymentRow, plan: SizingPlan, row: ReplicaRow
+    ) -> ReplicaRow | None:
+        from a3s_core.types import Placement
+
+        placement = Placement(
+            node=row.node or "",
+            gpu=row.gpu,
+            gpu_indices=row.gpu_indices,
+            tensor_parallel_size=row.tensor_parallel_size,
+            max_model_len=row.max_model_len,
+        )
+        await run_in_threadpool(
+            self.store.transition, dep.id, status="deploying", reason="", suggestions=[]
+        )
+        try:
+            request = await launch.build_request(self.p, dep, plan, placement, row.id)
+            self.emit(
+                dep,
+                "replica.starting",
+                f"{dep.name}: starting replica {row.id} ({dep.engine}) on {row.node}",
+                data={
+                    "replica": row.id,
+                    "node": row.node,
+                    "image": request.image,
+                    "command": request.command,
+                },
+            )
+            obs = await self.p.runtime.create_replica(request)
+        except RuntimeUnavailable as exc:
+            await run_in_threadpool(self.store.remove_replica, row.id)
+            await run_in_threadpool(
+                self.store.transition, dep.id, status="failed", reason=exc.message
+            )
+            self.emit(dep, "deployment.failed", f"{dep.name} failed: {exc.message}", level="error")
+            return None
+        except Exception as exc:
+            await self._replica_failed(dep, row, f"could not start: {exc}")
+            return None
+        if obs.url:
+            row = await run_in_threadpool(self.store.update_replica, row.id, url=obs.url) or row
+        return row
+
+    # ------------------------------------------------------------------ scale down / delete
+
+    async def _start_drain(self, dep: DeploymentRow, live: list[ReplicaRow], n: int) -> None:
+        # Not-ready replicas go first (they serve nothing), then the newest.
+        victims = sorted(
+            live, key=lambda r: (r.state == "ready", aware(r.created_at)), reverse=False
+        )
+        for r in victims[:n]:
+            await run_in_threadpool(self.store.update_replica, r.id, state="draining")
+            live.remove(r)
+            self._invalidate()
+            self.emit(
+                dep,
+                "replica.draining",
+                f"{dep.name}: draining replica {r.id}; in-flight requests finish first",
+                data={"replica": r.id},
+            )
+
+    async def _finish_drain(self, dep: DeploymentRow, r: ReplicaRow) -> bool:
+        in_flight = self.p.gateway.in_flight(r.id) if self.p.gateway else 0
+        started = aware(r.updated_at) or now()
+        if in_flight and now() - started < DRAIN_TIMEOUT:
+            return False
+        await self._stop(dep, r, "scaled down")
+        return True
+
+    async def _stop(self, dep: DeploymentRow, r: ReplicaRow, why: str) -> None:
+        await self.p.runtime.delete_replica(r.id)
+        await run_in_threadpool(self.store.remove_replica, r.id)
+        self._invalidate()
+        self.emit(
+            dep,
+            "replica.stopped",
+            f"{dep.name}: replica {r.id} stopped ({why}); GPUs {r.gpu_indices} on {r.node} freed",
+            data={"replica": r.id},
+        )
+
+    async def _teardown(self, dep: DeploymentRow, replicas: list[ReplicaRow]) -> None:
+        for r in replicas:
+            await self._stop(dep, r, "deployment deleted")
+        await run_in_threadpool(self.store.update_deployment, dep.id, status="deleted")
+        self.emit(
+            dep,
+            "deployment.deleted",
+            f"{dep.name} deleted: {len(replicas)} replica(s) stopped, keys revoked",
+        )
+
+    # ------------------------------------------------------------------ status
+
+    async def _update_status(self, dep: DeploymentRow, live: list[ReplicaRow]) -> None:
+        fresh = await run_in_threadpool(self.store.get_deployment, dep.id)
+        ready = sum(1 for r in live if r.state == "ready")
+        if ready:
+            status = "running"
+        elif live:
+            status = "deploying"
+        else:
+            status = fresh.status if fresh.status in ("unschedulable", "failed") else "scheduling"
+        if status != fresh.status:
+            await run_in_threadpool(
+                self.store.transition,
+                dep.id,
+                status=status,
+                **({"reason": "", "suggestions": []} if ready else {}),
+            )
+        if status == "running" and fresh.status != "running":
+            self.emit(
+                dep,
+                "deployment.running",
+                f"{dep.name} is running: {ready} of {fresh.desired_replicas} replica(s) "
+                f"ready at {self.p.settings.endpoint_for(dep.namespace, dep.name)}",
+                data={
+                    "ready": ready,
+                    "desired": fresh.desired_replicas,
+                    "endpoint": self.p.settings.endpoint_for(dep.namespace, dep.name),
+                },
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ids(self, dep: DeploymentRow) -> dict[str, Any]:
+        return {
+            "deployment_id": dep.id,
+            "deployment_name": dep.name,
+            "namespace": dep.namespace,
+            "parent": parent_context(dep.trace_id, dep.span_id),
+        }
+
+    def emit(
+        self,
+        dep: DeploymentRow,
+        type_: str,
+        message: str,
+        level: Level = "info",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.p.bus.emit(
+            type_,
+            message,
+            deployment_id=dep.id,
+            name=dep.name,
+            namespace=dep.namespace,
+            level=level,
+            data=data,
+            trace_id=dep.trace_id,
+            span_id=dep.span_id,
+        )
+
+    def _invalidate(self) -> None:
+        if self.p.gateway is not None:
+            self.p.gateway.invalidate()
+
+    async def preview(
+        self, spec: ModelSpec, plan: SizingPlan, request: DeploymentRequest
+    ) -> dict[str, Any]:
+        dep = DeploymentRow(
+            id="preview",
+            name=spec.name,
+            namespace=request.resolved_namespace(),
+            model=spec.model,
+            engine=spec.engine,
+            spec=spec.model_dump(mode="json", exclude_none=True),
+            metadata_=request.metadata,
+        )
+        return await preview(self.p, dep, plan)

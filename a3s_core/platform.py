@@ -1,0 +1,95 @@
+"""The platform container: one per process, built from settings, owned by the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from a3s_core.catalog import GpuCatalog, load_catalog
+from a3s_core.contracts import Runtime
+from a3s_core.events import EventBus
+from a3s_core.events.tracing import make_tracer_provider
+from a3s_core.plugins import Plugins
+from a3s_core.settings import Settings
+from a3s_core.store import Store
+from a3s_core.types import Event
+
+if TYPE_CHECKING:
+    from a3s_core.controller.reconcile import Controller
+    from a3s_core.gateway.app import Gateway
+    from a3s_core.scaling.autoscaler import Autoscaler
+
+log = logging.getLogger("a3s")
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        plugins: Plugins | None = None,
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.plugins = plugins or Plugins()
+        self.plugins.check()  # duplicate names and broken entry points fail here, at start-up
+        self.admin_token, self.admin_token_created = settings.ensure_admin_token()
+        self.catalog: GpuCatalog = load_catalog(settings.gpu_catalog)
+        self.store = Store.open(settings.db_url)
+        self.bus = EventBus(self.store, observers=self._observe)
+        self.tracer_provider: TracerProvider = make_tracer_provider(self.bus, span_exporter)
+        self.tracer = self.tracer_provider.get_tracer("a3s")
+        runtime_cls = self.plugins.runtimes.get(settings.runtime)
+        options: dict[str, Any] = {"data_dir": str(settings.data_dir), **settings.runtime_options}
+        self.runtime: Runtime = runtime_cls(options)
+        self.gateway: Gateway | None = _make_gateway(self)
+        self.controller: Controller | None = None
+        self.autoscaler: Autoscaler | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _observe(self, event: Event) -> None:
+        self.plugins.on_event(
+            event, on_error=lambda name, exc: log.warning("event observer %s failed: %s", name, exc)
+        )
+
+    async def start(self) -> None:
+        from a3s_core.controller.reconcile import Controller
+
+        await self.runtime.start()
+        if self.gateway:
+            await self.gateway.start()
+        self.controller = Controller(self)
+        if self.settings.controllers:
+            self._tasks.append(asyncio.create_task(self.controller.run(), name="a3s-reconcile"))
+            try:
+                from a3s_core.scaling.autoscaler import Autoscaler
+            except ImportError:  # the autoscaler lands separately
+                Autoscaler = None  # type: ignore[assignment,misc]
+            if Autoscaler is not None:
+                self.autoscaler = Autoscaler(self)
+                self._tasks.append(asyncio.create_task(self.autoscaler.run(), name="a3s-autoscale"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self.gateway:
+            await self.gateway.stop()
+        await self.runtime.close()
+        self.tracer_provider.shutdown()
+        self.store.close()
+
+
+def _make_gateway(platform: Platform) -> Gateway | None:
+    try:
+        from a3s_core.gateway.app import Gateway
+    except ImportError:  # until the gateway lands
+        return None
+    return Gateway(platform.settings, platform.store.engine, platform.plugins)
