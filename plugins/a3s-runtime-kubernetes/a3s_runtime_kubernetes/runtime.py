@@ -1,0 +1,323 @@
+"""The `kubernetes` runtime: one GPU-pinned pod per replica, one Service per deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from a3s_core.catalog import load_catalog
+from a3s_core.contracts import Runtime
+from a3s_core.errors import Conflict, NotFound, RuntimeUnavailable
+from a3s_core.types import LogLine, Node, ReplicaObservation, ReplicaRequest
+from a3s_runtime_kubernetes import dcgm, logs
+from a3s_runtime_kubernetes import naming as n
+from a3s_runtime_kubernetes.client import build_api_client, call
+from a3s_runtime_kubernetes.inventory import build_inventory
+from a3s_runtime_kubernetes.objects import labels_of, meta, name_of, namespace_of
+from a3s_runtime_kubernetes.options import KubernetesOptions, parse_options
+from a3s_runtime_kubernetes.render import (
+    render_hf_secret,
+    render_namespace,
+    render_pod,
+    render_service,
+    tolerations,
+)
+from a3s_runtime_kubernetes.status import observe_pod
+
+log = logging.getLogger(__name__)
+
+LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+class KubernetesRuntime(Runtime):
+    """Replicas as pods in a real cluster, through the official client (sync, in threads)."""
+
+    name: ClassVar[str] = "kubernetes"
+
+    def __init__(
+        self, options: dict[str, object] | None = None, *, api_client: k8s.ApiClient | None = None
+    ) -> None:
+        super().__init__(options)
+        self.opts: KubernetesOptions = parse_options(self.options)
+        self._api_client = api_client
+        self._core: k8s.CoreV1Api | None = None
+        self._namespaces: set[str] = set()
+        self._secrets: set[str] = set()
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._warned_foreign = False
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        if self._core is None:
+            raise RuntimeUnavailable("kubernetes runtime used before start()")
+        return self._core
+
+    async def start(self) -> None:
+        if self._api_client is None:
+            self._api_client = await asyncio.to_thread(build_api_client, self.opts)
+        self._core = k8s.CoreV1Api(self._api_client)
+        version_api = k8s.VersionApi(self._api_client)
+        version = await self._call("read the server version", version_api.get_code)
+        log.info("kubernetes runtime connected to %s (Kubernetes %s)",
+                 self._api_client.configuration.host, version.git_version)
+
+    async def close(self) -> None:
+        if self._api_client is not None:
+            await asyncio.to_thread(self._api_client.close)
+        self._core = None
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await call(what, fn, *args, timeout_s=self.opts.request_timeout_s, **kwargs)
+
+    # -- inventory ----------------------------------------------------------------------
+
+    async def list_nodes(self) -> list[Node]:
+        nodes, pods, stats = await asyncio.gather(
+            self._call("list nodes", self.core.list_node, label_selector=self.opts.node_selector),
+            self._pods_holding_gpus(),
+            dcgm.scrape(self.opts.dcgm_exporter_urls, self.opts.dcgm_timeout_s),
+        )
+        catalog = load_catalog(self.opts.gpu_catalog)
+        return build_inventory(nodes.items, pods, catalog, tolerations(self.opts), stats)
+
+    async def _pods_holding_gpus(self) -> list[k8s.V1Pod]:
+        """Every live pod in the cluster (foreign GPUs count against capacity). Without the
+        cluster-wide read, only A3S's own pods are known; that is logged once."""
+        try:
+            result = await self._call(
+                "list pods in all namespaces", self.core.list_pod_for_all_namespaces,
+                field_selector=LIVE_PODS, passthrough=(403,),
+            )
+            return list(result.items)
+        except ApiException:
+            if not self._warned_foreign:
+                log.warning("kubernetes runtime may not list pods cluster-wide; GPUs used by "
+                            "other workloads are not seen (%s)", "contrib/kubernetes/rbac.yaml")
+                self._warned_foreign = True
+            return await self._managed_pods()
+
+    # -- replicas -----------------------------------------------------------------------
+
+    async def create_replica(self, request: ReplicaRequest) -> ReplicaObservation:
+        ns = self.opts.k8s_namespace(request.namespace)
+        pod = render_pod(request, ns, self.opts)  # bad labels fail here, before any write
+        async with self._locks[request.deployment_id]:
+            await self._ensure_namespace(ns)
+            await self._ensure_hf_secret(ns)
+            await self._ensure_service(request, ns)
+            name = name_of(pod)
+            try:
+                created = await self._call(f"create pod {ns}/{name}",
+                                           self.core.create_namespaced_pod, ns, pod,
+                                           passthrough=(409,))
+            except ApiException:
+                # Same replica created before (a retry after a lost answer): adopt it.
+                created = await self._call(f"read pod {ns}/{name}",
+                                           self.core.read_namespaced_pod, name, ns)
+                if labels_of(created).get(n.REPLICA) != request.replica_id:
+                    raise Conflict(
+                        f"pod {ns}/{name} exists and belongs to another replica"
+                    ) from None
+        return observe_pod(created)
+
+    async def delete_replica(self, replica_id: str) -> None:
+        try:
+            n.check_label_value(replica_id, "replica_id")
+        except Exception:
+            return  # no pod can carry it; deleting nothing is success
+        for pod in await self._managed_pods(f"{n.REPLICA}={replica_id}"):
+            deployment = labels_of(pod).get(n.DEPLOYMENT, "")
+            async with self._locks[deployment]:
+                await self._delete_pod(pod)
+                await self._drop_service_if_unused(namespace_of(pod), deployment)
+
+    async def delete_deployment(self, deployment_id: str) -> None:
+        """Every pod of a deployment, then its Service. Idempotent."""
+        n.check_label_value(deployment_id, "deployment_id")
+        async with self._locks[deployment_id]:
+            pods = await self._managed_pods(f"{n.DEPLOYMENT}={deployment_id}")
+            await asyncio.gather(*(self._delete_pod(p) for p in pods))
+            namespaces = {namespace_of(p) for p in pods}
+            namespaces |= await self._service_namespaces(deployment_id)
+            for ns in namespaces:
+                await self._drop_service_if_unused(ns, deployment_id)
+
+    async def observe(self) -> list[ReplicaObservation]:
+        pods = await self._managed_pods()
+        pending = [p for p in pods if p.status is None or p.status.phase in (None, "Pending")]
+        warnings = await asyncio.gather(*(self._latest_warning(p) for p in pending))
+        by_uid = {meta(p).uid: w for p, w in zip(pending, warnings, strict=True)}
+        return [observe_pod(p, by_uid.get(meta(p).uid)) for p in pods]
+
+    async def logs(
+        self, replica_id: str, tail: int = 100, follow: bool = False
+    ) -> AsyncIterator[LogLine]:
+        pod = await self._pod_of(replica_id)
+        name, ns = name_of(pod), namespace_of(pod)
+        what = f"read the log of pod {ns}/{name}"
+        args: dict[str, Any] = dict(container=n.CONTAINER, tail_lines=tail, timestamps=True)
+        if not follow:
+            try:
+                text = await self._call(what, self.core.read_namespaced_pod_log, name, ns,
+                                        passthrough=(400,), **args)
+            except ApiException:
+                # 400: the container is waiting to restart (CrashLoopBackOff); the crashed
+                # run's log is what explains it.
+                text = await self._call(what, self.core.read_namespaced_pod_log, name, ns,
+                                        previous=True, **args)
+            for line in logs.parse_text(replica_id, text):
+                yield line
+            return
+        response = await call(what, self.core.read_namespaced_pod_log, name, ns, follow=True,
+                              _preload_content=False, **args)
+        async for line in logs.follow(replica_id, response):
+            yield line
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _managed_pods(self, extra_selector: str = "") -> list[k8s.V1Pod]:
+        selector = ",".join(s for s in (n.MANAGED_SELECTOR, extra_selector) if s)
+        if self.opts.watch_namespaces is None:
+            result = await self._call("list A3S pods", self.core.list_pod_for_all_namespaces,
+                                      label_selector=selector)
+            return list(result.items)
+        results = await asyncio.gather(*(
+            self._call(f"list A3S pods in {ns}", self.core.list_namespaced_pod, ns,
+                       label_selector=selector)
+            for ns in self.opts.watch_namespaces
+        ))
+        return [p for r in results for p in r.items]
+
+    async def _pod_of(self, replica_id: str) -> k8s.V1Pod:
+        n.check_label_value(replica_id, "replica_id")
+        pods = await self._managed_pods(f"{n.REPLICA}={replica_id}")
+        if not pods:
+            raise NotFound(f"replica {replica_id!r} has no pod in the cluster")
+        return pods[0]
+
+    async def _delete_pod(self, pod: k8s.V1Pod) -> None:
+        name, ns = name_of(pod), namespace_of(pod)
+        with contextlib.suppress(ApiException):  # 404: already gone
+            await self._call(f"delete pod {ns}/{name}", self.core.delete_namespaced_pod,
+                             name, ns, passthrough=(404,))
+
+    async def _drop_service_if_unused(self, ns: str, deployment_id: str) -> None:
+        """Delete the deployment's Service once none of its pods remains (terminating pods
+        do not count: they leave the endpoints at once)."""
+        selector = f"{n.MANAGED_SELECTOR},{n.DEPLOYMENT}={deployment_id}"
+        left = await self._call(f"list pods in {ns}", self.core.list_namespaced_pod, ns,
+                                label_selector=selector)
+        if any(meta(p).deletion_timestamp is None for p in left.items):
+            return
+        services = await self._call(f"list services in {ns}", self.core.list_namespaced_service,
+                                    ns, label_selector=selector)
+        for svc in services.items:
+            with contextlib.suppress(ApiException):  # 404: already gone
+                await self._call(f"delete service {ns}/{name_of(svc)}",
+                                 self.core.delete_namespaced_service, name_of(svc), ns,
+                                 passthrough=(404,))
+
+    async def _service_namespaces(self, deployment_id: str) -> set[str]:
+        selector = f"{n.MANAGED_SELECTOR},{n.DEPLOYMENT}={deployment_id}"
+        if self.opts.watch_namespaces is not None:
+            return set(self.opts.watch_namespaces)
+        result = await self._call("list A3S services", self.core.list_service_for_all_namespaces,
+                                  label_selector=selector)
+        return {namespace_of(s) for s in result.items}
+
+    async def _ensure_namespace(self, ns: str) -> None:
+        if ns in self._namespaces:
+            return
+        try:
+            await self._call(f"read namespace {ns}", self.core.read_namespace, ns,
+                             passthrough=(403, 404))
+        except ApiException as exc:
+            if exc.status == 403:
+                pass  # namespaced RBAC: cannot read namespaces; pod creation will tell
+            elif not self.opts.create_namespaces:
+                raise RuntimeUnavailable(
+                    f"Kubernetes namespace {ns!r} does not exist and runtime_options."
+                    "create_namespaces is false; create it or map the namespace "
+                    "(runtime_options.namespace_map)"
+                ) from None
+            else:
+                with contextlib.suppress(ApiException):  # 409: created meanwhile
+                    await self._call(f"create namespace {ns}", self.core.create_namespace,
+                                     render_namespace(ns), passthrough=(409,))
+        self._namespaces.add(ns)
+
+    async def _ensure_hf_secret(self, ns: str) -> None:
+        if not self.opts.hf_token or ns in self._secrets:
+            return
+        secret = render_hf_secret(ns, self.opts)
+        name = self.opts.hf_token_secret
+        try:
+            await self._call(f"create secret {ns}/{name}", self.core.create_namespaced_secret,
+                             ns, secret, passthrough=(409,))
+        except ApiException:
+            await self._call(f"update secret {ns}/{name}", self.core.replace_namespaced_secret,
+                             name, ns, secret)
+        self._secrets.add(ns)
+
+    async def _ensure_service(self, request: ReplicaRequest, ns: str) -> None:
+        svc = render_service(request, ns)
+        name = name_of(svc)
+        try:
+            await self._call(f"create service {ns}/{name}", self.core.create_namespaced_service,
+                             ns, svc, passthrough=(409,))
+            return
+        except ApiException:
+            pass
+        existing = await self._call(f"read service {ns}/{name}",
+                                    self.core.read_namespaced_service, name, ns)
+        labels = labels_of(existing)
+        if labels.get(n.DEPLOYMENT) == request.deployment_id:
+            return
+        if labels.get(n.MANAGED_BY) != n.MANAGER:
+            raise Conflict(
+                f"Service {ns}/{name} already exists and is not managed by A3S; rename the "
+                "deployment or remove that Service"
+            )
+        # A3S's Service from an earlier deployment of the same name: point it at this one.
+        # Read-modify-replace (resourceVersion guards it) rather than PATCH, whose content
+        # type defaults differ between client generations.
+        existing_ip = existing.spec.cluster_ip if existing.spec else None
+        meta(existing).labels = labels_of(svc)
+        existing.spec = svc.spec  # ClusterIP is immutable: keep the allocated one
+        existing.spec.cluster_ip = existing_ip
+        await self._call(f"update service {ns}/{name}", self.core.replace_namespaced_service,
+                         name, ns, existing)
+
+    async def _latest_warning(self, pod: k8s.V1Pod) -> str | None:
+        """The newest Warning event about a pending pod (FailedMount, FailedScheduling…)."""
+        ns = namespace_of(pod)
+        try:
+            events = await self._call(
+                f"list events in {ns}", self.core.list_namespaced_event, ns,
+                field_selector=f"involvedObject.uid={meta(pod).uid},type=Warning",
+                passthrough=(403,),
+            )
+        except (ApiException, RuntimeUnavailable):
+            return None  # events are a nicety; state comes from the pod itself
+        if not events.items:
+            return None
+        latest = max(events.items, key=_event_time)
+        return f"{latest.reason}: {latest.message}"
+
+
+def _event_time(event: Any) -> datetime:
+    stamp = (
+        event.last_timestamp or event.event_time or event.first_timestamp
+        or event.metadata.creation_timestamp
+    )
+    return stamp or datetime.min.replace(tzinfo=UTC)

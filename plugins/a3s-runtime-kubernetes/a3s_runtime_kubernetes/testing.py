@@ -1,0 +1,375 @@
+"""An in-memory fake of the Kubernetes API server (core/v1 only) for tests.
+
+Serves the REST paths the runtime uses, over real HTTP on 127.0.0.1, so the official
+client is exercised end to end: list with label and field selectors, create (validated
+against the official schema when `kubernetes-validate` is installed), get, replace,
+delete, pod logs (tail, timestamps, previous, follow). Not a scheduler and not a kubelet:
+tests move pods through their states with `set_pod_status`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CLUSTER_SCOPED = {"nodes": "Node", "namespaces": "Namespace"}
+NAMESPACED = {"pods": "Pod", "services": "Service", "secrets": "Secret", "events": "Event"}
+KINDS = {**CLUSTER_SCOPED, **NAMESPACED}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _split_terms(selector: str) -> list[str]:
+    """Commas separate terms except inside `in (a,b)` sets."""
+    return [t.strip() for t in re.split(r",(?![^()]*\))", selector) if t.strip()]
+
+
+def label_match(selector: str | None, labels: dict[str, str]) -> bool:
+    for term in _split_terms(selector or ""):
+        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
+            if (labels.get(key) in values) != (op == "in"):
+                return False
+        elif "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _field(obj: dict[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def field_match(selector: str | None, obj: dict[str, Any]) -> bool:
+    for term in _split_terms(selector or ""):
+        if "!=" in term:
+            path, value = term.split("!=", 1)
+            if _field(obj, path) == value:
+                return False
+        else:
+            path, value = term.replace("==", "=").split("=", 1)
+            if _field(obj, path) != value:
+                return False
+    return True
+
+
+class FakeKubeApi:
+    """`with FakeKubeApi() as api:` → `api.url` is the API server URL for the client."""
+
+    def __init__(self, validate_version: str | None = "1.30") -> None:
+        self.validate_version = validate_version
+        self.store: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.logs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self.previous_logs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.denied: set[tuple[str, str]] = set()  # (verb, resource) answered 403
+        self._version = 0
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeKubeApi:
+        handler = type("Handler", (_Handler,), {"api": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> FakeKubeApi:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # -- seeding and inspection -----------------------------------------------------------
+
+    def put(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as the API server would (uid, timestamps, resourceVersion)."""
+        with self._lock:
+            meta = obj.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", now_rfc3339())
+            self._version += 1
+            meta["resourceVersion"] = str(self._version)
+            obj.setdefault("apiVersion", "v1")
+            obj.setdefault("kind", KINDS[resource])
+            if resource == "pods":
+                obj.setdefault("status", {"phase": "Pending"})
+            ns = meta.get("namespace", "") if resource in NAMESPACED else ""
+            self.store[(resource, ns, meta["name"])] = obj
+            self._lock.notify_all()
+            return obj
+
+    def add_namespace(self, name: str) -> None:
+        self.put("namespaces", {"metadata": {"name": name}, "status": {"phase": "Active"}})
+
+    def add_node(
+        self,
+        name: str,
+        labels: dict[str, str] | None = None,
+        gpus: int | None = None,
+        unschedulable: bool = False,
+        taints: list[dict[str, str]] | None = None,
+        ready: bool = True,
+    ) -> None:
+        allocatable = {"cpu": "63500m", "memory": "520000Mi", "pods": "110"}
+        if gpus is not None:
+            allocatable["nvidia.com/gpu"] = str(gpus)
+        spec: dict[str, Any] = {"unschedulable": unschedulable} if unschedulable else {}
+        if taints:
+            spec["taints"] = taints
+        self.put("nodes", {
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+            "spec": spec,
+            "status": {
+                "allocatable": allocatable, "capacity": allocatable,
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            },
+        })
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.store.get((resource, namespace if resource in NAMESPACED else "", name))
+
+    def objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [o for (r, ns, _), o in sorted(self.store.items())
+                if r == resource and (namespace is None or ns == namespace)]
+
+    def set_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self.store[("pods", namespace, name)]["status"] = status
+            self._lock.notify_all()
+
+    def append_log(self, namespace: str, name: str, line: str, ts: str | None = None,
+                   previous: bool = False) -> None:
+        with self._lock:
+            target = self.previous_logs if previous else self.logs
+            stamp = ts or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+            target.setdefault((namespace, name), []).append((stamp, line))
+            self._lock.notify_all()
+
+    # -- request handling (called on server threads) --------------------------------------
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self.requests.append((method, path))
+        parts = path.strip("/").split("/")
+        if parts == ["version"]:
+            return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake",
+                         "gitCommit": "fake", "gitTreeState": "clean", "buildDate": now_rfc3339(),
+                         "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"}
+        if parts[:2] != ["api", "v1"]:
+            return _status(404, "NotFound", f"the server could not find the requested resource {path}")
+        rest = parts[2:]
+        ns = ""
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            ns, rest = rest[1], rest[2:]
+        elif len(rest) == 2 and rest[0] == "namespaces":
+            rest = ["namespaces", rest[1]]
+        resource = rest[0]
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if resource not in KINDS:
+            return _status(404, "NotFound", f"unknown resource {resource}")
+        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
+                "DELETE": "delete", "PATCH": "patch"}[method]
+        if (verb, resource + (f"/{sub}" if sub else "")) in self.denied:
+            return _status(403, "Forbidden", f'{resource} is forbidden: User "fake" cannot '
+                           f'{verb} resource "{resource}"')
+        with self._lock:
+            if sub == "log" and name:
+                return self._log_headers(ns, name, query)
+            if verb == "list":
+                return self._list(resource, ns, query)
+            if verb == "create":
+                return self._create(resource, ns, body)
+            assert name is not None
+            key = (resource, ns, name)
+            if key not in self.store:
+                return _status(404, "NotFound", f'{resource} "{name}" not found')
+            if verb == "get":
+                return 200, self.store[key]
+            if verb == "delete":
+                return 200, self.store.pop(key)
+            if verb == "update":
+                return self._replace(resource, ns, name, body)
+        return _status(405, "MethodNotAllowed", f"{method} is not supported by the fake")
+
+    def _list(self, resource: str, ns: str, query: dict[str, str]) -> tuple[int, Any]:
+        items = [o for (r, n, _), o in sorted(self.store.items())
+                 if r == resource and (not ns or n == ns)
+                 and label_match(query.get("labelSelector"), o["metadata"].get("labels") or {})
+                 and field_match(query.get("fieldSelector"), o)]
+        kind = KINDS[resource] + "List"
+        return 200, {"apiVersion": "v1", "kind": kind,
+                     "metadata": {"resourceVersion": str(self._version)}, "items": items}
+
+    def _check(self, resource: str, body: dict[str, Any]) -> tuple[int, Any] | None:
+        if self.validate_version is None:
+            return None
+        try:
+            import kubernetes_validate
+        except ImportError:
+            return None
+        try:
+            kubernetes_validate.validate(body, self.validate_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            return _status(422, "Invalid", f"{KINDS[resource]} is invalid: {where}: {exc.message}")
+        return None
+
+    def _create(self, resource: str, ns: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if invalid := self._check(resource, body):
+            return invalid
+        name = body.get("metadata", {}).get("name")
+        if resource in NAMESPACED:
+            if ("namespaces", "", ns) not in self.store:
+                return _status(404, "NotFound", f'namespaces "{ns}" not found')
+            body["metadata"]["namespace"] = ns
+        if (resource, ns, name) in self.store:
+            return _status(409, "AlreadyExists", f'{resource} "{name}" already exists')
+        return 201, self.put(resource, body)
+
+    def _replace(self, resource: str, ns: str, name: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if invalid := self._check(resource, body):
+            return invalid
+        old = self.store[(resource, ns, name)]["metadata"]
+        sent = body["metadata"].get("resourceVersion")
+        if sent and sent != old["resourceVersion"]:
+            return _status(409, "Conflict", "the object has been modified")
+        body["metadata"].update(uid=old["uid"], creationTimestamp=old["creationTimestamp"])
+        if resource in NAMESPACED:
+            body["metadata"]["namespace"] = ns
+        return 200, self.put(resource, body)
+
+    def _log_headers(self, ns: str, name: str, query: dict[str, str]) -> tuple[int, Any]:
+        pod = self.store.get(("pods", ns, name))
+        if pod is None:
+            return _status(404, "NotFound", f'pods "{name}" not found')
+        previous = query.get("previous") == "true"
+        if not previous:
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting")
+                if waiting:
+                    return _status(400, "BadRequest", f'container "{cs["name"]}" in pod '
+                                   f'"{name}" is waiting to start: {waiting.get("reason")}')
+        return 200, _LogRequest(ns, name, query, previous)
+
+    def log_lines(self, req: _LogRequest) -> Iterator[str]:
+        """The tail, then (follow) new lines until the pod goes or the server stops."""
+        source = self.previous_logs if req.previous else self.logs
+        stamps = req.query.get("timestamps") == "true"
+        with self._lock:
+            lines = list(source.get((req.ns, req.name), []))
+        tail = req.query.get("tailLines")
+        sent = len(lines)
+        for ts, text in lines[-int(tail):] if tail else lines:
+            yield f"{ts} {text}\n" if stamps else f"{text}\n"
+        if req.query.get("follow") != "true":
+            return
+        while True:
+            with self._lock:
+                self._lock.wait_for(
+                    lambda: self._stopping
+                    or len(source.get((req.ns, req.name), [])) > sent
+                    or ("pods", req.ns, req.name) not in self.store,
+                    timeout=0.2,
+                )
+                if self._stopping or ("pods", req.ns, req.name) not in self.store:
+                    return
+                new = source.get((req.ns, req.name), [])[sent:]
+                sent += len(new)
+            for ts, text in new:
+                yield f"{ts} {text}\n" if stamps else f"{text}\n"
+
+
+class _LogRequest:
+    def __init__(self, ns: str, name: str, query: dict[str, str], previous: bool) -> None:
+        self.ns, self.name, self.query, self.previous = ns, name, query, previous
+
+
+def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+    return code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": message, "reason": reason, "code": code}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: FakeKubeApi
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        code, payload = self.api.handle(self.command, url.path, query, body)
+        if isinstance(payload, _LogRequest):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for line in self.api.log_lines(payload):
+                    self.wfile.write(line.encode())
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+
+@contextmanager
+def fake_kube_api(validate_version: str | None = "1.30") -> Iterator[FakeKubeApi]:
+    api = FakeKubeApi(validate_version).start()
+    try:
+        yield api
+    finally:
+        api.stop()
