@@ -1,0 +1,99 @@
+"""SGLang: `python3 -m sglang.launch_server` in the `lmsysorg/sglang` image, and its /metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from a3s_core.contracts import Engine, LaunchContext
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
+from a3s_engine_sglang._argv import Option, check_context, merge, number, user_options
+from a3s_engine_sglang._prom import Samples
+
+RESERVED = frozenset({"model", "model_path", "served_model_name", "host", "port", "api_key"})
+
+# As in vLLM: SGLang reads AWQ/GPTQ from the checkpoint's quantization_config and moves to
+# the Marlin kernels when the GPU allows; naming the method pins the slower kernel.
+CHECKPOINT_DEFINED = frozenset({"awq", "gptq"})
+
+DECODER_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
+ENCODER_PATHS = frozenset({"/v1/embeddings", "/v1/models"})
+
+
+class SglangEngine(Engine):
+    """SGLang's OpenAI-compatible server (RadixAttention). Metrics need `--enable-metrics`."""
+
+    name = "sglang"
+    image = "lmsysorg/sglang:v0.5.6.post1"
+    port = 30000
+    health_path = "/health"
+    ready_path = "/health"
+    openai_paths = DECODER_PATHS | ENCODER_PATHS
+    has_metrics = True
+    needs_gpu = True
+    serves_embeddings = True
+
+    # A user's native spelling of a flag the plan sets replaces the plan's value.
+    aliases: ClassVar[dict[str, tuple[str, ...]]] = {
+        "--tp-size": ("--tp", "--tensor-parallel-size"),
+    }
+
+    def openai_paths_for(self, kind: str) -> frozenset[str]:
+        return ENCODER_PATHS if kind == "encoder" else DECODER_PATHS
+
+    def check(self, profile: ModelProfile, plan: SizingPlan | None) -> str | None:
+        method = profile.quantization.method if profile.quantization else ""
+        if profile.source == "gguf" or method.startswith("gguf"):
+            return (
+                f"SGLang cannot serve {profile.model!r}: it is a GGUF file; serve the "
+                "safetensors checkpoint or use engine 'ollama'"
+            )
+        return None
+
+    def command(self, ctx: LaunchContext) -> list[str]:
+        check_context(ctx, self.name)
+        own: list[Option] = [
+            ("--model-path", [ctx.model]),
+            ("--served-model-name", [ctx.served_model_name]),
+            ("--host", [ctx.host]),
+            ("--port", [str(ctx.port)]),
+            ("--tp-size", [str(ctx.tensor_parallel_size)]),
+            ("--context-length", [str(ctx.max_model_len)]),
+            ("--dtype", [ctx.dtype]),
+            # SGLang's fraction covers weights + KV pool (activations live outside it), so the
+            # plan's utilisation is an upper bound here; extra_args.mem_fraction_static wins.
+            ("--mem-fraction-static", [number(ctx.gpu_memory_utilization)]),
+        ]
+        if ctx.quantization and ctx.quantization not in CHECKPOINT_DEFINED:
+            own.append(("--quantization", [ctx.quantization]))
+        if ctx.kind == "encoder":
+            own.append(("--is-embedding", []))
+        own.append(("--enable-metrics", []))  # /metrics is off by default
+        user = user_options(
+            ctx.extra_args, engine=self.name, reserved=RESERVED, render=render_sglang
+        )
+        return ["python3", "-m", "sglang.launch_server", *merge(own, user, self.aliases)]
+
+    def parse_metrics(self, text: str) -> LoadFigures:
+        samples = Samples.parse(text, self.name)
+        return LoadFigures(
+            waiting=samples.total("sglang:num_queue_reqs"),
+            running=samples.total("sglang:num_running_reqs"),
+            # Fraction of the KV token pool in use (0–1), one series per DP rank.
+            kv_cache_usage=samples.mean("sglang:token_usage"),
+        )
+
+
+def render_sglang(flag: str, key: str, value: Any) -> list[Option]:
+    """SGLang's argparse: switches are store_true (a False is simply left out; turning a
+    feature off has its own `--disable-…` switch), lists are nargs='+', dicts are JSON
+    (`--json-model-override-args`)."""
+    if value is True:
+        return [(flag, [])]
+    if value is False or value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [(flag, [str(v) for v in value])]
+    if isinstance(value, dict):
+        return [(flag, [json.dumps(value, separators=(",", ":"))])]
+    return [(flag, [str(value)])]
