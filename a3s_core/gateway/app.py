@@ -1,0 +1,330 @@
+"""The data-plane gateway: authenticate, find the deployment, pick a replica, forward.
+
+    gateway = Gateway(settings, db_engine, plugins)
+    await gateway.start()                 # pooled HTTP client + metrics scraper
+    app.include_router(gateway.router())  # /v1/... and /d/{namespace}/{name}/v1/...
+    gateway.invalidate()                  # after deployments, replicas or keys change
+    gateway.stats(deployment_id)          # per-replica load, latency percentiles (dict)
+    gateway.signals(deployment_id)        # ScalingSignals for the autoscaler
+    await gateway.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import aiohttp
+from fastapi import APIRouter
+from sqlalchemy.engine import Engine as DbEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from a3s_core.catalog import load_catalog
+from a3s_core.contracts import Balancer, Engine
+from a3s_core.errors import UnknownPlugin
+from a3s_core.gateway import errors
+from a3s_core.gateway.directory import DeploymentInfo, Directory, Snapshot
+from a3s_core.gateway.errors import GatewayError
+from a3s_core.gateway.load import LoadBook, ReplicaStats
+from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
+from a3s_core.gateway.scraper import Scraper
+from a3s_core.plugins import Plugins
+from a3s_core.settings import Settings
+from a3s_core.types import ScalingSignals
+
+EMBEDDINGS = "/v1/embeddings"
+STALE_AFTER_INTERVALS = 3
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        db_engine: DbEngine,
+        plugins: Plugins,
+        directory_ttl_s: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.plugins = plugins
+        self.directory = Directory(db_engine, ttl_s=min(directory_ttl_s, 1.0))
+        self.book = LoadBook(
+            load_catalog(settings.gpu_catalog),
+            stale_after_s=STALE_AFTER_INTERVALS * settings.scrape_interval_s,
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._forwarder: Forwarder | None = None
+        self._scraper: Scraper | None = None
+        self._scrape_task: asyncio.Task[None] | None = None
+        self._balancers: dict[str, tuple[str, Balancer]] = {}
+        self._engines: dict[str, Engine | None] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, scrape: bool = True) -> None:
+        """Open the pooled client (keep-alive to every replica) and start scraping."""
+        if self._session is not None:
+            return
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300),
+            # No overall deadline: a long generation is not a failure. Connecting is.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            auto_decompress=False,
+        )
+        self._forwarder = Forwarder(self._session, self.book)
+        self._scraper = Scraper(
+            self._session, self.directory, self.book, self.plugins,
+            self.settings.scrape_interval_s, engine_for=self.engine,
+        )
+        if scrape:
+            self._scrape_task = asyncio.get_running_loop().create_task(self._scraper.run())
+
+    async def stop(self) -> None:
+        if self._scrape_task is not None:
+            self._scrape_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scrape_task
+            self._scrape_task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._forwarder = None
+
+    def invalidate(self) -> None:
+        """Deployments, replicas or keys changed: the next request reads the store."""
+        self.directory.invalidate()
+
+    async def scrape_once(self) -> None:
+        """One scrape round now (tests, and callers that want figures at once)."""
+        if self._scraper is None:
+            raise RuntimeError("Gateway.start() has not been called")
+        await self._scraper.scrape_once()
+
+    def router(self) -> APIRouter:
+        from a3s_core.gateway.routes import build_router
+
+        return build_router(self)
+
+    # -- plugins --------------------------------------------------------------------------
+
+    def engine(self, name: str) -> Engine | None:
+        """The engine plugin instance, or None when it is not installed in this process."""
+        if name not in self._engines:
+            try:
+                self._engines[name] = self.plugins.engines.get(name)()
+            except UnknownPlugin:
+                self._engines[name] = None
+        return self._engines[name]
+
+    def balancer(self, dep: DeploymentInfo) -> Balancer:
+        name = dep.balancer or self.settings.balancer
+        held = self._balancers.get(dep.id)
+        if held is not None and held[0] == name:
+            return held[1]
+        try:
+            instance = self.plugins.balancers.get(name)()
+        except UnknownPlugin as exc:
+            raise GatewayError(503, exc.message, type_="server_error",
+                               code="balancer_unavailable") from None
+        self._balancers[dep.id] = (name, instance)
+        return instance
+
+    # -- the request path -----------------------------------------------------------------
+
+    async def handle(
+        self, request: Request, path: str, namespace: str | None = None, name: str | None = None
+    ) -> Response:
+        try:
+            return await self._handle(request, path, namespace, name)
+        except GatewayError as exc:
+            return exc.response()
+
+    async def _handle(
+        self, request: Request, path: str, namespace: str | None, name: str | None
+    ) -> Response:
+        if self._forwarder is None:
+            raise errors.unavailable("the gateway is not started")
+        headers = request.headers
+        key = _bearer(headers.get("authorization"))
+        if key is None:
+            raise errors.missing_key()
+        snap = await self.directory.snapshot()
+        found = snap.key(key)
+        if found.deployment_id is None:
+            snap = await self.directory.fresh_on_miss(snap)
+            found = snap.key(key)
+            if found.deployment_id is None:
+                raise errors.invalid_key(key, found.revoked)
+        own = snap.deployments[found.deployment_id]
+
+        body = b""
+        if request.method == "POST":
+            body = await request.body()
+            if len(body) > self.settings.max_body_bytes:
+                raise GatewayError(
+                    413, f"request body is {len(body)} bytes; at most "
+                    f"{self.settings.max_body_bytes} are accepted", code="body_too_large",
+                )
+        target, snap = await self._target(request, snap, own, namespace, name, body)
+
+        if path == "/v1/models":
+            return self._models(snap, target, request.path_params.get("model"))
+        engine = self.engine(target.engine)
+        if engine is not None and path not in _paths(engine):
+            raise GatewayError(
+                404, f"deployment {target.namespace}/{target.name} (engine {target.engine}) "
+                f"does not serve {path}", code="unsupported_endpoint",
+            )
+        replicas = self.book.sync(snap.ready_replicas(target.id))
+        if not replicas:
+            raise errors.unavailable(
+                f"deployment {target.namespace}/{target.name} has no ready replica "
+                f"(status: {target.status}); try again when it is running", retry_after_s=5,
+            )
+        fwd = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := headers.get(k)) is not None}
+        return await self._forwarder.forward(
+            target, replicas, self.balancer(target), path, request.method, body, fwd,
+            request.receive,
+        )
+
+    async def _target(
+        self, request: Request, snap: Snapshot, own: DeploymentInfo,
+        namespace: str | None, name: str | None, body: bytes,
+    ) -> tuple[DeploymentInfo, Snapshot]:
+        """The deployment this request is for, or 404 / 403. The key is already valid."""
+        if namespace is not None and name is not None:  # /d/{namespace}/{name}/v1/...
+            if (own.namespace, own.name) == (namespace, name):
+                return own, snap
+            if snap.by_path(namespace, name) is None:
+                snap = await self.directory.fresh_on_miss(snap)
+                if snap.by_path(namespace, name) is None:
+                    raise errors.unknown_model(f"{namespace}/{name}")
+            raise errors.foreign_key(f"{namespace}/{name}")
+        host_name = self._host_name(request)
+        if host_name is not None:  # <name>.<domain>/v1/...: the key picks the namespace
+            return await self._by_name(snap, own, host_name)
+        # Bare /v1/...: the `model` field names the deployment.
+        if request.method != "POST":
+            return own, snap
+        try:
+            model = json.loads(body).get("model") if body else None
+        except (ValueError, AttributeError):
+            raise errors.bad_request("the request body is not a JSON object") from None
+        if not isinstance(model, str) or not model:
+            raise errors.bad_request(
+                "you must provide a model parameter (the deployment's name)", param="model"
+            )
+        return await self._by_name(snap, own, model)
+
+    async def _by_name(
+        self, snap: Snapshot, own: DeploymentInfo, name: str
+    ) -> tuple[DeploymentInfo, Snapshot]:
+        # A name may exist in several namespaces; a key belongs to exactly one deployment,
+        # so the key settles which one is meant, and names elsewhere are simply foreign.
+        if own.name == name:
+            return own, snap
+        if not snap.named(name):
+            snap = await self.directory.fresh_on_miss(snap)
+            if not snap.named(name):
+                raise errors.unknown_model(name)
+        raise errors.foreign_key(name)
+
+    def _host_name(self, request: Request) -> str | None:
+        domain = self.settings.domain
+        if not domain:
+            return None
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower().rstrip(".")
+        suffix = "." + domain.lower().strip(".")
+        if not host.endswith(suffix):
+            return None
+        label = host[: -len(suffix)]
+        return label if label and "." not in label else None
+
+    def _models(self, snap: Snapshot, dep: DeploymentInfo, model: str | None) -> Response:
+        replicas = snap.ready_replicas(dep.id)
+        card: dict[str, Any] = {
+            "id": dep.name, "object": "model", "created": dep.created,
+            "owned_by": dep.namespace, "root": dep.model,
+        }
+        if replicas and replicas[0].max_model_len:
+            card["max_model_len"] = replicas[0].max_model_len
+        if model is not None:
+            if model != dep.name:
+                raise errors.unknown_model(model)
+            return JSONResponse(card)
+        return JSONResponse({"object": "list", "data": [card]})
+
+    # -- figures for the API and the autoscaler ---------------------------------------------
+
+    def stats(self, deployment_id: str) -> dict[str, Any]:
+        """Live load and latency of a deployment and each of its ready replicas."""
+        now = time.monotonic()
+        stale = self.book.stale_after_s
+        replicas = []
+        for st in self._replica_stats(deployment_id):
+            load = st.as_load(now, stale)
+            replicas.append({
+                "id": st.info.id, "url": st.info.url, "gpu": st.info.gpu,
+                "tensorParallelSize": st.info.tensor_parallel_size, "weight": st.weight,
+                "inFlight": st.in_flight, "waiting": load.waiting if load.metrics_fresh else None,
+                "running": load.running if load.metrics_fresh else None,
+                "kvCacheUsage": load.kv_cache_usage, "gpuUtilization": load.gpu_utilization,
+                "metricsFresh": load.metrics_fresh,
+                "metricsAgeS": None if st.scraped_at is None else round(now - st.scraped_at, 3),
+                "ejected": st.ejected(now),
+                "ejectedForS": round(st.ejected_until - now, 3) if st.ejected(now)
+                and st.ejected_until is not None else None,
+                "failures": st.failures, "lastError": st.last_error or None,
+                "requests": st.requests,
+                "ttft": st.ttft.summary(now), "total": st.total.summary(now),
+            })
+        dep = self.book.deployments.get(deployment_id)
+        return {
+            "windowS": dep.total.window_s if dep else None,
+            "ttft": dep.ttft.summary(now) if dep else None,
+            "total": dep.total.summary(now) if dep else None,
+            "firstByte": dep.first_byte.summary(now) if dep else None,
+            "requests": dep.arrivals.count(now) if dep else 0,
+            "failedRequests": dep.errors.count(now) if dep else 0,
+            "inFlight": sum(r["inFlight"] for r in replicas),
+            "replicas": replicas,
+        }
+
+    def signals(self, deployment_id: str) -> ScalingSignals:
+        """The autoscaler's view now (it keeps `queue_zero_for_s` itself)."""
+        now = time.monotonic()
+        stale = self.book.stale_after_s
+        loads = [st.as_load(now, stale) for st in self._replica_stats(deployment_id)]
+        fresh = [r for r in loads if r.metrics_fresh]
+        utils = [r.gpu_utilization for r in fresh if r.gpu_utilization is not None]
+        dep = self.book.deployments.get(deployment_id)
+        p99 = dep.first_byte.summary(now)["p99_s"] if dep else None
+        return ScalingSignals(
+            replicas=len(loads),
+            gpu_utilization=sum(utils) / len(utils) if utils else None,
+            queue_depth=sum(r.waiting for r in fresh) if fresh else None,
+            p99_latency_s=float(p99) if p99 is not None else None,
+            requests_in_window=dep.arrivals.count(now) if dep else 0,
+        )
+
+    def _replica_stats(self, deployment_id: str) -> list[ReplicaStats]:
+        snap = self.directory.current
+        if snap is None:
+            return []
+        return self.book.sync(snap.ready_replicas(deployment_id))
+
+
+def _bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _paths(engine: Engine) -> frozenset[str]:
+    paths = engine.openai_paths | {"/v1/models"}
+    return paths | {EMBEDDINGS} if engine.serves_embeddings else paths

@@ -1,0 +1,80 @@
+"""Data-plane errors in OpenAI's shape, so the `openai` client raises its own exceptions
+(AuthenticationError, PermissionDeniedError, NotFoundError, …) with our message."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {"message": self.message, "type": self.type, "param": self.param,
+                      "code": self.code}
+        }
+
+    def response(self) -> Response:
+        return Response(
+            json.dumps(self.body()), status_code=self.status,
+            media_type="application/json", headers=self.headers,
+        )
+
+
+def missing_key() -> GatewayError:
+    return GatewayError(
+        401,
+        "You didn't provide an API key. Send it as 'Authorization: Bearer sk-a3s-…' "
+        "(the key returned when the deployment was created).",
+        code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def invalid_key(key: str, revoked: bool) -> GatewayError:
+    shown = key[:10] + "…" if len(key) > 10 else "…"
+    why = "has been revoked" if revoked else "is not valid"
+    return GatewayError(
+        401, f"The API key {shown} {why}.", code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def foreign_key(target: str) -> GatewayError:
+    return GatewayError(
+        403, f"This API key does not open deployment {target}; use that deployment's own key.",
+        type_="permission_error", code="forbidden",
+    )
+
+
+def unknown_model(what: str) -> GatewayError:
+    return GatewayError(
+        404, f"The model {what} does not exist.", code="model_not_found", param="model",
+    )
+
+
+def bad_request(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param)
+
+
+def unavailable(message: str, retry_after_s: float | None = None) -> GatewayError:
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else {}
+    return GatewayError(503, message, type_="server_error", code="service_unavailable",
+                        headers=headers)

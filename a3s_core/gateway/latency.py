@@ -1,0 +1,52 @@
+"""Sliding-window latency samples with percentiles on demand.
+
+Samples are appended in time order, so expiry pops from the left; percentiles sort a copy
+only when asked (the API and the autoscaler ask every few seconds, requests append
+thousands of times a second). The window is bounded in samples too, so a flood cannot
+grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+
+class LatencyWindow:
+    def __init__(self, window_s: float = 60.0, max_samples: int = 50_000) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+
+    def add(self, seconds: float, now: float | None = None) -> None:
+        self._samples.append((time.monotonic() if now is None else now, seconds))
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.window_s
+        samples = self._samples
+        while samples and samples[0][0] < cutoff:
+            samples.popleft()
+
+    def values(self, now: float | None = None) -> list[float]:
+        self._expire(time.monotonic() if now is None else now)
+        return [v for _, v in self._samples]
+
+    def count(self, now: float | None = None) -> int:
+        self._expire(time.monotonic() if now is None else now)
+        return len(self._samples)
+
+    def summary(self, now: float | None = None) -> dict[str, float | int | None]:
+        values = sorted(self.values(now))
+        return {
+            "count": len(values),
+            "p50_s": percentile(values, 50),
+            "p99_s": percentile(values, 99),
+        }
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]

@@ -1,0 +1,157 @@
+"""Live state per replica and per deployment: scraped figures, in-flight counts, health,
+latency windows. Only the event loop touches it, so there are no locks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from a3s_core.catalog import GpuCatalog
+from a3s_core.gateway.directory import ReplicaInfo
+from a3s_core.gateway.latency import LatencyWindow
+from a3s_core.types import LoadFigures, ReplicaLoad
+
+EJECT_AFTER_FAILURES = 3  # consecutive failures (connect error, 5xx, failed scrape)
+BACKOFF_START_S = 2.0
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class ReplicaStats:
+    info: ReplicaInfo
+    weight: float = 1.0
+    in_flight: int = 0
+    figures: LoadFigures = field(default_factory=LoadFigures)
+    scraped_at: float | None = None
+    failures: int = 0
+    ejected_until: float | None = None
+    backoff_s: float = BACKOFF_START_S
+    last_error: str = ""
+    requests: int = 0
+    ttft: LatencyWindow = field(default_factory=LatencyWindow)
+    total: LatencyWindow = field(default_factory=LatencyWindow)
+
+    def fresh(self, now: float, stale_after_s: float) -> bool:
+        return self.scraped_at is not None and now - self.scraped_at <= stale_after_s
+
+    def ejected(self, now: float) -> bool:
+        return self.ejected_until is not None and now < self.ejected_until
+
+    def as_load(self, now: float, stale_after_s: float) -> ReplicaLoad:
+        fresh = self.fresh(now, stale_after_s)
+        f = self.figures
+        # model_construct: this runs per replica per request; the values are already typed.
+        return ReplicaLoad.model_construct(
+            replica_id=self.info.id,
+            url=self.info.url,
+            waiting=(f.waiting or 0.0) if fresh else 0.0,
+            running=(f.running or 0.0) if fresh else 0.0,
+            in_flight=self.in_flight,
+            kv_cache_usage=f.kv_cache_usage if fresh else None,
+            gpu_utilization=f.gpu_utilization if fresh else None,
+            weight=self.weight,
+            metrics_fresh=fresh,
+        )
+
+
+@dataclass
+class DeploymentStats:
+    ttft: LatencyWindow = field(default_factory=LatencyWindow)
+    total: LatencyWindow = field(default_factory=LatencyWindow)
+    first_byte: LatencyWindow = field(default_factory=LatencyWindow)
+    # Timestamps only (value 0): every request routed, and those no replica could answer.
+    arrivals: LatencyWindow = field(default_factory=LatencyWindow)
+    errors: LatencyWindow = field(default_factory=LatencyWindow)
+
+
+class LoadBook:
+    """Everything the gateway knows about load and health, keyed by replica id."""
+
+    def __init__(self, catalog: GpuCatalog, stale_after_s: float) -> None:
+        self.catalog = catalog
+        self.stale_after_s = stale_after_s
+        self.replicas: dict[str, ReplicaStats] = {}
+        self.deployments: dict[str, DeploymentStats] = {}
+
+    # -- membership ---------------------------------------------------------------------
+
+    def sync(self, replicas: tuple[ReplicaInfo, ...]) -> list[ReplicaStats]:
+        """The stats of these replicas, created on first sight (and renewed if the URL
+        changed: a restarted replica is a new process with nothing in flight here)."""
+        out = []
+        fresh_weights = False
+        for info in replicas:
+            st = self.replicas.get(info.id)
+            if st is None or st.info != info:
+                # Requests in flight keep (and count down on) the object they started with.
+                st = ReplicaStats(info=info)
+                self.replicas[info.id] = st
+                fresh_weights = True
+            out.append(st)
+        if fresh_weights:
+            self._weigh(out)
+        return out
+
+    def forget_except(self, live: set[str], live_deployments: set[str]) -> None:
+        for rid in [r for r in self.replicas if r not in live]:
+            del self.replicas[rid]
+        for did in [d for d in self.deployments if d not in live_deployments]:
+            del self.deployments[did]
+
+    def deployment(self, deployment_id: str) -> DeploymentStats:
+        st = self.deployments.get(deployment_id)
+        if st is None:
+            st = self.deployments[deployment_id] = DeploymentStats()
+        return st
+
+    def _weigh(self, replicas: list[ReplicaStats]) -> None:
+        """weight = bf16 TFLOPS * TP from the GPU catalog. A replica on a GPU the catalog
+        does not know gets the mean weight of its known peers (not 1, which next to 312
+        would starve it), or TP when none is known."""
+        known: list[float] = []
+        for st in replicas:
+            gpu = self.catalog.get(st.info.gpu) if st.info.gpu else None
+            if gpu is not None:
+                st.weight = gpu.bf16_tflops * st.info.tensor_parallel_size
+                known.append(st.weight / st.info.tensor_parallel_size)
+            else:
+                st.weight = 0.0
+        per_gpu = sum(known) / len(known) if known else 1.0
+        for st in replicas:
+            if st.weight == 0.0:
+                st.weight = per_gpu * st.info.tensor_parallel_size
+
+    # -- health -------------------------------------------------------------------------
+
+    def succeeded(self, st: ReplicaStats) -> None:
+        """A request went through: the failure streak and the back-off start over."""
+        st.failures = 0
+        st.ejected_until = None
+        st.backoff_s = BACKOFF_START_S
+
+    def readmit(self, st: ReplicaStats) -> None:
+        """A probe of an ejected replica answered: it takes requests again, on probation
+        (its failure count stays one short of ejection, its back-off stays doubled)."""
+        st.ejected_until = None
+
+    def failed(self, st: ReplicaStats, reason: str, now: float | None = None) -> bool:
+        """Count a failure; returns True when this one ejected the replica."""
+        now = time.monotonic() if now is None else now
+        st.failures += 1
+        st.last_error = reason
+        if st.failures >= EJECT_AFTER_FAILURES and not st.ejected(now):
+            st.ejected_until = now + st.backoff_s
+            # Next ejection (if the probe lets it back and it fails again) lasts longer.
+            st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+            st.failures = EJECT_AFTER_FAILURES - 1  # one more failure after a probe re-ejects
+            return True
+        return False
+
+    def probe_due(self, st: ReplicaStats, now: float) -> bool:
+        return st.ejected_until is not None and now >= st.ejected_until
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def scraped(self, st: ReplicaStats, figures: LoadFigures, now: float | None = None) -> None:
+        st.figures = figures
+        st.scraped_at = time.monotonic() if now is None else now
