@@ -31,14 +31,14 @@ def explain(
     need: dict[str, int] = {}
     for c in demand.candidates:  # a type may appear twice (two TP sizes): the least counts
         need[c.gpu] = min(need.get(c.gpu, c.gpu_count), c.gpu_count)
-    wanted = " or ".join(f"{n}\u00d7 {gpu}" for gpu, n in need.items())
+    present = [g for g in need if snap.of_type(g)]
+    missing = [g for g in need if g not in present]
+    wanted = _either([f"{need[g]}× {g}" for g in present + missing])
     parts = [f"needs {wanted} on one node"]
-    for gpu, n in need.items():
-        nodes = snap.of_type(gpu)
-        if not nodes:
-            parts.append(f"the cluster has no {gpu} nodes")
-        else:
-            parts.append(_describe_type(gpu, n, nodes, refused.get(gpu, {})))
+    for gpu in present:
+        parts.append(_describe_type(gpu, need[gpu], snap.of_type(gpu), refused.get(gpu, {})))
+    if missing:
+        parts.append(f"the cluster has no {_either(missing)} nodes")
     return "; ".join(parts)
 
 
@@ -46,12 +46,16 @@ def _describe_type(
     gpu: str, need: int, nodes: Sequence[NodeView], refused: Mapping[str, Sequence[str]]
 ) -> str:
     reason_of = {name: why for why, names in refused.items() for name in names}
+    total = sum(n.free for n in nodes if is_schedulable(n))
+    split = ""
+    if total >= need > max(n.free for n in nodes):
+        split = f" ({total} free in all, but a replica's GPUs must be on one node)"
     if len(nodes) <= LIST_EACH_UP_TO:
-        return f"{gpu} nodes: " + ", ".join(_one(n, need, reason_of) for n in nodes)
+        return f"{gpu} nodes: " + ", ".join(_one(n, need, reason_of) for n in nodes) + split
 
     counts = Counter(n.free for n in nodes)
     spread = ", ".join(f"{free} on {k}" for free, k in sorted(counts.items()))
-    text = f"{len(nodes)} {gpu} nodes, free GPUs per node: {spread}"
+    text = f"{len(nodes)} {gpu} nodes, free GPUs per node: {spread}{split}"
     best = sorted(nodes, key=lambda n: (-n.free, n.name))[:BEST_FEW]
     text += "; most free: " + ", ".join(_one(n, need, reason_of) for n in best)
     cordoned = [n.name for n in nodes if n.free >= need and not is_schedulable(n)]
@@ -74,3 +78,7 @@ def _one(node: NodeView, need: int, reason_of: Mapping[str, str]) -> str:
 def _names(names: Sequence[str]) -> str:
     shown = ", ".join(names[:BEST_FEW])
     return shown if len(names) <= BEST_FEW else f"{shown} and {len(names) - BEST_FEW} more"
+
+
+def _either(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]

@@ -38,18 +38,25 @@ def suggest(
     that use it, e.g. team affinity); when it was narrowed to some of the plan's GPU
     types, the plan's other GPU types are tried too."""
     snap = nodes if isinstance(nodes, ClusterSnapshot) else ClusterSnapshot(nodes)
-    base = demand or Demand(deployment=spec.name, namespace="", candidates=())
+    base = demand or Demand(spec.name, "", tuple(plan.candidates))
+    # GPU types the plan offered but the demand left out stay out of every alternative
+    # but the one that proposes them.
+    excluded = {c.gpu for c in plan.candidates} - {c.gpu for c in base.candidates}
     out: list[dict[str, Any]] = []
 
-    out.extend(_other_gpu_types(plan, snap, scheduler, base))
+    out.extend(_other_gpu_types(plan, snap, scheduler, base, excluded))
     for quant in _quantizations_to_try(spec, plan):
-        alt = _try(spec.model_copy(update={"quantization": quant}), snap, scheduler, resize, base)
+        alt = _try(
+            spec.model_copy(update={"quantization": quant}), snap, scheduler, resize, base, excluded
+        )
         if alt is not None:
             p, _ = alt
             out.append(
                 _entry(f"use {quant.upper()} quantization", p, {"quantization": quant})
             )
-    shorter = _shorter_context(spec, plan, snap, scheduler, resize, base, min_max_model_len)
+    shorter = _shorter_context(
+        spec, plan, snap, scheduler, resize, base, excluded, min_max_model_len
+    )
     if shorter is not None:
         out.append(shorter)
     return out
@@ -72,12 +79,17 @@ def _try(
     scheduler: Scheduler,
     resize: Resize,
     base: Demand,
+    excluded: set[str],
 ) -> tuple[Placement, SizingPlan] | None:
     try:
         alt_plan = resize(alt_spec)
     except Exception:  # an alternative the sizer cannot size is not offered
         return None
-    cands = tuple(c for c in alt_plan.candidates if _supports(scheduler, c.gpu, alt_plan))
+    cands = tuple(
+        c
+        for c in alt_plan.candidates
+        if c.gpu not in excluded and _supports(scheduler, c.gpu, alt_plan)
+    )
     if not cands:
         return None
     demand = Demand(base.deployment, base.namespace, cands, dict(base.metadata))
@@ -101,12 +113,16 @@ def _shorter_context(
     scheduler: Scheduler,
     resize: Resize,
     base: Demand,
+    excluded: set[str],
     floor: int,
 ) -> dict[str, Any] | None:
     """The longest halved max_model_len (down to `floor`) that fits now."""
     length = plan.max_model_len // 2
     while length >= floor:
-        alt = _try(spec.model_copy(update={"max_model_len": length}), snap, scheduler, resize, base)
+        alt = _try(
+            spec.model_copy(update={"max_model_len": length}), snap, scheduler, resize, base,
+            excluded,
+        )
         if alt is not None:
             p, alt_plan = alt
             got = alt_plan.max_model_len or length
@@ -116,15 +132,16 @@ def _shorter_context(
 
 
 def _other_gpu_types(
-    plan: SizingPlan, snap: ClusterSnapshot, scheduler: Scheduler, base: Demand
+    plan: SizingPlan,
+    snap: ClusterSnapshot,
+    scheduler: Scheduler,
+    base: Demand,
+    excluded: set[str],
 ) -> list[dict[str, Any]]:
     """Plan candidates the demand left out (a narrowed demand), one suggestion each."""
-    asked = {c.gpu for c in base.candidates}
-    if not asked:
-        return []
     out = []
     for c in plan.candidates:
-        if c.gpu in asked:
+        if c.gpu not in excluded:
             continue
         demand = Demand(base.deployment, base.namespace, (c,), dict(base.metadata))
         p = scheduler.fits(snap, demand)
@@ -136,7 +153,7 @@ def _other_gpu_types(
 def _entry(what: str, p: Placement, patch: dict[str, Any]) -> dict[str, Any]:
     n = len(p.gpu_indices)
     return {
-        "message": f"{what}: fits {n}\u00d7 {p.gpu} on {p.node} now",
+        "message": f"{what}: fits {n}× {p.gpu} on {p.node} now",
         "patch": patch,
         "placement": p.model_dump(),
     }

@@ -9,14 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import a3s_scheduler_standard
+
 from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Demand
+from a3s_core.plugins import Plugins, build_plugin_manager
+from a3s_core.registry import SchedulerRegistry
 from a3s_core.scheduling import ClusterSnapshot, node_views
 from a3s_core.types import Candidate, GpuDevice, ModelSpec, Node, SizingPlan
 
 GB = 1_000_000_000
 UTIL = 0.9
 OVERHEAD = 1.5 * GB
+
+
+def schedulers() -> SchedulerRegistry:
+    """The strategies registry with only the standard strategies plugin registered, the
+    way the entry point registers it (other plugins in the environment stay out)."""
+    plugins = Plugins(build_plugin_manager(load_entry_points=False))
+    plugins.register(a3s_scheduler_standard, name="scheduler-standard")
+    return plugins.schedulers
 
 
 def node(name: str, gpu: str, count: int, used: Iterable[int] = (), **kw: object) -> Node:

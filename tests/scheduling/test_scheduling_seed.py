@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from scheduling_testkit import demand, hand_plan, mixed_cluster, snapshot
+from scheduling_testkit import demand, hand_plan, mixed_cluster, schedulers, snapshot
 
-from a3s_core.plugins import Plugins
 from a3s_core.scheduling import Scheduler
 
 # model, weights GB, KV GB for an 8k context, heads, quantization → expected placement
@@ -28,7 +27,7 @@ SEED = [
 
 @pytest.fixture(scope="module")
 def binpack() -> Scheduler:
-    return Scheduler(Plugins().schedulers.get("binpack")())
+    return Scheduler(schedulers().get("binpack")())
 
 
 @pytest.mark.parametrize(("model", "weights", "kv", "heads", "quant", "gpu", "count"), SEED)
