@@ -1,0 +1,491 @@
+"""A supervisor for engines run as local subprocesses (the `sim` and `local` runtimes).
+
+Design choices, and why:
+- Each process gets its own session (process group): a stop signal reaches the engine and
+  the workers it forks, and the platform's own Ctrl-C does not kill replicas.
+- stdout and stderr go straight to a file (`<name>.out`), never to a pipe, so an engine keeps
+  running and logging when the platform exits; the next platform process adopts it from the
+  JSON record kept in the state directory (`adopt_all`).
+- A tiny `sh` wrapper records the engine's exit code in `<name>.exit`, so even an adopted
+  process (not our child, so not ours to `wait` for) reports how it ended.
+- One background task tails every output file, stamps each new line with the time it was
+  seen, keeps the last lines in a ring buffer and appends them to `<name>.jsonl`
+  (`{"ts", "line", "end"}`; `end` is the byte offset in `.out`, so tailing resumes exactly
+  where the previous platform process stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import aiohttp
+from pydantic import BaseModel, Field
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+# `trap :` (a handler, not an ignore, so the engine still gets the default SIGTERM action)
+# keeps the shell alive until the engine has exited, then the shell records its code.
+_WRAPPER = 'f=$1; shift; trap : TERM INT HUP; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
+_MAX_LINE = 16 * 1024
+_MAX_READ = 4 * 1024 * 1024
+_JSONL_ROTATE_BYTES = 32 * 1024 * 1024
+
+
+class OutputLine(NamedTuple):
+    seq: int
+    ts: datetime
+    line: str
+
+
+class ExitStatus(BaseModel):
+    code: int | None = Field(None, description="exit code; None when killed or unknown")
+    signal: int | None = Field(None, description="signal that ended the process, if known")
+    at: datetime
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            name = _signal_name(self.signal)
+            if self.code is not None:
+                return f"exited with code {self.code} (signal {self.signal}, {name})"
+            return f"killed by signal {self.signal} ({name})"
+        if self.code is None:
+            return "exited (exit code unknown)"
+        return f"exited with code {self.code}"
+
+
+class ProcessRecord(BaseModel):
+    """What is persisted per process, so another platform process can adopt it."""
+
+    name: str
+    pid: int
+    argv: list[str]
+    started_at: datetime
+    start_ticks: int | None = Field(None, description="/proc starttime; guards pid reuse")
+    meta: dict[str, Any] = Field(default_factory=dict, description="the caller's own data")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) from /proc, or None if gone / no /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def free_port(host: str = "127.0.0.1", avoid: Iterable[int] = ()) -> int:
+    """A port nothing listens on now, chosen by the kernel, not one of `avoid`."""
+    avoided = set(avoid)
+    for _ in range(64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in avoided:
+            return port
+    raise RuntimeError(f"no free port on {host} outside {len(avoided)} reserved ones")
+
+
+async def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET `url` → (status, body). Raises aiohttp.ClientError / TimeoutError on failure."""
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with (
+        aiohttp.ClientSession(timeout=client_timeout) as session,
+        session.get(url, allow_redirects=False) as response,
+    ):
+        return response.status, await response.text(errors="replace")
+
+
+class ManagedProcess:
+    """One supervised process: its record, its output and how it ended."""
+
+    def __init__(
+        self,
+        record: ProcessRecord,
+        log_dir: Path,
+        ring_size: int,
+        popen: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.record = record
+        self.out_path = log_dir / f"{record.name}.out"
+        self.jsonl_path = log_dir / f"{record.name}.jsonl"
+        self.exit_path = log_dir / f"{record.name}.exit"
+        self._popen = popen
+        self._ring: deque[OutputLine] = deque(maxlen=ring_size)
+        self._seq = 0
+        self._offset = 0
+        self._partial = b""
+        self._exit: ExitStatus | None = None
+        # Health, as last checked by `check_http` (the caller decides when to check).
+        self.ready_since: datetime | None = None
+        self.health_failures = 0
+        self.last_health_error = ""
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.record.meta
+
+    # ------------------------------------------------------------------ liveness
+
+    def poll(self) -> ExitStatus | None:
+        """None while the process runs; how it ended once it has."""
+        if self._exit is not None:
+            return self._exit
+        code: int | None = None
+        sig: int | None = None
+        if self._popen is not None:
+            rc = self._popen.poll()
+            if rc is None:
+                return None
+            code, sig = (None, -rc) if rc < 0 else (rc, None)
+        else:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # adopted from an earlier platform process
+                if self._running_foreign():
+                    return None
+            else:
+                if pid == 0:
+                    return None
+                if os.WIFSIGNALED(status):
+                    sig = os.WTERMSIG(status)
+                else:
+                    code = os.waitstatus_to_exitcode(status)
+        code, sig = self._read_exit_file(code, sig)
+        self._exit = ExitStatus(code=code, signal=sig, at=datetime.now(UTC))
+        # Workers the engine forked may outlive it and hold GPUs: end the whole group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.pump(final=True)
+        return self._exit
+
+    def is_running(self) -> bool:
+        return self.poll() is None
+
+    def _running_foreign(self) -> bool:
+        stat = _proc_stat(self.pid)
+        if stat is None:
+            if Path("/proc").is_dir():
+                return False
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        state, ticks = stat
+        if state in ("Z", "X"):
+            return False
+        return self.record.start_ticks is None or ticks == self.record.start_ticks
+
+    def _read_exit_file(self, code: int | None, sig: int | None) -> tuple[int | None, int | None]:
+        try:
+            recorded = int(self.exit_path.read_text().strip())
+        except (OSError, ValueError):
+            return code, sig
+        if recorded > 128 and recorded - 128 < signal.NSIG:  # the shell's "killed by N"
+            return recorded, recorded - 128
+        return recorded, None
+
+    async def stop(self, timeout: float = 10.0) -> ExitStatus:
+        """SIGTERM to the process group, SIGKILL after `timeout` seconds; how it ended."""
+        if self.is_running():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while self.is_running() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            if self.is_running():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                while self.is_running() and loop.time() < deadline + 5:
+                    await asyncio.sleep(0.02)
+        status = self.poll()
+        return status or ExitStatus(code=None, signal=signal.SIGKILL, at=datetime.now(UTC))
+
+    # ------------------------------------------------------------------ output
+
+    def pump(self, final: bool = False) -> int:
+        """Read what the process wrote since the last call; returns the new line count."""
+        try:
+            size = self.out_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size < self._offset:  # truncated by someone: start over
+            self._offset, self._partial = 0, b""
+        data = b""
+        if size > self._offset:
+            with self.out_path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read(min(size - self._offset, _MAX_READ))
+        if not data and not (final and self._partial):
+            return 0
+        start = self._offset - len(self._partial)
+        self._offset += len(data)
+        chunks = (self._partial + data).split(b"\n")
+        self._partial = chunks.pop()
+        if (final and self._partial) or len(self._partial) > _MAX_LINE:
+            chunks.append(self._partial)
+            self._partial = b""
+        now = datetime.now(UTC)
+        out: list[str] = []
+        end = start
+        for raw in chunks:
+            end += len(raw) + 1
+            line = raw[:_MAX_LINE].decode("utf-8", "replace").rstrip("\r")
+            self._seq += 1
+            self._ring.append(OutputLine(self._seq, now, line))
+            out.append(json.dumps({"ts": now.isoformat(), "line": line, "end": end}) + "\n")
+        self._append_jsonl(out)
+        return len(chunks)
+
+    def _append_jsonl(self, rows: list[str]) -> None:
+        if not rows:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if self.jsonl_path.stat().st_size > _JSONL_ROTATE_BYTES:
+                os.replace(self.jsonl_path, self.jsonl_path.with_suffix(".jsonl.1"))
+        with self.jsonl_path.open("a", encoding="utf-8") as f:
+            f.writelines(rows)
+
+    def _restore_history(self) -> None:
+        """After adoption: the ring from `.jsonl`, and the `.out` offset to go on from."""
+        rows: list[dict[str, Any]] = []
+        for path in (self.jsonl_path.with_suffix(".jsonl.1"), self.jsonl_path):
+            with contextlib.suppress(FileNotFoundError):
+                with path.open("rb") as f:
+                    f.seek(max(0, f.seek(0, os.SEEK_END) - 2 * 1024 * 1024))
+                    tail = f.read().decode("utf-8", "replace").splitlines()
+                for text in tail[-(self._ring.maxlen or 1000) :]:
+                    with contextlib.suppress(ValueError):
+                        rows.append(json.loads(text))
+        for row in rows[-(self._ring.maxlen or 1000) :]:
+            self._seq += 1
+            self._ring.append(OutputLine(self._seq, datetime.fromisoformat(row["ts"]), row["line"]))
+        if rows:
+            self._offset = int(rows[-1].get("end", 0))
+
+    def lines(self, tail: int = 100) -> list[OutputLine]:
+        """The last `tail` lines (as many as the ring holds)."""
+        self.pump()
+        return list(self._ring)[-tail:] if tail > 0 else []
+
+    async def follow(
+        self, tail: int = 100, follow: bool = False, poll_interval: float = 0.1
+    ) -> AsyncIterator[OutputLine]:
+        """The last `tail` lines, then, while `follow`, new ones until the process ends."""
+        last = 0
+        for item in self.lines(tail):
+            last = item.seq
+            yield item
+        last = max(last, self._seq)
+        while follow:
+            done = not self.is_running()
+            self.pump(final=done)
+            for item in list(self._ring):
+                if item.seq > last:
+                    last = item.seq
+                    yield item
+            if done:
+                return
+            await asyncio.sleep(poll_interval)
+
+    def exit_summary(self, lines: int = 20) -> str:
+        """`exited with code 1; last log lines: ...` — for failure reasons."""
+        status = self.poll()
+        head = status.describe() if status else "running"
+        tail = [item.line for item in self.lines(lines)]
+        return head + ("; last log lines:\n" + "\n".join(tail) if tail else "; no output")
+
+    # ------------------------------------------------------------------ health
+
+    async def check_http(self, url: str, timeout: float = 2.0) -> bool:
+        """GET `url`; a 2xx answer is healthy. Updates `ready_since` / `health_failures`."""
+        try:
+            status, body = await http_get(url, timeout)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, error = False, f"{type(exc).__name__}: {exc}".rstrip(": ")
+        else:
+            ok, error = 200 <= status < 300, f"HTTP {status}: {body[:200]}"
+        if ok:
+            self.health_failures, self.last_health_error = 0, ""
+            if self.ready_since is None:
+                self.ready_since = datetime.now(UTC)
+        else:
+            self.health_failures += 1
+            self.last_health_error = error
+        return ok
+
+
+class ProcessSupervisor:
+    """Starts, tails, stops and adopts processes; one record per process in `state_dir`."""
+
+    def __init__(
+        self, state_dir: str | Path, ring_size: int = 1000, poll_interval: float = 0.1
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.log_dir = self.state_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ring_size = ring_size
+        self.poll_interval = poll_interval
+        self._procs: dict[str, ManagedProcess] = {}
+        self._pumper: asyncio.Task[None] | None = None
+
+    def _record_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.json"
+
+    def get(self, name: str) -> ManagedProcess | None:
+        return self._procs.get(name)
+
+    def processes(self) -> list[ManagedProcess]:
+        return list(self._procs.values())
+
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> ManagedProcess:
+        """Start `argv` in its own process group with `env` as its whole environment
+        (None: inherit ours). The record is written before this returns."""
+        if not _NAME.match(name):
+            raise ValueError(f"process name {name!r} must match {_NAME.pattern}")
+        if not argv:
+            raise ValueError(f"process {name!r}: empty argv")
+        if (old := self._procs.get(name)) and old.is_running():
+            raise ValueError(f"process {name!r} is already running (pid {old.pid})")
+        log_dir = self.log_dir
+        for suffix in (".out", ".jsonl", ".jsonl.1", ".exit"):
+            (log_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        exit_path = log_dir / f"{name}.exit"
+        with (log_dir / f"{name}.out").open("ab") as out:
+            popen = subprocess.Popen(
+                ["/bin/sh", "-c", _WRAPPER, "a3s-proc", str(exit_path), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        stat = _proc_stat(popen.pid)
+        record = ProcessRecord(
+            name=name,
+            pid=popen.pid,
+            argv=list(argv),
+            started_at=datetime.now(UTC),
+            start_ticks=stat[1] if stat else None,
+            meta=dict(meta or {}),
+        )
+        self._write_record(record)
+        proc = ManagedProcess(record, log_dir, self.ring_size, popen)
+        self._procs[name] = proc
+        self._ensure_pumper()
+        return proc
+
+    def adopt_all(self) -> list[ManagedProcess]:
+        """Take over every recorded process not yet known here, running or not (a dead one
+        reports how it ended). Unreadable records are skipped."""
+        adopted: list[ManagedProcess] = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            try:
+                record = ProcessRecord.model_validate_json(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if record.name in self._procs:
+                continue
+            proc = ManagedProcess(record, self.log_dir, self.ring_size)
+            proc._restore_history()
+            proc.pump()
+            self._procs[record.name] = proc
+            adopted.append(proc)
+        if adopted:
+            self._ensure_pumper()
+        return adopted
+
+    def update_meta(self, name: str, **meta: Any) -> None:
+        proc = self._procs[name]
+        proc.record.meta.update(meta)
+        self._write_record(proc.record)
+
+    def _write_record(self, record: ProcessRecord) -> None:
+        path = self._record_path(record.name)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(record.model_dump_json(indent=1))
+        os.replace(tmp, path)
+
+    async def stop(self, name: str, timeout: float = 10.0) -> ExitStatus | None:
+        """Stop the process and forget it (record and log files removed). None if unknown."""
+        proc = self._procs.get(name)
+        status = await proc.stop(timeout) if proc else None
+        self.forget(name)
+        return status
+
+    def forget(self, name: str) -> None:
+        self._procs.pop(name, None)
+        self._record_path(name).unlink(missing_ok=True)
+        for suffix in (".out", ".jsonl", ".jsonl.1", ".exit"):
+            (self.log_dir / f"{name}{suffix}").unlink(missing_ok=True)
+
+    async def close(self, stop_processes: bool = False, timeout: float = 10.0) -> None:
+        """Stop tailing; processes keep running (and stay adoptable) unless asked."""
+        if stop_processes:
+            await asyncio.gather(*(self.stop(n, timeout) for n in list(self._procs)))
+        if self._pumper is not None:
+            self._pumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._pumper
+            self._pumper = None
+        for proc in self._procs.values():
+            proc.pump()
+
+    def _ensure_pumper(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: `lines()` / `follow()` still pump on demand
+        task = self._pumper
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._pumper = loop.create_task(self._pump_forever(), name="a3s-procs-pump")
+
+    async def _pump_forever(self) -> None:
+        while True:
+            for proc in list(self._procs.values()):
+                try:
+                    proc.pump(final=not proc.is_running())
+                except OSError:
+                    continue
+            await asyncio.sleep(self.poll_interval)

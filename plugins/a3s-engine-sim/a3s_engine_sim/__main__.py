@@ -1,0 +1,4 @@
+from a3s_engine_sim.server import main
+
+if __name__ == "__main__":
+    main()
