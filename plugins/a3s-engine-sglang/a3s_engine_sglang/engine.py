@@ -34,7 +34,7 @@ class SglangEngine(Engine):
     serves_embeddings = True
 
     # A user's native spelling of a flag the plan sets replaces the plan's value.
-    aliases: ClassVar[dict[str, tuple[str, ...]]] = {
+    superseded_by: ClassVar[dict[str, tuple[str, ...]]] = {
         "--tp-size": ("--tp", "--tensor-parallel-size"),
     }
 
@@ -72,7 +72,7 @@ class SglangEngine(Engine):
         user = user_options(
             ctx.extra_args, engine=self.name, reserved=RESERVED, render=render_sglang
         )
-        return ["python3", "-m", "sglang.launch_server", *merge(own, user, self.aliases)]
+        return ["python3", "-m", "sglang.launch_server", *merge(own, user, self.superseded_by)]
 
     def parse_metrics(self, text: str) -> LoadFigures:
         samples = Samples.parse(text, self.name)

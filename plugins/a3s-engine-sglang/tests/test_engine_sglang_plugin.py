@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from a3s_engine_sglang import SglangEngine
 
 from a3s_core.plugins import Plugins
 from a3s_core.types import ModelProfile
 
 
-def test_entry_point_registers_the_engine_once_installed() -> None:
+def test_entry_point_registers_the_engine_once_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Load only this entry point: other plugins installed in the environment are not under test.
+    monkeypatch.setenv("A3S_LOAD_PLUGINS", "engine-sglang")
     plugins = Plugins()
     assert "sglang" in plugins.engines
     assert plugins.engines.get("sglang") is SglangEngine

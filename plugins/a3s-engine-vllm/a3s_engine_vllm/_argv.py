@@ -63,14 +63,16 @@ def user_options(
     return out
 
 
-def merge(own: list[Option], user: list[Option], aliases: Mapping[str, Iterable[str]]) -> list[str]:
-    """The plan's options, minus any the user gave under the same (or an equivalent) flag,
-    followed by the user's options. Engines such as TGI refuse a repeated flag, and for
-    the others the user's explicit value must win, so each flag appears once."""
+def merge(
+    own: list[Option], user: list[Option], superseded_by: Mapping[str, Iterable[str]]
+) -> list[str]:
+    """The plan's options, minus any the user gave too (under the same flag or one listed in
+    `superseded_by`, e.g. SGLang's `--tp` for `--tp-size`), followed by the user's options.
+    TGI refuses a repeated flag, and everywhere the user's explicit value must win."""
     given = {flag for flag, _ in user}
     argv: list[str] = []
     for flag, values in own:
-        if given & {flag, *aliases.get(flag, ())}:
+        if given & {flag, *superseded_by.get(flag, ())}:
             continue
         argv += [flag, *values]
     for flag, values in user:

@@ -36,7 +36,7 @@ class VllmEngine(Engine):
     needs_gpu = True
     serves_embeddings = True
 
-    aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
+    superseded_by: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def openai_paths_for(self, kind: str) -> frozenset[str]:
         """What a replica of this kind answers: chat and completions, or embeddings."""
@@ -70,7 +70,7 @@ class VllmEngine(Engine):
             # detected as embedders; saying so keeps the intent explicit).
             own.append(("--runner", ["pooling"]))
         user = user_options(ctx.extra_args, engine=self.name, reserved=RESERVED, render=render_vllm)
-        return ["vllm", "serve", ctx.model, *merge(own, user, self.aliases)]
+        return ["vllm", "serve", ctx.model, *merge(own, user, self.superseded_by)]
 
     def env(self, ctx: LaunchContext) -> dict[str, str]:
         # No usage reports from inside a customer's cluster.

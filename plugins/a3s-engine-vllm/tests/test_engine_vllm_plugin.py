@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from importlib import metadata
 
+import pytest
 from a3s_engine_vllm import VllmEngine
 
 from a3s_core.plugins import Plugins
 from a3s_core.types import ExistingQuantization, ModelProfile
 
 
-def test_entry_point_registers_the_engine_once_installed() -> None:
+def test_entry_point_registers_the_engine_once_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Load only this entry point: other plugins installed in the environment are not under test.
+    monkeypatch.setenv("A3S_LOAD_PLUGINS", "engine-vllm")
     eps = [ep for ep in metadata.entry_points(group="a3s") if ep.name == "engine-vllm"]
     assert [ep.value for ep in eps] == ["a3s_engine_vllm"]
     plugins = Plugins()

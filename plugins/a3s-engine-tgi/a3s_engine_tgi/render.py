@@ -1,0 +1,28 @@
+"""How TGI's and TEI's clap-based launchers take `extra_args`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from a3s_engine_tgi._argv import Option
+
+# `Option<bool>` arguments need an explicit value (`--sharded false`); every other boolean
+# is a presence switch.
+VALUE_BOOLEANS = frozenset({"sharded"})
+
+
+def render_clap(flag: str, key: str, value: Any) -> list[Option]:
+    """Switches are bare flags (a False is left out), `Option<bool>` takes true/false, lists
+    repeat the flag (clap appends each occurrence to a Vec), dicts are JSON."""
+    if key in VALUE_BOOLEANS and isinstance(value, bool):
+        return [(flag, ["true" if value else "false"])]
+    if value is True:
+        return [(flag, [])]
+    if value is False or value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [(flag, [str(v)]) for v in value]
+    if isinstance(value, dict):
+        return [(flag, [json.dumps(value, separators=(",", ":"))])]
+    return [(flag, [str(value)])]
