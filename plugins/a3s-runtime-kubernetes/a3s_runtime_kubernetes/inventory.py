@@ -86,11 +86,11 @@ def _schedulable(node: k8s.V1Node, tolerations: list[k8s.V1Toleration]) -> bool:
     return True
 
 
-def _pod_node(pod: k8s.V1Pod) -> str | None:
+def _pod_node(pod: k8s.V1Pod, instance: str) -> str | None:
     """The node a pod holds GPUs on; an A3S pod not yet bound already owns its target."""
     if pod.spec is not None and pod.spec.node_name:
         return str(pod.spec.node_name)
-    if labels_of(pod).get(n.MANAGED_BY) == n.MANAGER:
+    if n.is_ours(labels_of(pod), instance):
         return annotations_of(pod).get(n.NODE)
     return None
 
@@ -101,23 +101,25 @@ def build_inventory(
     catalog: GpuCatalog,
     tolerations: list[k8s.V1Toleration],
     stats: dict[GpuKey, GpuStats] | None = None,
+    instance: str = "default",
 ) -> list[Node]:
     """GPU nodes from GFD labels and allocatable nvidia.com/gpu. A3S pods hold the indices
-    their annotation names; every other pod's GPUs are `external_gpus` (counted only)."""
+    their annotation names; every other pod's GPUs (other installations' included) are
+    `external_gpus` (counted only)."""
     stats = stats or {}
     owned: dict[str, dict[int, str]] = defaultdict(dict)
     external: dict[str, int] = defaultdict(int)
     for pod in pods:
         if pod.status is not None and pod.status.phase in TERMINATED:
             continue
-        node_name = _pod_node(pod)
+        node_name = _pod_node(pod, instance)
         gpus = pod_gpus(pod)
         if node_name is None or gpus == 0:
             continue
         labels = labels_of(pod)
         indices = n.parse_indices(annotations_of(pod).get(n.GPU_INDICES))
         replica = labels.get(n.REPLICA)
-        if labels.get(n.MANAGED_BY) == n.MANAGER and replica and len(indices) == gpus:
+        if n.is_ours(labels, instance) and replica and len(indices) == gpus:
             for i in indices:
                 owned[node_name][i] = replica
         else:

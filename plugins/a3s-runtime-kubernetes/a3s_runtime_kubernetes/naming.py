@@ -18,12 +18,24 @@ NODE = "a3s.io/node"  # annotation: the node the scheduler chose (known before b
 PORT = "a3s.io/port"  # annotation: the engine's port, for the replica URL
 GPU_PRODUCT = "a3s.io/gpu"  # annotation: catalog GPU name
 
-MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
+INSTANCE = "a3s.io/instance"  # which platform installation owns it (several may share a cluster)
 CONTAINER = "engine"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def managed_selector(instance: str) -> str:
+    return f"{MANAGED_BY}={MANAGER},{INSTANCE}={instance}"
+
+
+def ownership(instance: str) -> dict[str, str]:
+    return {MANAGED_BY: MANAGER, INSTANCE: instance}
+
+
+def is_ours(labels: dict[str, str], instance: str) -> bool:
+    return labels.get(MANAGED_BY) == MANAGER and labels.get(INSTANCE) == instance
 
 
 def check_label_value(value: str, field: str) -> str:
@@ -52,6 +64,9 @@ def dns_label(*parts: str, prefix: str = "") -> str:
 
 
 def pod_name(deployment_name: str, replica_id: str) -> str:
+    """The controller's replica ids already start with the deployment name; don't repeat it."""
+    if replica_id.startswith(f"{deployment_name}-"):
+        return dns_label(replica_id)
     return dns_label(deployment_name, replica_id)
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from a3s_core.errors import InvalidRequest
+from a3s_runtime_kubernetes.naming import check_label_value
 
 
 class KubernetesOptions(BaseModel):
@@ -29,6 +30,11 @@ class KubernetesOptions(BaseModel):
     token: str | None = Field(None, description="bearer token, with `host`")
     verify_ssl: bool = True
     request_timeout_s: float = Field(30.0, gt=0)
+
+    instance: str = Field(
+        "default", description="this platform installation's name; several installations "
+        "may share a cluster, each sees only the pods labelled with its own"
+    )
 
     # -- where replicas go ---------------------------------------------------------------
     namespace_map: dict[str, str] = Field(
@@ -88,6 +94,12 @@ class KubernetesOptions(BaseModel):
     def _one_or_many(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _label_value(cls, value: str) -> str:
+        check_label_value(value, "instance")
         return value
 
     @field_validator("resources")

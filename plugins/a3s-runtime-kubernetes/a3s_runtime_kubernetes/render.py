@@ -14,13 +14,13 @@ HF_TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # the second for older T
 PORT_NAME = "http"
 
 
-def pod_labels(request: ReplicaRequest) -> dict[str, str]:
+def pod_labels(request: ReplicaRequest, instance: str) -> dict[str, str]:
     """Caller labels first, ours last so they cannot be overridden (observe relies on them)."""
     for key, value in request.labels.items():
         n.check_label_value(value, f"labels[{key}]")
     return {
         **request.labels,
-        n.MANAGED_BY: n.MANAGER,
+        **n.ownership(instance),
         n.DEPLOYMENT: n.check_label_value(request.deployment_id, "deployment_id"),
         n.REPLICA: n.check_label_value(request.replica_id, "replica_id"),
         n.NAME: n.check_label_value(request.deployment_name, "deployment_name"),
@@ -191,14 +191,14 @@ def render_pod(request: ReplicaRequest, namespace: str, opts: KubernetesOptions)
         metadata=k8s.V1ObjectMeta(
             name=n.pod_name(request.deployment_name, request.replica_id),
             namespace=namespace,
-            labels=pod_labels(request),
+            labels=pod_labels(request, opts.instance),
             annotations=annotations,
         ),
         spec=spec,
     )
 
 
-def render_service(request: ReplicaRequest, namespace: str) -> k8s.V1Service:
+def render_service(request: ReplicaRequest, namespace: str, instance: str) -> k8s.V1Service:
     """One ClusterIP Service per deployment, for in-cluster callers; the gateway itself
     balances across pod IPs."""
     return k8s.V1Service(
@@ -208,7 +208,7 @@ def render_service(request: ReplicaRequest, namespace: str) -> k8s.V1Service:
             name=n.service_name(request.deployment_name),
             namespace=namespace,
             labels={
-                n.MANAGED_BY: n.MANAGER,
+                **n.ownership(instance),
                 n.DEPLOYMENT: request.deployment_id,
                 n.NAME: request.deployment_name,
                 "app.kubernetes.io/managed-by": n.MANAGER,
@@ -216,7 +216,7 @@ def render_service(request: ReplicaRequest, namespace: str) -> k8s.V1Service:
         ),
         spec=k8s.V1ServiceSpec(
             type="ClusterIP",
-            selector={n.MANAGED_BY: n.MANAGER, n.DEPLOYMENT: request.deployment_id},
+            selector={**n.ownership(instance), n.DEPLOYMENT: request.deployment_id},
             ports=[
                 k8s.V1ServicePort(
                     name=PORT_NAME, port=request.port, target_port=PORT_NAME, protocol="TCP"

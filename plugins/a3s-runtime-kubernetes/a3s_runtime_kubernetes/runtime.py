@@ -53,6 +53,7 @@ class KubernetesRuntime(Runtime):
         self._secrets: set[str] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._warned_foreign = False
+        self._selector = n.managed_selector(self.opts.instance)
 
     # -- connection ---------------------------------------------------------------------
 
@@ -88,7 +89,9 @@ class KubernetesRuntime(Runtime):
             dcgm.scrape(self.opts.dcgm_exporter_urls, self.opts.dcgm_timeout_s),
         )
         catalog = load_catalog(self.opts.gpu_catalog)
-        return build_inventory(nodes.items, pods, catalog, tolerations(self.opts), stats)
+        return build_inventory(
+            nodes.items, pods, catalog, tolerations(self.opts), stats, self.opts.instance
+        )
 
     async def _pods_holding_gpus(self) -> list[k8s.V1Pod]:
         """Every live pod in the cluster (foreign GPUs count against capacity). Without the
@@ -186,7 +189,7 @@ class KubernetesRuntime(Runtime):
     # -- helpers ------------------------------------------------------------------------
 
     async def _managed_pods(self, extra_selector: str = "") -> list[k8s.V1Pod]:
-        selector = ",".join(s for s in (n.MANAGED_SELECTOR, extra_selector) if s)
+        selector = ",".join(s for s in (self._selector, extra_selector) if s)
         if self.opts.watch_namespaces is None:
             result = await self._call("list A3S pods", self.core.list_pod_for_all_namespaces,
                                       label_selector=selector)
@@ -214,7 +217,7 @@ class KubernetesRuntime(Runtime):
     async def _drop_service_if_unused(self, ns: str, deployment_id: str) -> None:
         """Delete the deployment's Service once none of its pods remains (terminating pods
         do not count: they leave the endpoints at once)."""
-        selector = f"{n.MANAGED_SELECTOR},{n.DEPLOYMENT}={deployment_id}"
+        selector = f"{self._selector},{n.DEPLOYMENT}={deployment_id}"
         left = await self._call(f"list pods in {ns}", self.core.list_namespaced_pod, ns,
                                 label_selector=selector)
         if any(meta(p).deletion_timestamp is None for p in left.items):
@@ -228,7 +231,7 @@ class KubernetesRuntime(Runtime):
                                  passthrough=(404,))
 
     async def _service_namespaces(self, deployment_id: str) -> set[str]:
-        selector = f"{n.MANAGED_SELECTOR},{n.DEPLOYMENT}={deployment_id}"
+        selector = f"{self._selector},{n.DEPLOYMENT}={deployment_id}"
         if self.opts.watch_namespaces is not None:
             return set(self.opts.watch_namespaces)
         result = await self._call("list A3S services", self.core.list_service_for_all_namespaces,
@@ -270,7 +273,7 @@ class KubernetesRuntime(Runtime):
         self._secrets.add(ns)
 
     async def _ensure_service(self, request: ReplicaRequest, ns: str) -> None:
-        svc = render_service(request, ns)
+        svc = render_service(request, ns, self.opts.instance)
         name = name_of(svc)
         try:
             await self._call(f"create service {ns}/{name}", self.core.create_namespaced_service,
@@ -283,10 +286,11 @@ class KubernetesRuntime(Runtime):
         labels = labels_of(existing)
         if labels.get(n.DEPLOYMENT) == request.deployment_id:
             return
-        if labels.get(n.MANAGED_BY) != n.MANAGER:
+        if not n.is_ours(labels, self.opts.instance):
             raise Conflict(
-                f"Service {ns}/{name} already exists and is not managed by A3S; rename the "
-                "deployment or remove that Service"
+                f"Service {ns}/{name} already exists and is not managed by this A3S "
+                f"installation ({n.INSTANCE}={self.opts.instance}); rename the deployment "
+                "or remove that Service"
             )
         # A3S's Service from an earlier deployment of the same name: point it at this one.
         # Read-modify-replace (resourceVersion guards it) rather than PATCH, whose content

@@ -158,7 +158,9 @@ class FakeKubeApi:
         if taints:
             spec["taints"] = taints
         self.put("nodes", {
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+            "metadata": {
+                "name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}
+            },
             "spec": spec,
             "status": {
                 "allocatable": allocatable, "capacity": allocatable,
@@ -196,7 +198,7 @@ class FakeKubeApi:
                          "gitCommit": "fake", "gitTreeState": "clean", "buildDate": now_rfc3339(),
                          "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"}
         if parts[:2] != ["api", "v1"]:
-            return _status(404, "NotFound", f"the server could not find the requested resource {path}")
+            return _status(404, "NotFound", f"the server could not find {path}")
         rest = parts[2:]
         ns = ""
         if len(rest) >= 3 and rest[0] == "namespaces":
@@ -307,8 +309,8 @@ class FakeKubeApi:
         while True:
             with self._lock:
                 self._lock.wait_for(
-                    lambda: self._stopping
-                    or len(source.get((req.ns, req.name), [])) > sent
+                    lambda seen=sent: self._stopping  # type: ignore[misc]
+                    or len(source.get((req.ns, req.name), [])) > seen
                     or ("pods", req.ns, req.name) not in self.store,
                     timeout=0.2,
                 )
