@@ -1,0 +1,144 @@
+"""The Hugging Face Hub as a profile source: config.json plus safetensors headers.
+
+Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE (read at call time, so a running server
+follows its environment), times out after A3S_HF_TIMEOUT_S seconds (default 10), and
+caches answers in-process. Failures become one-sentence ModelNotFound / ModelUnavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from typing import Any
+
+import httpx
+import huggingface_hub
+from huggingface_hub import errors as hf_errors
+
+from a3s_core.errors import ModelNotFound, ModelUnavailable
+from a3s_core.sizing.profiles import profile_from_config
+from a3s_core.sizing.tensors import profile_from_tensors
+from a3s_core.types import ModelProfile
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+_cache: dict[tuple[str, str, str | None], ModelProfile] = {}
+_lock = threading.Lock()
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def timeout_s() -> float:
+    raw = os.environ.get("A3S_HF_TIMEOUT_S", "10")
+    try:
+        return max(0.1, float(raw))
+    except ValueError:
+        return 10.0
+
+
+def is_repo_id(model: str) -> bool:
+    return bool(REPO_ID.match(model))
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def hub_profile(model: str, revision: str | None = None) -> ModelProfile | None:
+    if not is_repo_id(model):
+        return None
+    endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    key = (endpoint, model, revision)
+    with _lock:
+        hit = _cache.get(key)
+    if hit is None:
+        hit = _fetch(model, revision, endpoint)
+        with _lock:
+            _cache[key] = hit
+    return hit.model_copy(deep=True)
+
+
+def _fetch(model: str, revision: str | None, endpoint: str) -> ModelProfile:
+    offline = _truthy(os.environ.get("HF_HUB_OFFLINE"))
+    token: str | bool | None = os.environ.get("HF_TOKEN") or None
+    timeout = timeout_s()
+    try:
+        config_path = huggingface_hub.hf_hub_download(
+            model, "config.json", revision=revision, token=token, endpoint=endpoint,
+            etag_timeout=timeout, local_files_only=offline,
+        )
+        with open(config_path) as f:
+            config: dict[str, Any] = json.load(f)
+        if offline:  # headers are not cached by the hub client: the config formula it is
+            return profile_from_config(
+                config, model=model, source="config", revision=revision,
+                notes=["HF_HUB_OFFLINE: config.json from the local cache, no tensor metadata"],
+            )
+        api = huggingface_hub.HfApi(endpoint=endpoint, token=token)
+        try:
+            meta = api.get_safetensors_metadata(model, revision=revision, timeout=timeout)
+        except hf_errors.NotASafetensorsRepoError:
+            return profile_from_config(
+                config, model=model, source="config", revision=revision,
+                notes=[f"{model} has no safetensors weights on the Hub; counted from config"],
+            )
+        tensors = [
+            (name, info.dtype, list(info.shape))
+            for fm in meta.files_metadata.values()
+            for name, info in fm.tensors.items()
+        ]
+        return profile_from_tensors(config, tensors, model=model, source="hub", revision=revision)
+    except Exception as exc:
+        raise _translate(exc, model, revision, endpoint, offline) from exc
+
+
+def _translate(exc: Exception, model: str, revision: str | None, endpoint: str,
+               offline: bool) -> Exception:
+    if isinstance(exc, ModelNotFound | ModelUnavailable):
+        return exc
+    if isinstance(exc, hf_errors.GatedRepoError):
+        return ModelUnavailable(
+            f"model {model!r} is gated on the Hugging Face Hub; accept its terms on the model "
+            "page and set HF_TOKEN to a token of an account that has access"
+        )
+    if isinstance(exc, hf_errors.RepositoryNotFoundError):
+        return ModelNotFound(
+            f"model {model!r} was not found on the Hugging Face Hub ({endpoint}); check the id "
+            "(or set HF_TOKEN if the repository is private)"
+        )
+    if isinstance(exc, hf_errors.RevisionNotFoundError):
+        return ModelNotFound(
+            f"model {model!r} has no revision {revision!r} on the Hugging Face Hub; give an "
+            "existing branch, tag or commit"
+        )
+    if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
+        return ModelNotFound(
+            f"model {model!r} has no config.json on the Hugging Face Hub, so it is not a "
+            "transformers checkpoint; give a model repository or a local path"
+        )
+    offline_errors = hf_errors.LocalEntryNotFoundError | hf_errors.OfflineModeIsEnabled
+    if offline and isinstance(exc, offline_errors):
+        return ModelUnavailable(
+            f"model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            "download it first or unset HF_HUB_OFFLINE"
+        )
+    if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response is not None \
+            and exc.response.status_code in (401, 403):
+        return ModelUnavailable(
+            f"model {model!r} cannot be read with the current credentials "
+            f"(HTTP {exc.response.status_code}); set HF_TOKEN to a token with access"
+        )
+    if isinstance(exc, httpx.HTTPError | ConnectionError | TimeoutError | OSError
+                  | hf_errors.HfHubHTTPError):
+        return ModelUnavailable(
+            f"the Hugging Face Hub at {endpoint} could not be reached to size model {model!r} "
+            f"({type(exc).__name__}); check network access or HF_ENDPOINT, raise "
+            "A3S_HF_TIMEOUT_S, or give a local model path"
+        )
+    return exc

@@ -1,0 +1,159 @@
+"""`size(profile, spec, catalog)`: the built-in sizing, with its arithmetic spelled out."""
+
+from __future__ import annotations
+
+from a3s_core.errors import SizingError
+from a3s_core.sizing.architecture import fmt_int, layout
+from a3s_core.sizing.knowledge import KnowledgeBase
+from a3s_core.sizing.memory import GiB, overhead_per_gpu, sequence_tokens
+from a3s_core.sizing.planner import (
+    AUTO_MIN_MODEL_LEN,
+    Sizing,
+    build_sizing,
+    check_len,
+    largest_fitting_len,
+    plan_candidates,
+)
+from a3s_core.sizing.profiles import describe_arch
+from a3s_core.sizing.quantization import weight_bytes
+from a3s_core.sizing.served import parse_overrides, resolve
+from a3s_core.types import GpuType, ModelProfile, ModelSpec, SizingPlan
+
+
+def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
+         kb: KnowledgeBase | None = None) -> SizingPlan:
+    overrides = parse_overrides(spec.extra_args)
+    served = resolve(profile, spec, overrides, kb)
+    if "max_model_len" in overrides:
+        asked, source = overrides["max_model_len"], "extra_args"
+    elif spec.max_model_len is not None:
+        asked, source = spec.max_model_len, "request"
+    else:
+        asked, source = None, "model"
+    s = build_sizing(served, overrides, asked)
+    check_len(s, spec.model)
+    fits, rejected = plan_candidates(s, catalog)
+    candidates = [f.candidate for f in fits]
+    is_gguf = served.scheme.method == "gguf"
+    if not candidates and not is_gguf:
+        raise _no_candidate_error(s, spec, catalog, rejected)
+
+    top = candidates[0] if candidates else None
+    max_len = top.max_model_len if top else (asked or s.native_len)
+    if top and asked is None and top.max_model_len < s.native_len:
+        source = "lowered"
+    tp = top.tensor_parallel_size if top else 1
+    per_token = s.kv.per_token
+    if top:
+        seq_gpu = sequence_tokens(max_len) * s.kv.per_token_per_gpu(s.arch, tp)
+        memory = tp * (top.weights_per_gpu_bytes + top.overhead_per_gpu_bytes + seq_gpu)
+        overhead = tp * top.overhead_per_gpu_bytes
+    else:  # CPU engines (llama.cpp): weights, one sequence of KV, compute buffers
+        over = overhead_per_gpu(s.arch, 1, cuda_graphs=False)
+        overhead = over.runtime + over.activations
+        memory = s.weight_total + per_token * sequence_tokens(max_len) + overhead
+    recorded = {k: v for k, v in spec.extra_args.items()
+                if k.lstrip("-").replace("-", "_") in overrides
+                or k.lstrip("-").replace("-", "_") in ("tp", "tp_size")}
+    plan = SizingPlan(
+        model=spec.model,
+        checkpoint=served.checkpoint,
+        kind=s.arch.kind,
+        quantization=served.scheme.label,
+        engine_quantization=overrides.get("quantization", served.engine_quantization),
+        parameters=served.profile.parameters,
+        bytes_per_parameter=round(s.weight_total / max(served.profile.parameters, 1), 4),
+        weight_bytes=s.weight_total,
+        kv_bytes_per_token=per_token,
+        kv_bytes_per_sequence=per_token * max_len,
+        overhead_bytes=overhead,
+        gpu_memory_utilization=s.utilization,
+        max_model_len=max_len,
+        max_model_len_source=source,
+        candidates=candidates,
+        rejected=rejected,
+        overrides=recorded,
+        memory_bytes=memory,
+    )
+    plan.explanation = explain(s, plan, profile)
+    return plan
+
+
+def _no_candidate_error(s: Sizing, spec: ModelSpec, catalog: list[GpuType],
+                        rejected: list) -> SizingError:  # type: ignore[type-arg]
+    if s.asked_len is not None:
+        best, where = largest_fitting_len(s, catalog)
+        if best:
+            return SizingError(
+                f"model {spec.model!r}: max_model_len {fmt_int(s.asked_len)} does not fit on any "
+                f"GPU type in the catalog; the largest that fits is {fmt_int(best)} tokens "
+                f"(on {where}), so ask for at most that or use a quantized checkpoint",
+                rejected=[r.model_dump() for r in rejected],
+            )
+    reasons = "; ".join(f"{r.gpu}: {r.reason}" for r in rejected[:3])
+    hint = "ask for quantization 'awq' or 'fp8'" if spec.quantization == "none" else \
+        "use a smaller model or a larger GPU type"
+    return SizingError(
+        f"model {spec.model!r} ({s.weight_total / GiB:,.1f} GiB of weights) fits on no GPU type "
+        f"in the catalog within one {8}-GPU node ({reasons}); {hint}",
+        rejected=[r.model_dump() for r in rejected],
+    )
+
+
+def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
+    p, scheme = s.served.profile, s.served.scheme
+    lines = [
+        f"model {plan.model}: {p.architecture}, {describe_arch(s.arch)}; "
+        f"profile from {asked.source}",
+    ]
+    lines += s.served.notes
+    exact = "exact, from tensor metadata" if asked.source != "config" and not any(
+        n.startswith("parameters ") for n in p.notes) else "from the config formula"
+    lines.append(f"parameters: {fmt_int(p.parameters)} ({exact})")
+    lay = layout(s.arch)
+    wb = weight_bytes(lay, scheme)
+    if scheme.bits >= 16:
+        lines.append(
+            f"weights: {fmt_int(p.parameters)} params × {scheme.dense_bytes} B "
+            f"= {s.weight_total / GiB:,.2f} GiB ({s.weight_total / 1e9:,.1f} GB)"
+        )
+    else:
+        lines.append(
+            f"weights ({scheme.label}): {fmt_int(wb.linear_params)} linear params × "
+            f"{wb.linear_bytes / max(wb.linear_params, 1):.4f} B ({scheme.describe()}) + "
+            f"{fmt_int(wb.dense_params)} embedding/head/norm params × 2 B (kept 16-bit) = "
+            f"{wb.total / GiB:,.2f} GiB"
+            + (f"; checkpoint tensors: {s.weight_total / GiB:,.2f} GiB (exact)"
+               if s.weight_exact else "")
+        )
+    lines.append(f"bytes per parameter: {plan.bytes_per_parameter}")
+    lines.append(f"KV cache per token: {s.kv.formula}")
+    if plan.kind == "decoder":
+        lines.append(
+            f"KV for one {fmt_int(plan.max_model_len)}-token sequence: "
+            f"{plan.kv_bytes_per_sequence / GiB:,.2f} GiB "
+            f"(max_model_len from {plan.max_model_len_source}"
+            + (f"; automatic lengths are never lowered below {AUTO_MIN_MODEL_LEN}" if
+               plan.max_model_len_source == "lowered" else "") + ")"
+        )
+    if plan.candidates:
+        top = plan.candidates[0]
+        over = s.overhead(top.tensor_parallel_size, 2)
+        lines.append(f"overhead per GPU at TP {top.tensor_parallel_size}: {over.describe()}")
+        lines.append(f"usable per GPU: memory × gpu_memory_utilization {s.utilization}")
+    for c in plan.candidates:
+        lines.append(
+            f"{c.gpu_count} × {c.gpu} (TP {c.tensor_parallel_size}, {c.dtype}): "
+            f"{c.weights_per_gpu_bytes / GiB:.2f} GiB weights + "
+            f"{c.overhead_per_gpu_bytes / GiB:.2f} GiB overhead of "
+            f"{c.usable_per_gpu_bytes / GiB:.2f} GiB usable → KV budget "
+            f"{c.kv_budget_per_gpu_bytes / GiB:.2f} GiB per GPU = {c.concurrent_sequences} "
+            f"sequences of {fmt_int(c.max_model_len)} tokens"
+        )
+    for r in plan.rejected:
+        lines.append(f"not {r.gpu}: {r.reason}")
+    if plan.overrides:
+        lines.append("overridden by extra_args: " + ", ".join(
+            f"{k}={v}" for k, v in plan.overrides.items()))
+    lines.append(f"one replica needs {plan.memory_bytes / GiB:,.2f} GiB in total")
+    return lines
