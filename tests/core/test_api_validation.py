@@ -89,8 +89,11 @@ def test_body_over_one_mib(make_app: Any) -> None:
     client = make_app()
     before = _counts(client)
     body = {"models": [model()], "metadata": {"blob": "x" * (1024 * 1024)}}
-    r = client.post("/v1/deployments", content=json.dumps(body).encode(),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/deployments",
+        content=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["field"] == "body"
     assert _counts(client) == before
