@@ -1,0 +1,77 @@
+"""The replica's entry script: fetch the model, then serve it under the deployment's name.
+
+`ollama serve` answers before it has any model, and `ollama pull` needs a running server.
+So the weights are fetched by a private server on another loopback address (127.0.0.2 is
+loopback on Linux, and no probe or client looks there), which is then stopped; only then
+does the real server bind the replica's address. Readiness therefore means "the model is on
+disk and being served", never "a server that will answer 404 for the next twenty minutes".
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from a3s_core.contracts import LaunchContext
+
+WAIT_FOR_SERVER_S = 120
+
+
+def private_host(host: str) -> str:
+    return "127.0.0.3" if host == "127.0.0.2" else "127.0.0.2"
+
+
+def client_host(host: str) -> str:
+    """Where a client in the same container reaches a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def entry_script(ctx: LaunchContext, source: str, *, from_file: bool) -> str:
+    """POSIX sh. `source` is an Ollama tag to pull, or a GGUF path when `from_file`."""
+    q = shlex.quote
+    name = q(ctx.served_model_name)
+    fetch = f"{q(private_host(ctx.host))}:{ctx.port}"
+    serve = f"{q(ctx.host)}:{ctx.port}"
+    local = f"{q(client_host(ctx.host))}:{ctx.port}"
+    if from_file:
+        # A local GGUF becomes a model through a one-line Modelfile.
+        obtain = (
+            f'modelfile="$(mktemp)"; printf "FROM %s\\n" {q(source)} > "$modelfile"\n'
+            f'OLLAMA_HOST={fetch} ollama create {name} -f "$modelfile"'
+        )
+    else:
+        # The alias lets clients (and the gateway) say the deployment name as `model`.
+        obtain = (
+            f"OLLAMA_HOST={fetch} ollama pull {q(source)}\n"
+            f"OLLAMA_HOST={fetch} ollama cp {q(source)} {name}"
+        )
+    preload = (
+        # Load the weights onto the GPUs now rather than on the first request.
+        f'OLLAMA_HOST={local} ollama run {name} "" >/dev/null'
+        f' || echo "a3s: preloading {ctx.served_model_name} failed; it loads on first use" >&2'
+        if ctx.kind != "encoder"
+        else ": embedding models load on first use"
+    )
+    return f"""set -eu
+wait_up() {{
+  n=0
+  until OLLAMA_HOST="$1" ollama list >/dev/null 2>&1; do
+    n=$((n + 1))
+    if [ "$n" -ge {WAIT_FOR_SERVER_S} ]; then echo "a3s: ollama did not start on $1" >&2; exit 1; fi
+    sleep 1
+  done
+}}
+OLLAMA_HOST={fetch} ollama serve &
+fetcher=$!
+wait_up {fetch}
+{obtain}
+kill "$fetcher" 2>/dev/null || true; wait "$fetcher" || true
+OLLAMA_HOST={serve} ollama serve &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null' TERM INT
+wait_up {local}
+{preload}
+set +e
+wait "$server"; status=$?
+wait "$server" 2>/dev/null
+exit "$status"
+"""

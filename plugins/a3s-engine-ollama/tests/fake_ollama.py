@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""A stand-in `ollama` binary for the entry-script test: `serve` binds OLLAMA_HOST and
+answers /api/version and /api/tags; the client verbs log themselves and need a server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+host, _, port = os.environ["OLLAMA_HOST"].rpartition(":")
+verb = sys.argv[1]
+with Path(os.environ["FAKE_OLLAMA_LOG"]).open("a") as log:
+    log.write(" ".join([verb, os.environ["OLLAMA_HOST"], *sys.argv[2:]]) + "\n")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"version": "0.12.6", "models": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+if verb == "serve":
+    server = http.server.HTTPServer((host, int(port)), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.serve_forever()
+try:
+    urllib.request.urlopen(f"http://{host}:{port}/api/tags", timeout=2).read()
+except OSError:
+    sys.exit(1)
+if verb == "pull":
+    time.sleep(float(os.environ.get("FAKE_PULL_SECONDS", "0")))
