@@ -67,9 +67,19 @@ class DeploymentStats:
 class LoadBook:
     """Everything the gateway knows about load and health, keyed by replica id."""
 
-    def __init__(self, catalog: GpuCatalog, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        catalog: GpuCatalog,
+        stale_after_s: float,
+        eject_after: int = EJECT_AFTER_FAILURES,
+        backoff_start_s: float = BACKOFF_START_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+    ) -> None:
         self.catalog = catalog
         self.stale_after_s = stale_after_s
+        self.eject_after = eject_after
+        self.backoff_start_s = backoff_start_s
+        self.backoff_max_s = backoff_max_s
         self.replicas: dict[str, ReplicaStats] = {}
         self.deployments: dict[str, DeploymentStats] = {}
 
@@ -84,7 +94,7 @@ class LoadBook:
             st = self.replicas.get(info.id)
             if st is None or st.info != info:
                 # Requests in flight keep (and count down on) the object they started with.
-                st = ReplicaStats(info=info)
+                st = ReplicaStats(info=info, backoff_s=self.backoff_start_s)
                 self.replicas[info.id] = st
                 fresh_weights = True
             out.append(st)
@@ -127,7 +137,7 @@ class LoadBook:
         """A request went through: the failure streak and the back-off start over."""
         st.failures = 0
         st.ejected_until = None
-        st.backoff_s = BACKOFF_START_S
+        st.backoff_s = self.backoff_start_s
 
     def readmit(self, st: ReplicaStats) -> None:
         """A probe of an ejected replica answered: it takes requests again, on probation
@@ -139,11 +149,11 @@ class LoadBook:
         now = time.monotonic() if now is None else now
         st.failures += 1
         st.last_error = reason
-        if st.failures >= EJECT_AFTER_FAILURES and not st.ejected(now):
+        if st.failures >= self.eject_after and not st.ejected(now):
             st.ejected_until = now + st.backoff_s
             # Next ejection (if the probe lets it back and it fails again) lasts longer.
-            st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
-            st.failures = EJECT_AFTER_FAILURES - 1  # one more failure after a probe re-ejects
+            st.backoff_s = min(st.backoff_s * 2, self.backoff_max_s)
+            st.failures = self.eject_after - 1  # one more failure after a probe re-ejects
             return True
         return False
 

@@ -54,7 +54,10 @@ class FakeReplica:
         return app
 
     async def start(self) -> FakeReplica:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            # Cancel the handler when the client leaves, as vLLM aborts the request then.
+            self.app(), access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -202,7 +205,7 @@ class FakeReplica:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     parser.add_argument("--model", default="chat")
     parser.add_argument("--ttft-s", type=float, default=0.0)
     parser.add_argument("--token-s", type=float, default=0.0)

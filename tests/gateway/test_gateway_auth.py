@@ -1,0 +1,133 @@
+"""The key scoping matrix: a key opens its own deployment and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import Deployed, Harness
+
+CHAT: dict[str, Any] = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def assert_openai_error(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+@pytest.fixture
+async def two(harness: Harness) -> tuple[Deployed, Deployed]:
+    ra = await harness.replica(model="alpha")
+    rb = await harness.replica(model="beta")
+    return harness.deploy("alpha", [ra]), harness.deploy("beta", [rb], namespace="team-b")
+
+
+async def test_matrix_on_the_path_endpoint(
+    harness: Harness, two: tuple[Deployed, Deployed]
+) -> None:
+    alpha, beta = two
+    url = f"/d/{alpha.namespace}/alpha/v1/chat/completions"
+    async with httpx.AsyncClient(base_url=harness.base_url) as http:
+        own = await http.post(url, json=CHAT, headers={"Authorization": f"Bearer {alpha.key}"})
+        assert own.status_code == 200, own.text
+
+        assert_openai_error(await http.post(url, json=CHAT), 401, "missing_api_key")
+        assert_openai_error(
+            await http.post(url, json=CHAT, headers={"Authorization": "Basic abc"}),
+            401, "missing_api_key",
+        )
+        wrong = assert_openai_error(
+            await http.post(url, json=CHAT, headers={"Authorization": "Bearer sk-a3s-nope"}),
+            401, "invalid_api_key",
+        )
+        assert "not valid" in str(wrong["message"])
+        foreign = assert_openai_error(
+            await http.post(url, json=CHAT, headers={"Authorization": f"Bearer {beta.key}"}),
+            403, "forbidden",
+        )
+        assert foreign["type"] == "permission_error"
+        unknown = await http.post(
+            "/d/team-a/gamma/v1/chat/completions", json=CHAT,
+            headers={"Authorization": f"Bearer {alpha.key}"},
+        )
+        assert_openai_error(unknown, 404, "model_not_found")
+        # Models listing is behind the key too.
+        assert_openai_error(await http.get(f"/d/{alpha.namespace}/alpha/v1/models"), 401,
+                            "missing_api_key")
+        assert_openai_error(
+            await http.get(f"/d/{alpha.namespace}/alpha/v1/models",
+                           headers={"Authorization": f"Bearer {beta.key}"}),
+            403, "forbidden",
+        )
+
+        harness.revoke(alpha)  # the controller calls invalidate(): effective at once
+        revoked = assert_openai_error(
+            await http.post(url, json=CHAT, headers={"Authorization": f"Bearer {alpha.key}"}),
+            401, "invalid_api_key",
+        )
+        assert "revoked" in str(revoked["message"])
+    assert two[1].replicas[0].hits["chat"] == 0
+
+
+async def test_matrix_on_bare_v1_by_model(harness: Harness, two: tuple[Deployed, Deployed]) -> None:
+    alpha, beta = two
+    async with httpx.AsyncClient(base_url=harness.base_url) as http:
+        def auth(dep: Deployed) -> dict[str, str]:
+            return {"Authorization": f"Bearer {dep.key}"}
+
+        ok = await http.post("/v1/chat/completions", json=CHAT, headers=auth(alpha))
+        assert ok.status_code == 200
+        assert_openai_error(
+            await http.post("/v1/chat/completions", json=CHAT, headers=auth(beta)), 403,
+            "forbidden",
+        )
+        assert_openai_error(
+            await http.post("/v1/completions", json={**CHAT, "model": "gamma"},
+                            headers=auth(alpha)),
+            404, "model_not_found",
+        )
+        assert_openai_error(
+            await http.post("/v1/embeddings", json={"model": "alpha", "input": "x"},
+                            headers={"Authorization": "Bearer sk-a3s-forged"}),
+            401, "invalid_api_key",
+        )
+
+
+async def test_openai_client_raises_its_own_exceptions(
+    harness: Harness, two: tuple[Deployed, Deployed]
+) -> None:
+    alpha, beta = two
+    with pytest.raises(openai.AuthenticationError):
+        await harness.client(alpha, key="sk-a3s-wrong").chat.completions.create(**CHAT)
+    with pytest.raises(openai.PermissionDeniedError):
+        await harness.client(alpha, key=beta.key).chat.completions.create(**CHAT)
+    answer = await harness.client(alpha).chat.completions.create(**CHAT)
+    assert answer.choices[0].message.content
+
+
+async def test_a_deleted_deployment_is_gone(harness: Harness) -> None:
+    r = await harness.replica(model="gone")
+    dep = harness.deploy("gone", [r], status="deleted")
+    with pytest.raises(openai.AuthenticationError, match="revoked"):
+        await harness.client(dep).chat.completions.create(model="gone", messages=[])
+
+
+async def test_a_key_made_elsewhere_is_found_without_invalidate(harness: Harness) -> None:
+    """Another platform process created the deployment: no invalidate() reached us, yet
+    the first request with its key finds it (a miss re-reads a snapshot older than 0.1 s)."""
+    r = await harness.replica(model="late")
+    await harness.client(
+        harness.deploy("warm", [await harness.replica(model="warm")])
+    ).models.list()  # a snapshot is in hand now
+    harness.gateway.invalidate = lambda: None  # type: ignore[method-assign]
+    dep = harness.deploy("late", [r])
+    await asyncio.sleep(0.15)
+    models = [m.id async for m in harness.client(dep).models.list()]
+    assert models == ["late"]
