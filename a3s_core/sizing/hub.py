@@ -1,8 +1,9 @@
 """The Hugging Face Hub as a profile source: config.json plus safetensors headers.
 
 Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE (read at call time, so a running server
-follows its environment), times out after A3S_HF_TIMEOUT_S seconds (default 10), and
-caches answers in-process. Failures become one-sentence ModelNotFound / ModelUnavailable.
+follows its environment), times each request out after A3S_HF_TIMEOUT_S seconds (default
+10; the whole lookup after twice that), and caches answers in-process. Failures become
+one-sentence ModelNotFound / ModelUnavailable errors.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -58,10 +60,40 @@ def hub_profile(model: str, revision: str | None = None) -> ModelProfile | None:
     with _lock:
         hit = _cache.get(key)
     if hit is None:
-        hit = _fetch(model, revision, endpoint)
+        hit = _with_deadline(model, endpoint, lambda: _fetch(model, revision, endpoint))
         with _lock:
             _cache[key] = hit
     return hit.model_copy(deep=True)
+
+
+def _with_deadline(model: str, endpoint: str, fetch: Callable[[], ModelProfile]) -> ModelProfile:
+    """Run the lookup with an overall deadline: the hub client retries failed connections
+    with back-off (about 25 s in all), longer than anyone should wait for a plan. The
+    thread is a daemon so an abandoned lookup never holds the process open. Each request
+    times out after A3S_HF_TIMEOUT_S; the whole lookup (config + every shard header) after
+    twice that."""
+    deadline = 2 * timeout_s()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["profile"] = fetch()
+        except BaseException as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"a3s-hub-{model}", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        raise ModelUnavailable(
+            f"the Hugging Face Hub at {endpoint} did not answer within {deadline:g} s for model "
+            f"{model!r}; check network access or HF_ENDPOINT, raise A3S_HF_TIMEOUT_S, or give a "
+            "local model path"
+        )
+    if "error" in box:
+        raise box["error"]
+    profile: ModelProfile = box["profile"]
+    return profile
 
 
 def _fetch(model: str, revision: str | None, endpoint: str) -> ModelProfile:

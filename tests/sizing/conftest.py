@@ -1,0 +1,35 @@
+"""Make the tiny-checkpoint writers in tests/fixtures/models importable, and keep the
+Hub cache and Hub environment from leaking between tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+if str(FIXTURES) not in sys.path:
+    sys.path.insert(0, str(FIXTURES))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from a3s_core.sizing import hub
+
+    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "A3S_HF_TIMEOUT_S"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub.clear_cache()
+    yield
+    hub.clear_cache()
+
+
+@pytest.fixture
+def fixture_config():
+    import json
+
+    def load(name: str) -> dict:
+        return json.loads((FIXTURES / name / "config.json").read_text())
+
+    return load
