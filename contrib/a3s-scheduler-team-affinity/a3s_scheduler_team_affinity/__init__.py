@@ -26,7 +26,7 @@ from a3s_core.types import Candidate
 __all__ = ["TeamAffinity"]
 
 # Larger than any binpack score difference, so an own node always wins over a shared one.
-OWN_NODE_BONUS = 1e12
+OWN_NODE_BONUS = 1e14
 
 
 class TeamAffinity(BinPack):

@@ -40,7 +40,9 @@ class BinPack(SchedulerStrategy):
        models;
     3. the node with the fewest free GPUs left after placing, so partly used nodes fill
        up and whole nodes stay whole for 8-GPU models;
-    4. the sizing plan's order (best first) breaks remaining ties."""
+    4. the less powerful GPU (bf16 TFLOPS) of equal memory: an A100 before an H100 when
+       either holds the model, so premium GPUs stay free for work that needs them;
+    5. the sizing plan's order (best first) breaks remaining ties."""
 
     name: ClassVar[str] = "binpack"
 
@@ -59,14 +61,19 @@ class BinPack(SchedulerStrategy):
         if lean <= 0:
             return 0
         excess = _memory(cand) / lean - 1.0
-        return max(0, math.floor(excess / WASTE_STEP + 1e-9))
+        return min(999, max(0, math.floor(excess / WASTE_STEP + 1e-9)))
 
     def score(self, node: NodeView, demand: Demand, candidate: Candidate) -> float:
         free_after = node.free - candidate.gpu_count
+        tflops = node.gpu_type.bf16_tflops if node.gpu_type else 0.0
+        # Lexicographic order packed into one float; each term stays below the next
+        # one's unit: waste classes < 1,000, free GPUs < 1,000, TFLOPS < 10,000, plan
+        # rank < 100; the total stays below 1e13 (8 GPUs), exact enough in a float.
         return -(
-            candidate.gpu_count * 1_000_000_000.0
-            + self.waste_class(demand, candidate) * 1_000_000.0
-            + free_after * 1_000.0
+            candidate.gpu_count * 1e12
+            + self.waste_class(demand, candidate) * 1e9
+            + free_after * 1e6
+            + min(tflops, 9_999.0) * 100.0
             + _rank(demand, candidate)
         )
 

@@ -72,9 +72,10 @@ def test_binpack_fullest_node_when_memory_is_alike() -> None:
     assert best(BinPack(), nodes, cand("A100-80GB", 2))[0] == "a100-busy"
 
 
-def test_binpack_plan_order_breaks_ties() -> None:
+def test_binpack_keeps_the_more_powerful_gpu_of_equal_memory_free() -> None:
     nodes = [view("a100", "A100-80GB", 8, 8), view("h100", "H100-80GB", 8, 8)]
-    assert best(BinPack(), nodes, cand("H100-80GB", 1), cand("A100-80GB", 1))[1] == "H100-80GB"
+    # whatever the plan's order, an A100 serves before an H100 when both hold the model
+    assert best(BinPack(), nodes, cand("H100-80GB", 1), cand("A100-80GB", 1))[1] == "A100-80GB"
     assert best(BinPack(), nodes, cand("A100-80GB", 1), cand("H100-80GB", 1))[1] == "A100-80GB"
 
 
