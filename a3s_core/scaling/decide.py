@@ -95,9 +95,7 @@ class Decision(BaseModel):
         return self.to_replicas != self.from_replicas
 
 
-def cooldowns(
-    state: ScalingState, policy: AutoscalingSpec, now: float
-) -> tuple[float, float]:
+def cooldowns(state: ScalingState, policy: AutoscalingSpec, now: float) -> tuple[float, float]:
     """Seconds left of the (scale-up, scale-down) cool-downs."""
     up_from = _latest(state.last_up_at, state.manual_at)
     down_from = _latest(state.last_up_at, state.last_down_at, state.manual_at)
@@ -136,13 +134,24 @@ def decide(
     unplaced = situation.unschedulable if situation.live < current else None
 
     def out(
-        action: Action, code: str, reason: str, to: int | None = None,
-        event: EventType | None = None, clear: bool = False,
+        action: Action,
+        code: str,
+        reason: str,
+        to: int | None = None,
+        event: EventType | None = None,
+        clear: bool = False,
     ) -> Decision:
         d = Decision(
-            at=now, action=action, code=code, event=event, from_replicas=current,
-            to_replicas=current if to is None else to, reason=reason, votes=votes,
-            signals=signals, up_cooldown_remaining_s=up_left,
+            at=now,
+            action=action,
+            code=code,
+            event=event,
+            from_replicas=current,
+            to_replicas=current if to is None else to,
+            reason=reason,
+            votes=votes,
+            signals=signals,
+            up_cooldown_remaining_s=up_left,
             down_cooldown_remaining_s=down_left,
             clear_unschedulable=clear or bool(situation.unschedulable and not unplaced),
             state=state,
@@ -152,58 +161,94 @@ def decide(
     if not votes:
         return out("hold", "no-rules", "no scaling rules are registered")
     if current < floor:
-        return out("up", "below-floor", f"{current} replica(s) is below the floor of {floor}",
-                   to=floor, event="scaling.up", clear=True)
+        return out(
+            "up",
+            "below-floor",
+            f"{current} replica(s) is below the floor of {floor}",
+            to=floor,
+            event="scaling.up",
+            clear=True,
+        )
 
     if unplaced is not None:
         if ups:
-            return out("hold", "unschedulable",
-                       f"{_join(ups)}, but replica {situation.live + 1} cannot be placed: "
-                       f"{unplaced}; waiting for capacity (placed as soon as the cluster "
-                       "has room)", event="scaling.held")
+            return out(
+                "hold",
+                "unschedulable",
+                f"{_join(ups)}, but replica {situation.live + 1} cannot be placed: "
+                f"{unplaced}; waiting for capacity (placed as soon as the cluster "
+                "has room)",
+                event="scaling.held",
+            )
         manual_recent = state.manual_at is not None and now - state.manual_at < (
             policy.down_cooldown_s
         )
         target = max(situation.live, floor)
         if not manual_recent and target < current:
-            return out("down", "cancel-unplaceable",
-                       f"load no longer calls for the {current - target} replica(s) that "
-                       f"could not be placed ({unplaced})", to=target,
-                       event="scaling.down", clear=True)
+            return out(
+                "down",
+                "cancel-unplaceable",
+                f"load no longer calls for the {current - target} replica(s) that "
+                f"could not be placed ({unplaced})",
+                to=target,
+                event="scaling.down",
+                clear=True,
+            )
 
     if ups:
         why = _join(ups)
         if current >= situation.ceiling:
-            return out("hold", "ceiling",
-                       f"{why}, but {current} replica(s) is the maximum ({situation.ceiling})",
-                       event="scaling.held")
+            return out(
+                "hold",
+                "ceiling",
+                f"{why}, but {current} replica(s) is the maximum ({situation.ceiling})",
+                event="scaling.held",
+            )
         if signals.replicas < current:
-            return out("hold", "starting",
-                       f"{why}, but {current - signals.replicas} replica(s) are still "
-                       f"starting ({signals.replicas} of {current} ready)",
-                       event="scaling.held")
+            return out(
+                "hold",
+                "starting",
+                f"{why}, but {current - signals.replicas} replica(s) are still "
+                f"starting ({signals.replicas} of {current} ready)",
+                event="scaling.held",
+            )
         if up_left > 0:
-            return out("hold", "cooldown-up",
-                       f"{why}, but the scale-up cool-down has {up_left:.0f}s left "
-                       f"(of {policy.up_cooldown_s:g}s)", event="scaling.held")
+            return out(
+                "hold",
+                "cooldown-up",
+                f"{why}, but the scale-up cool-down has {up_left:.0f}s left "
+                f"(of {policy.up_cooldown_s:g}s)",
+                event="scaling.held",
+            )
         asked = max((v.desired for v in ups if v.desired is not None), default=current + 1)
         to = min(max(asked, current + 1), current + policy.max_step, situation.ceiling)
-        return out("up", "scale-up", f"{why}: {current} → {to} replica(s)", to=to,
-                   event="scaling.up", clear=True)
+        return out(
+            "up",
+            "scale-up",
+            f"{why}: {current} → {to} replica(s)",
+            to=to,
+            event="scaling.up",
+            clear=True,
+        )
 
     if all_down:
         why = _join(votes)
         if current <= floor:
             return out("hold", "floor", f"quiet, at the floor of {floor} replica(s)")
         if down_left > 0:
-            return out("hold", "cooldown-down",
-                       f"{why}, but the scale-down cool-down has {down_left:.0f}s left "
-                       f"(of {policy.down_cooldown_s:g}s)", event="scaling.held")
+            return out(
+                "hold",
+                "cooldown-down",
+                f"{why}, but the scale-down cool-down has {down_left:.0f}s left "
+                f"(of {policy.down_cooldown_s:g}s)",
+                event="scaling.held",
+            )
         wants = [v.desired for v in votes if v.desired is not None]
         step = max(wants) if len(wants) == len(votes) else current - 1
         to = max(floor, min(current - 1, max(step, current - policy.max_step)))
-        return out("down", "scale-down", f"{why}: {current} → {to} replica(s)", to=to,
-                   event="scaling.down")
+        return out(
+            "down", "scale-down", f"{why}: {current} → {to} replica(s)", to=to, event="scaling.down"
+        )
 
     blocking = [v for v in votes if v.direction != "down"]
     return out("hold", "steady", _join(blocking))
@@ -213,8 +258,11 @@ def _vote(rule: ScalingRule, signals: ScalingSignals, policy: AutoscalingSpec) -
     try:
         vote = rule.vote(signals, policy)
     except Exception as exc:  # a broken plugin rule holds; it never scales anything
-        return Vote(rule=rule.name, direction="hold",
-                    reason=f"rule {rule.name!r} failed: {type(exc).__name__}: {exc}")
+        return Vote(
+            rule=rule.name,
+            direction="hold",
+            reason=f"rule {rule.name!r} failed: {type(exc).__name__}: {exc}",
+        )
     if vote.desired is not None and vote.desired < 0:
         vote = vote.model_copy(update={"desired": None})
     return vote
