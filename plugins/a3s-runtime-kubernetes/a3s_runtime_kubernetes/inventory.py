@@ -86,11 +86,12 @@ def _schedulable(node: k8s.V1Node, tolerations: list[k8s.V1Toleration]) -> bool:
     return True
 
 
-def _pod_node(pod: k8s.V1Pod, instance: str) -> str | None:
-    """The node a pod holds GPUs on; an A3S pod not yet bound already owns its target."""
+def _pod_node(pod: k8s.V1Pod) -> str | None:
+    """The node a pod holds GPUs on; an A3S pod (of any installation) not yet bound
+    already owns its target node, so it counts there from the moment it exists."""
     if pod.spec is not None and pod.spec.node_name:
         return str(pod.spec.node_name)
-    if n.is_ours(labels_of(pod), instance):
+    if labels_of(pod).get(n.MANAGED_BY) == n.MANAGER:
         return annotations_of(pod).get(n.NODE)
     return None
 
@@ -112,7 +113,7 @@ def build_inventory(
     for pod in pods:
         if pod.status is not None and pod.status.phase in TERMINATED:
             continue
-        node_name = _pod_node(pod, instance)
+        node_name = _pod_node(pod)
         gpus = pod_gpus(pod)
         if node_name is None or gpus == 0:
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,10 +43,20 @@ async def follow(replica_id: str, response: Any) -> AsyncIterator[LogLine]:
         with contextlib.suppress(RuntimeError):  # loop already closed
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
+    def chunks() -> Iterator[bytes]:
+        # read1 returns what has arrived; stream(n) would wait for n bytes unless the body
+        # is chunked (the API server's is, a proxy's may not be).
+        read1 = getattr(response, "read1", None)
+        if read1 is None:  # urllib3 1.x
+            yield from response.stream(4096, decode_content=True)
+            return
+        while chunk := read1(65536):
+            yield chunk
+
     def pump() -> None:
         buffer = b""
         try:
-            for chunk in response.stream(4096, decode_content=True):
+            for chunk in chunks():
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:

@@ -1,14 +1,10 @@
-"""Shared by the kubernetes runtime tests: a fake API server fixture and request builders."""
+"""Shared by the kubernetes runtime tests: request builders, sample labels, schema checks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import kubernetes_validate
-import pytest
-from a3s_runtime_kubernetes import KubernetesRuntime
-from a3s_runtime_kubernetes.testing import FakeKubeApi
 from kubernetes import client as k8s
 
 from a3s_core.types import Placement, ReplicaRequest
@@ -79,23 +75,3 @@ def foreign_pod(name: str, node: str | None, gpus: int, phase: str = "Running",
         },
         "status": {"phase": phase},
     }
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        api.add_node("gpu-a100-0", A100, gpus=8)
-        api.add_node("gpu-l40s-0", L40S, gpus=4)
-        api.add_node("cpu-0")  # no GPUs: not offered
-        api.add_namespace("research")
-        yield api
-
-
-@pytest.fixture
-async def runtime(kube: FakeKubeApi) -> AsyncIterator[KubernetesRuntime]:
-    rt = KubernetesRuntime({"host": kube.url})
-    await rt.start()
-    try:
-        yield rt
-    finally:
-        await rt.close()
