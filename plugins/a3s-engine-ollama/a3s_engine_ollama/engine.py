@@ -62,26 +62,26 @@ class OllamaEngine(Engine):
         return frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 
     def check(self, profile: ModelProfile, plan: SizingPlan | None) -> str | None:
-        quantization = plan.quantization if plan else "none"
-        if quantization in NOT_GGUF:
-            entry = library().find(profile.model)
-            hint = f" such as {entry.q4!r}" if entry and entry.q4 else ""
-            return (
-                f"Ollama serves GGUF files, not {NOT_GGUF[quantization]} checkpoints: ask for "
-                f"quantization 'none' (served from Ollama's fp16 build of {profile.model!r}), "
-                f"or name a 4-bit GGUF build{hint} in extra_args.{TAG_KEY}, or use engine "
-                "'vllm'"
-            )
         if is_gguf_file(profile.model) or profile.source == "gguf":
             return None
         if reason := library().why_not(profile.model):
             return reason
-        if library().find(profile.model) is None:
+        entry = library().find(profile.model)
+        if entry is None:
             return (
                 f"Ollama serves models from its own library by tag, and {profile.model!r} has "
                 "no known Ollama tag; known ids: "
                 + ", ".join(library().ids())
                 + "; or give a local .gguf file, or use engine 'vllm'"
+            )
+        quantization = plan.quantization if plan else "none"
+        if quantization in NOT_GGUF:
+            hint = f" such as {entry.q4!r}" if entry.q4 else ""
+            return (
+                f"Ollama serves GGUF files, not {NOT_GGUF[quantization]} checkpoints: ask for "
+                f"quantization 'none' (served from Ollama's fp16 build of {profile.model!r}), "
+                f"or name a 4-bit GGUF build{hint} in extra_args.{TAG_KEY}, or use engine "
+                "'vllm'"
             )
         return None
 

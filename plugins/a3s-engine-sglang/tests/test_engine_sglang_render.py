@@ -26,7 +26,7 @@ def ctx(**over: Any) -> LaunchContext:
     return LaunchContext(**{**base, **over})
 
 
-def test_seed_minimal_request_fp16_on_two_a100() -> None:
+def test_seed_minimal_request_bf16_tensor_parallel_2() -> None:
     assert SglangEngine().command(ctx()) == [
         *LAUNCH,
         "--model-path", "Qwen/Qwen2.5-72B-Instruct",

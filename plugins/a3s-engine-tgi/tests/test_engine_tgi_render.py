@@ -24,7 +24,7 @@ def ctx(**over: Any) -> LaunchContext:
     return LaunchContext(**{**base, **over})
 
 
-def test_seed_minimal_request_fp16_on_two_a100() -> None:
+def test_seed_minimal_request_bf16_tensor_parallel_2() -> None:
     c = ctx()
     assert TgiEngine().image_for(c) == "ghcr.io/huggingface/text-generation-inference:3.3.5"
     assert TgiEngine().command(c) == [

@@ -24,8 +24,8 @@ def ctx(**over: Any) -> LaunchContext:
     return LaunchContext(**{**base, **over})
 
 
-def test_seed_minimal_request_fp16_on_two_a100() -> None:
-    # {"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}: BF16, TP=2 on A100-80GB.
+def test_seed_minimal_request_bf16_tensor_parallel_2() -> None:
+    # {"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}: BF16 on two GPUs (TP 2).
     assert VllmEngine().command(ctx()) == [
         "vllm", "serve", "Qwen/Qwen2.5-72B-Instruct",
         "--served-model-name", "qwen-72b",
