@@ -9,11 +9,12 @@ memory left unused (smaller GPUs first).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from a3s_core.errors import SizingError
-from a3s_core.sizing.architecture import Arch, arch_from_profile, fmt_int, layout
+from a3s_core.sizing.architecture import Arch, Layout, arch_from_profile, fmt_int, layout
 from a3s_core.sizing.memory import (
     DEFAULT_BATCHED_TOKENS,
     DEFAULT_MAX_SEQS,
@@ -45,14 +46,25 @@ class Sizing:
     native_len: int
     asked_len: int | None  # from the request or extra_args; None = automatic
     overrides: dict[str, Any]
+    _per_gpu: dict[int, int] = field(default_factory=dict)
+
+    @cached_property
+    def layout(self) -> Layout:
+        return layout(self.arch)
+
+    @cached_property
+    def computed_weight_total(self) -> int:
+        return weight_bytes(self.layout, self.served.scheme).total
 
     def weights_per_gpu(self, tp: int) -> int:
-        lay = layout(self.arch)
-        per = weight_bytes_per_gpu(lay, self.served.scheme, tp, self.arch.num_kv_heads)
-        if self.weight_exact:  # scale the layout's share onto the exact checkpoint bytes
-            computed = weight_bytes(lay, self.served.scheme).total
-            per = int(per * self.weight_total / computed) if computed else per
-        return per
+        if tp not in self._per_gpu:
+            per = weight_bytes_per_gpu(self.layout, self.served.scheme, tp,
+                                       self.arch.num_kv_heads)
+            computed = self.computed_weight_total
+            if self.weight_exact and computed:  # scale the share onto the exact bytes
+                per = int(per * self.weight_total / computed)
+            self._per_gpu[tp] = per
+        return self._per_gpu[tp]
 
     def overhead(self, tp: int, act_bytes: int) -> Overhead:
         return overhead_per_gpu(
@@ -278,9 +290,15 @@ def build_sizing(served: Served, overrides: dict[str, Any], asked_len: int | Non
     kv_bytes = 1 if kv_dtype.startswith("fp8") else 2
     lay = layout(arch)
     computed = weight_bytes(lay, served.scheme).total
-    exact = p.weight_bytes is not None and (
-        served.scheme.bits < 16 or served.scheme.dense_bytes * 8 == _dtype_bits(p.checkpoint_dtype)
-    )
+    # The checkpoint's own byte count applies only when it is loaded as stored: as-is
+    # quantized, or 16-bit weights served in their own dtype (not fp32 → 16-bit, not
+    # quantized at load time).
+    if p.quantization is not None:
+        stored_as_served = served.scheme.label != "none"
+    else:
+        stored_as_served = served.scheme.bits >= 16 and \
+            served.scheme.dense_bytes * 8 == _dtype_bits(p.checkpoint_dtype)
+    exact = p.weight_bytes is not None and stored_as_served
     return Sizing(
         served=served,
         arch=arch,

@@ -87,6 +87,9 @@ def resolve(profile: ModelProfile, spec: ModelSpec, overrides: dict[str, Any],
     q = profile.quantization
     if q is not None:
         have = served_label(q)
+        twin = kb.twin(model, asked) if asked not in ("none", have) else None
+        if twin:
+            return _twin(kb, model, asked, twin, f"{model} is stored as {have.upper()}")
         if asked not in ("none", have):
             raise SizingError(
                 f"model {model!r} is already quantized ({q.method}, {q.bits}-bit), so "
@@ -108,13 +111,7 @@ def resolve(profile: ModelProfile, spec: ModelSpec, overrides: dict[str, Any],
         return Served(profile, scheme, model, None, notes)
     twin = kb.twin(model, asked)
     if twin:
-        twin_profile = kb.profile(twin)
-        assert twin_profile is not None and twin_profile.quantization is not None
-        scheme = scheme_for(twin_profile.quantization)
-        return Served(twin_profile, scheme, twin, twin_profile.quantization.method, [
-            f"{model} is a 16-bit checkpoint; quantization {asked!r} serves its {asked.upper()} "
-            f"checkpoint {twin} (engines cannot produce {asked.upper()} weights at load time)"
-        ])
+        return _twin(kb, model, asked, twin, f"{model} is a 16-bit checkpoint")
     if asked == "fp8":
         return Served(profile, ONLINE_FP8, model, "fp8", [
             f"{model} is a 16-bit checkpoint; the engine quantizes its linear layers to FP8 "
@@ -126,3 +123,15 @@ def resolve(profile: ModelProfile, spec: ModelSpec, overrides: dict[str, Any],
         f"{asked.upper()} checkpoint as `model` (with quantization 'none' or {asked!r}), or ask "
         "for 'fp8' (quantized at load time) or 'none'"
     )
+
+
+def _twin(kb: KnowledgeBase, model: str, asked: str, twin: str, what: str) -> Served:
+    twin_profile = kb.profile(twin)
+    if twin_profile is None or twin_profile.quantization is None:
+        raise SizingError(f"knowledge base: the {asked} checkpoint {twin!r} of {model!r} is not "
+                          "described; add it to models.toml")
+    scheme = scheme_for(twin_profile.quantization)
+    return Served(twin_profile, scheme, twin, twin_profile.quantization.method, [
+        f"{what}; quantization {asked!r} serves its {asked.upper()} checkpoint {twin} "
+        f"(engines cannot produce {asked.upper()} weights at load time)"
+    ])

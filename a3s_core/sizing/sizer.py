@@ -107,9 +107,7 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
         f"profile from {asked.source}",
     ]
     lines += s.served.notes
-    exact = "exact, from tensor metadata" if asked.source != "config" and not any(
-        n.startswith("parameters ") for n in p.notes) else "from the config formula"
-    lines.append(f"parameters: {fmt_int(p.parameters)} ({exact})")
+    lines.append(f"parameters: {fmt_int(p.parameters)} ({_count_source(p)})")
     lay = layout(s.arch)
     wb = weight_bytes(lay, scheme)
     if scheme.bits >= 16:
@@ -157,3 +155,14 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
             f"{k}={v}" for k, v in plan.overrides.items()))
     lines.append(f"one replica needs {plan.memory_bytes / GiB:,.2f} GiB in total")
     return lines
+
+
+def _count_source(p: ModelProfile) -> str:
+    if any(n.startswith("parameters ") for n in p.notes):
+        return "computed from config.json: the checkpoint's tensors were not read"
+    return {
+        "knowledge-base": "exact, recorded in the knowledge base from the checkpoint",
+        "local": "exact, from the safetensors headers",
+        "hub": "exact, from the safetensors headers on the Hub",
+        "gguf": "exact, from the GGUF header",
+    }.get(p.source, "computed from config.json")
