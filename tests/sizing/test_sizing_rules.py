@@ -6,8 +6,8 @@ import json
 import re
 
 import a3s_tiny_checkpoints as tiny
-import huggingface_hub
 import httpx
+import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
 
@@ -52,7 +52,8 @@ def tiny_fixture(name: str):
 def test_sizing_error_unknown_model(plugins, monkeypatch):
     def not_found(*a, **kw):
         request = httpx.Request("GET", "https://huggingface.co/x")
-        raise hf_errors.RepositoryNotFoundError("404", response=httpx.Response(404, request=request))
+        response = httpx.Response(404, request=request)
+        raise hf_errors.RepositoryNotFoundError("404", response=response)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_found)
     with pytest.raises(ModelNotFound) as err:
