@@ -90,3 +90,10 @@ def test_ids_are_matched_case_insensitively_and_gguf_files_pass() -> None:
     )
     gguf = {**QWEN, "model": "/models/x.gguf", "source": "gguf"}
     assert OllamaEngine().check(ModelProfile(**gguf), None) is None
+
+
+def test_deepseek_v3_reason_wins_over_its_fp8_quantization() -> None:
+    reason = OllamaEngine().check(
+        ModelProfile(**{**QWEN, "model": "deepseek-ai/DeepSeek-V3"}), plan("fp8")
+    )
+    assert reason is not None and "690 GB" in reason and "'sglang'" in reason
