@@ -169,21 +169,25 @@ class KubernetesRuntime(Runtime):
         name, ns = name_of(pod), namespace_of(pod)
         what = f"read the log of pod {ns}/{name}"
         args: dict[str, Any] = dict(container=n.CONTAINER, tail_lines=tail, timestamps=True)
-        if not follow:
+        try:
+            if follow:
+                response = await call(what, self.core.read_namespaced_pod_log, name, ns,
+                                      follow=True, _preload_content=False, passthrough=(400,),
+                                      **args)
+                async for line in logs.follow(replica_id, response):
+                    yield line
+                return
+            text = await self._call(what, self.core.read_namespaced_pod_log, name, ns,
+                                    passthrough=(400,), **args)
+        except ApiException:
+            # 400: the container is waiting (to start, or to restart after a crash); the
+            # crashed run's log is what explains it, and there is nothing to follow yet.
             try:
                 text = await self._call(what, self.core.read_namespaced_pod_log, name, ns,
-                                        passthrough=(400,), **args)
+                                        previous=True, passthrough=(400,), **args)
             except ApiException:
-                # 400: the container is waiting to restart (CrashLoopBackOff); the crashed
-                # run's log is what explains it.
-                text = await self._call(what, self.core.read_namespaced_pod_log, name, ns,
-                                        previous=True, **args)
-            for line in logs.parse_text(replica_id, text):
-                yield line
-            return
-        response = await call(what, self.core.read_namespaced_pod_log, name, ns, follow=True,
-                              _preload_content=False, **args)
-        async for line in logs.follow(replica_id, response):
+                return  # it has never run: no log yet
+        for line in logs.parse_text(replica_id, text):
             yield line
 
     # -- helpers ------------------------------------------------------------------------

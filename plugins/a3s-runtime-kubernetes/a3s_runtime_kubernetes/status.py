@@ -80,6 +80,8 @@ def observe_pod(pod: k8s.V1Pod, warning: str | None = None) -> ReplicaObservatio
         if terminated is not None:
             message += f"; engine {_termination(terminated)}"
             since = terminated.finished_at or since
+    elif phase == "Unknown":
+        state, message = "unknown", "pod status Unknown: its node stopped reporting"
     elif phase == "Succeeded":
         state, message = "stopped", "engine exited with code 0"
     elif cs is not None and cs.state is not None:

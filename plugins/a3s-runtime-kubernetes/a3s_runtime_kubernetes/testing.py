@@ -23,6 +23,20 @@ from urllib.parse import parse_qs, urlsplit
 CLUSTER_SCOPED = {"nodes": "Node", "namespaces": "Namespace"}
 NAMESPACED = {"pods": "Pod", "services": "Service", "secrets": "Secret", "events": "Event"}
 KINDS = {**CLUSTER_SCOPED, **NAMESPACED}
+# The field selectors the real API server accepts per resource (others: 400).
+_META = ("metadata.name", "metadata.namespace")
+FIELD_SELECTORS = {
+    "pods": {*_META, "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+             "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
+             "status.podIPs", "status.nominatedNodeName"},
+    "events": {*_META, "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
+    "nodes": {*_META, "spec.unschedulable"},
+    "namespaces": {*_META, "status.phase"},
+    "services": set(_META),
+    "secrets": {*_META, "type"},
+}
 
 
 def now_rfc3339() -> str:
@@ -240,6 +254,10 @@ class FakeKubeApi:
         return _status(405, "MethodNotAllowed", f"{method} is not supported by the fake")
 
     def _list(self, resource: str, ns: str, query: dict[str, str]) -> tuple[int, Any]:
+        for term in _split_terms(query.get("fieldSelector") or ""):
+            path = re.split(r"!=|==|=", term, maxsplit=1)[0]
+            if path not in FIELD_SELECTORS[resource]:
+                return _status(400, "BadRequest", f'field label not supported: "{path}"')
         items = [o for (r, n, _), o in sorted(self.store.items())
                  if r == resource and (not ns or n == ns)
                  and label_match(query.get("labelSelector"), o["metadata"].get("labels") or {})
@@ -291,6 +309,9 @@ class FakeKubeApi:
         if pod is None:
             return _status(404, "NotFound", f'pods "{name}" not found')
         previous = query.get("previous") == "true"
+        if previous and (ns, name) not in self.previous_logs:
+            return _status(400, "BadRequest", f'previous terminated container "engine" in pod '
+                           f'"{name}" not found')
         if not previous:
             for cs in (pod.get("status") or {}).get("containerStatuses") or []:
                 waiting = (cs.get("state") or {}).get("waiting")

@@ -156,6 +156,7 @@ STATUSES: list[tuple[str, dict[str, Any], str, str]] = [
     ("admission", {"phase": "Failed", "reason": "UnexpectedAdmissionError",
                    "message": "Allocate failed due to requested number of devices unavailable"},
      "failed", "UnexpectedAdmissionError"),
+    ("node-lost", {"phase": "Unknown"}, "unknown", "node stopped reporting"),
 ]
 
 
@@ -334,3 +335,21 @@ async def test_missing_kubeconfig_is_a_clear_error(tmp_path: Any) -> None:
     rt = KubernetesRuntime({"kubeconfig": str(tmp_path / "nope"), "in_cluster": False})
     with pytest.raises(RuntimeUnavailable, match=r"runtime_options\.kubeconfig"):
         await rt.start()
+
+
+async def test_logs_of_a_container_that_never_ran_are_empty(
+    kube: FakeKubeApi, runtime: KubernetesRuntime
+) -> None:
+    await runtime.create_replica(make_request())
+    kube.set_pod_status(NS, POD, {"phase": "Pending", "containerStatuses": [
+        engine_status({"waiting": {"reason": "ContainerCreating"}})]})
+    assert [line async for line in runtime.logs(POD)] == []
+    assert [line async for line in runtime.logs(POD, follow=True)] == []
+
+
+async def test_a_wrong_field_selector_would_be_refused_like_the_real_server(
+    kube: FakeKubeApi, runtime: KubernetesRuntime
+) -> None:
+    with pytest.raises(Exception, match="field label not supported"):
+        await asyncio.to_thread(runtime.core.list_pod_for_all_namespaces,
+                                field_selector="status.ready=true")
