@@ -102,6 +102,12 @@ class OllamaEngine(Engine):
                 )
             return chosen.strip()
         if is_gguf_file(ctx.model):
+            if not ctx.model.startswith("/"):
+                raise InvalidRequest(
+                    f"a GGUF model for engine ollama must be an absolute path, got {ctx.model!r}",
+                    field="model",
+                    value=ctx.model,
+                )
             return ctx.model
         entry = library().find(ctx.model)
         if entry is None:

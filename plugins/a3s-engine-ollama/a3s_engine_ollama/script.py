@@ -20,6 +20,11 @@ def private_host(host: str) -> str:
     return "127.0.0.3" if host == "127.0.0.2" else "127.0.0.2"
 
 
+def address(host: str, port: int) -> str:
+    """OLLAMA_HOST form: `host:port`, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def client_host(host: str) -> str:
     """Where a client in the same container reaches a server bound to `host`."""
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -29,9 +34,9 @@ def entry_script(ctx: LaunchContext, source: str, *, from_file: bool) -> str:
     """POSIX sh. `source` is an Ollama tag to pull, or a GGUF path when `from_file`."""
     q = shlex.quote
     name = q(ctx.served_model_name)
-    fetch = f"{q(private_host(ctx.host))}:{ctx.port}"
-    serve = f"{q(ctx.host)}:{ctx.port}"
-    local = f"{q(client_host(ctx.host))}:{ctx.port}"
+    fetch = q(address(private_host(ctx.host), ctx.port))
+    serve = q(address(ctx.host, ctx.port))
+    local = q(address(client_host(ctx.host), ctx.port))
     if from_file:
         # A local GGUF becomes a model through a one-line Modelfile.
         obtain = (

@@ -122,3 +122,12 @@ def test_parse_metrics_has_nothing_to_read() -> None:
     assert OllamaEngine.has_metrics is False
     figures = OllamaEngine().parse_metrics("")
     assert figures.waiting is None and figures.running is None
+
+
+def test_ipv6_and_relative_gguf() -> None:
+    script = OllamaEngine().command(ctx(host="::"))[2]
+    assert "OLLAMA_HOST='[::]:11434' ollama serve &" in script
+    assert "OLLAMA_HOST=127.0.0.1:11434 ollama run" in script
+    with pytest.raises(InvalidRequest) as err:
+        OllamaEngine().model_for(ctx(model="models/x.gguf"))
+    assert err.value.field == "model" and "absolute" in err.value.message
