@@ -144,8 +144,10 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 async def serve(cfg: SimConfig) -> None:
     app = create_app(cfg)
+    # handler_cancellation: a client that goes away aborts its request and frees its slot,
+    # as vLLM aborts requests on disconnect.
     runner = web.AppRunner(app, access_log=log if cfg.access_log else None,
-                           handle_signals=False)
+                           handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
