@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Runtime
-from a3s_core.errors import Conflict, NotFound, RuntimeUnavailable
+from a3s_core.errors import Conflict, InvalidRequest, NotFound, RuntimeUnavailable
 from a3s_core.types import LogLine, Node, ReplicaObservation, ReplicaRequest
 from a3s_runtime_kubernetes import dcgm, logs
 from a3s_runtime_kubernetes import naming as n
@@ -115,28 +115,41 @@ class KubernetesRuntime(Runtime):
         ns = self.opts.k8s_namespace(request.namespace)
         pod = render_pod(request, ns, self.opts)  # bad labels fail here, before any write
         async with self._locks[request.deployment_id]:
-            await self._ensure_namespace(ns)
-            await self._ensure_hf_secret(ns)
-            await self._ensure_service(request, ns)
-            name = name_of(pod)
-            try:
-                created = await self._call(f"create pod {ns}/{name}",
-                                           self.core.create_namespaced_pod, ns, pod,
-                                           passthrough=(409,))
-            except ApiException:
-                # Same replica created before (a retry after a lost answer): adopt it.
-                created = await self._call(f"read pod {ns}/{name}",
-                                           self.core.read_namespaced_pod, name, ns)
-                if labels_of(created).get(n.REPLICA) != request.replica_id:
-                    raise Conflict(
-                        f"pod {ns}/{name} exists and belongs to another replica"
-                    ) from None
-        return observe_pod(created)
+            for attempt in (1, 2):
+                await self._ensure_namespace(ns)
+                try:
+                    await self._ensure_hf_secret(ns)
+                    await self._ensure_service(request, ns)
+                    return observe_pod(await self._create_pod(pod, request.replica_id))
+                except ApiException as exc:  # 404: the namespace went since we cached it
+                    self._namespaces.discard(ns)
+                    self._secrets.discard(ns)
+                    if attempt == 2:
+                        raise RuntimeUnavailable(
+                            f"Kubernetes API refused to create pod {ns}/{name_of(pod)}: "
+                            f"namespace {ns!r} not found"
+                        ) from exc
+        raise AssertionError("unreachable")
+
+    async def _create_pod(self, pod: k8s.V1Pod, replica_id: str) -> k8s.V1Pod:
+        ns, name = namespace_of(pod), name_of(pod)
+        try:
+            return await self._call(f"create pod {ns}/{name}", self.core.create_namespaced_pod,
+                                    ns, pod, passthrough=(404, 409))
+        except ApiException as exc:
+            if exc.status == 404:
+                raise
+        # 409: the same replica was created before (a retry after a lost answer): adopt it.
+        existing = await self._call(f"read pod {ns}/{name}", self.core.read_namespaced_pod,
+                                    name, ns)
+        if labels_of(existing).get(n.REPLICA) != replica_id:
+            raise Conflict(f"pod {ns}/{name} exists and belongs to another replica")
+        return existing  # type: ignore[no-any-return]
 
     async def delete_replica(self, replica_id: str) -> None:
         try:
             n.check_label_value(replica_id, "replica_id")
-        except Exception:
+        except InvalidRequest:
             return  # no pod can carry it; deleting nothing is success
         for pod in await self._managed_pods(f"{n.REPLICA}={replica_id}"):
             deployment = labels_of(pod).get(n.DEPLOYMENT, "")
@@ -270,8 +283,10 @@ class KubernetesRuntime(Runtime):
         name = self.opts.hf_token_secret
         try:
             await self._call(f"create secret {ns}/{name}", self.core.create_namespaced_secret,
-                             ns, secret, passthrough=(409,))
-        except ApiException:
+                             ns, secret, passthrough=(404, 409))
+        except ApiException as exc:
+            if exc.status == 404:
+                raise
             await self._call(f"update secret {ns}/{name}", self.core.replace_namespaced_secret,
                              name, ns, secret)
         self._secrets.add(ns)
@@ -281,10 +296,11 @@ class KubernetesRuntime(Runtime):
         name = name_of(svc)
         try:
             await self._call(f"create service {ns}/{name}", self.core.create_namespaced_service,
-                             ns, svc, passthrough=(409,))
+                             ns, svc, passthrough=(404, 409))
             return
-        except ApiException:
-            pass
+        except ApiException as exc:
+            if exc.status == 404:  # no namespace: create_replica re-ensures it
+                raise
         existing = await self._call(f"read service {ns}/{name}",
                                     self.core.read_namespaced_service, name, ns)
         labels = labels_of(existing)

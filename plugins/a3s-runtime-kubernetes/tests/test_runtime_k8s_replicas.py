@@ -353,3 +353,15 @@ async def test_a_wrong_field_selector_would_be_refused_like_the_real_server(
     with pytest.raises(Exception, match="field label not supported"):
         await asyncio.to_thread(runtime.core.list_pod_for_all_namespaces,
                                 field_selector="status.ready=true")
+
+
+async def test_a_namespace_deleted_behind_our_back_is_recreated(
+    kube: FakeKubeApi, runtime: KubernetesRuntime
+) -> None:
+    await runtime.create_replica(make_request())
+    for key in [k for k in kube.store if k[1] == NS or k == ("namespaces", "", NS)]:
+        del kube.store[key]
+    await runtime.create_replica(make_request(replica_id="qwen-72b-111111111111"))
+    assert kube.get("namespaces", "", NS) is not None
+    assert kube.get("pods", NS, "qwen-72b-111111111111") is not None
+    assert kube.get("services", NS, "a3s-qwen-72b") is not None
