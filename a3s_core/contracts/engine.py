@@ -50,6 +50,10 @@ class Engine(ABC):
         if image:
             self.image = image  # type: ignore[misc]  # settings override the pinned tag
 
+    def openai_paths_for(self, kind: str) -> frozenset[str]:
+        """The OpenAI paths a replica of this kind ('decoder' / 'encoder') answers."""
+        return self.openai_paths
+
     def check(self, profile: ModelProfile, plan: SizingPlan | None) -> str | None:
         """Why this engine cannot serve the model (one sentence), or None when it can."""
         return None

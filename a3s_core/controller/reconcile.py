@@ -30,6 +30,7 @@ log = logging.getLogger("a3s.controller")
 LIVE = ("starting", "ready")
 LOST_GRACE = timedelta(seconds=15)  # a fresh replica may not be visible to the runtime yet
 DRAIN_TIMEOUT = timedelta(seconds=60)
+STABLE_AFTER = timedelta(seconds=120)  # ready this long → earlier failures are forgiven
 
 
 def now() -> datetime:
@@ -218,8 +219,12 @@ class Controller:
                         "startSeconds": round(secs, 3),
                     },
                 )
-                await run_in_threadpool(self.store.update_deployment, dep.id, failures=0)
                 self._invalidate()
+            elif obs.state == "ready" and dep.failures and r.ready_at and (
+                now() - (aware(r.ready_at) or now()) > STABLE_AFTER
+            ):
+                # Like a kubelet's crash-loop back-off: forgiven after a stable stretch.
+                await run_in_threadpool(self.store.transition, dep.id, failures=0, retry_at=None)
             elif obs.state in ("failed", "stopped"):
                 await self._replica_failed(dep, r, obs.message or f"replica {obs.state}")
                 continue

@@ -97,6 +97,11 @@ class Gateway:
         """Deployments, replicas or keys changed: the next request reads the store."""
         self.directory.invalidate()
 
+    def in_flight(self, replica_id: str) -> int:
+        """Requests this gateway is still serving through the replica (drain waits on it)."""
+        st = self.book.replicas.get(replica_id)
+        return st.in_flight if st else 0
+
     async def scrape_once(self) -> None:
         """One scrape round now (tests, and callers that want figures at once)."""
         if self._scraper is None:

@@ -13,7 +13,12 @@ MINIMAL = {"models": [{"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}
 
 
 def wait_for(
-    client: Any, dep_id: str, *statuses: str, timeout: float = 20.0, ready: int | None = None
+    client: Any,
+    dep_id: str,
+    *statuses: str,
+    timeout: float = 20.0,
+    ready: int | None = None,
+    until: Any = None,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     d: dict[str, Any] = {}
@@ -21,7 +26,7 @@ def wait_for(
         d = client.get(f"/v1/deployments/{dep_id}").json()
         if d["status"] in statuses and (
             ready is None or (d["readyReplicas"] == ready and len(d["replicas"]) == ready)
-        ):
+        ) and (until is None or until(d)):
             return d
         time.sleep(0.05)
     raise AssertionError(
@@ -43,7 +48,8 @@ def test_seed_minimal_request_runs(make_app: Any) -> None:
     d = wait_for(client, dep["id"], "running", ready=1)
     (rep,) = d["replicas"]
     assert rep["gpu"] == "A100-80GB" and len(rep["gpuIndices"]) == 2  # FP16 72B: 2× A100-80GB
-    assert d["plan"]["candidates"][0]["gpu_count"] == 2
+    a100 = next(c for c in d["plan"]["candidates"] if c["gpu"] == "A100-80GB")
+    assert a100["gpu_count"] == 2
     types = [e["type"] for e in d["recentEvents"]]
     for t in (
         "deployment.accepted",
@@ -152,8 +158,8 @@ def test_failed_replica_is_replaced_then_deployment_fails(make_app: Any) -> None
     d = wait_for(client, dep["id"], "running", ready=1)
     first = d["replicas"][0]["id"]
     platform.runtime.fail(first, "CUDA error: out of memory")
-    d = wait_for(client, dep["id"], "running", ready=1, timeout=30)
-    assert d["replicas"][0]["id"] != first
+    d = wait_for(client, dep["id"], "running", ready=1, timeout=30,
+                 until=lambda d: d["replicas"][0]["id"] != first)
     types = [e["type"] for e in d["recentEvents"]]
     assert "replica.failed" in types and "replica.restarting" in types
     platform.runtime.fail(d["replicas"][0]["id"], "CUDA error: out of memory")

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from a3s_core.contracts import Engine, LaunchContext
 from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
-from a3s_engine_sglang._argv import Option, check_context, merge, number, user_options
-from a3s_engine_sglang._prom import Samples
+from a3s_core.contracts.argv import Option, check_context, merge, number, user_options
+from a3s_core.contracts.metrics import Samples
 
 RESERVED = frozenset({"model", "model_path", "served_model_name", "host", "port", "api_key"})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from a3s_core.contracts import LaunchContext
 from a3s_core.errors import InvalidRequest
-from a3s_engine_tgi._argv import Option, merge, user_options
+from a3s_core.contracts.argv import Option, merge, user_options
 from a3s_engine_tgi.render import render_clap
 
 RESERVED = frozenset(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from a3s_core.contracts import Engine, LaunchContext
 from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
-from a3s_engine_tgi._argv import check_context
-from a3s_engine_tgi._prom import Samples
+from a3s_core.contracts.argv import check_context
+from a3s_core.contracts.metrics import Samples
 from a3s_engine_tgi.embeddings import tei_argv
 from a3s_engine_tgi.launcher import Launcher
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from a3s_engine_tgi._argv import Option
+from a3s_core.contracts.argv import Option
 
 # `Option<bool>` arguments need an explicit value (`--sharded false`); every other boolean
 # is a presence switch.

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from a3s_core.contracts import Engine, LaunchContext
 from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
-from a3s_engine_vllm._argv import Option, check_context, merge, number, user_options
-from a3s_engine_vllm._prom import Samples
+from a3s_core.contracts.argv import Option, check_context, merge, number, user_options
+from a3s_core.contracts.metrics import Samples
 
 # Flags the platform owns: routing and health checks depend on them.
 RESERVED = frozenset({"model", "served_model_name", "host", "port", "api_key"})

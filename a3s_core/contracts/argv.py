@@ -1,8 +1,5 @@
-"""Building an engine's argv from the plan's flags and the user's `extra_args`.
-
-The same small module ships in every `a3s-engine-*` distribution (each may import only
-`a3s_core`); the engines differ in how they spell a value, which they pass in as `render`.
-"""
+"""Building an engine's argv from the plan's flags and the user's `extra_args` (public:
+engine plugins share it; they differ in how they spell a value, passed in as `render`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Reading an engine's Prometheus text into numbers, summed over label sets.
-
-The same small module ships in every `a3s-engine-*` distribution that has /metrics.
-"""
+"""Reading an engine's Prometheus text into numbers, summed over label sets (public:
+engine plugins use it in `parse_metrics`)."""
 
 from __future__ import annotations
 
