@@ -105,9 +105,7 @@ async def get_autoscaling(platform: PlatformDep, deployment_id: str) -> Autoscal
     situation = scaler.situation(dep, replicas, policy)
     now = scaler.clock.now()
     live = dep.status not in ("deleting", "deleted", "failed")
-    decision = await scaler.evaluate(dep, replicas) if live else None
-    if decision is not None:
-        state = decision.state  # the queue-empty streak as of now
+    decision = await scaler.evaluate(dep, replicas, preview=True) if live else None
     up_left, down_left = cooldowns(state, policy, now)
     sig = decision.signals if decision is not None else None
     return AutoscalingView(

@@ -123,17 +123,23 @@ class Autoscaler:
         dep: DeploymentRow,
         replicas: Sequence[ReplicaRow],
         nodes: Callable[[], Awaitable[list[Node]]] | None = None,
+        preview: bool = False,
     ) -> Decision:
-        """What the autoscaler would decide now, without acting (the API shows this)."""
+        """What the autoscaler would decide now, without acting. `preview` (the API) does
+        not take a count it has not seen yet for a manual scale: the row it read may be
+        older or newer than this process's state."""
         policy = policy_of(dep)
         if self._signals is not None:
             sig = await self._signals(dep, replicas)
         else:
             sig = await signal_source.collect(self.p, dep, replicas, nodes or _NodesOnce(self.p))
+        state = self.state_of(dep)
+        if preview:
+            state = state.model_copy(update={"seen_desired": dep.desired_replicas})
         return decide(
             sig,
             policy,
-            self.state_of(dep),
+            state,
             self.clock.now(),
             self.rules(),
             self.situation(dep, replicas, policy),

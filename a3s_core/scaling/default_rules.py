@@ -156,7 +156,9 @@ def _ms(seconds: float) -> str:
 BUILT_IN_RULES: tuple[type[ScalingRule], ...] = (GpuUtilizationRule, QueueDepthRule, LatencyP99Rule)
 
 
-@hookimpl
+# tryfirst: the built-ins must be in the registry before any plugin's implementation runs,
+# so that a plugin can `registry.replace` or `registry.remove` them.
+@hookimpl(tryfirst=True)
 def a3s_register_scaling_rules(registry: ScalingRuleRegistry) -> None:
     for rule in BUILT_IN_RULES:
         registry.register(rule)
