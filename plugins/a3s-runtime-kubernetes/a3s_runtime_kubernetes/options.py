@@ -16,6 +16,8 @@ class KubernetesOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    data_dir: str | None = Field(None, description="set by the platform; not used here")
+
     # -- connection ------------------------------------------------------------------
     kubeconfig: str | None = Field(None, description="path to a kubeconfig file")
     context: str | None = Field(None, description="kubeconfig context to use")

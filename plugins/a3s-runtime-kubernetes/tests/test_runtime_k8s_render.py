@@ -170,6 +170,11 @@ def test_bad_label_values_are_refused_naming_the_field() -> None:
         render_pod(make_request(replica_id="x" * 64), "ns", opts())
 
 
+def test_the_options_the_platform_adds_are_accepted() -> None:
+    # a3s_core.platform passes data_dir to every runtime along with runtime_options
+    assert parse_options({"data_dir": "/var/lib/a3s", "in_cluster": True}).in_cluster
+
+
 def test_bad_options_name_the_option() -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_options({"pinning": "hostname"})
