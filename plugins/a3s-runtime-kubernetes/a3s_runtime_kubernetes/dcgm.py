@@ -26,18 +26,21 @@ class GpuStats:
 GpuKey = tuple[str, int]  # (node name, GPU index as dcgm-exporter's `gpu` label)
 
 
-def parse_dcgm(text: str) -> dict[GpuKey, GpuStats]:
-    """Prometheus text from a dcgm-exporter → stats per (node, gpu)."""
+def parse_dcgm(text: str, node: str | None = None) -> dict[GpuKey, GpuStats]:
+    """Prometheus text from a dcgm-exporter → stats per (node, gpu). `node`, when the
+    exporter's node is known (a discovered pod), wins over the labels."""
     out: dict[GpuKey, GpuStats] = {}
     for family in text_string_to_metric_families(text):
         if family.name not in (UTIL, FB_USED):
             continue
         for sample in family.samples:
-            node = next((sample.labels[k] for k in NODE_LABELS if sample.labels.get(k)), None)
+            host = node or next(
+                (sample.labels[k] for k in NODE_LABELS if sample.labels.get(k)), None
+            )
             gpu = sample.labels.get("gpu")
-            if node is None or gpu is None or not gpu.isdigit():
+            if host is None or gpu is None or not gpu.isdigit():
                 continue
-            stats = out.setdefault((node, int(gpu)), GpuStats())
+            stats = out.setdefault((host, int(gpu)), GpuStats())
             if family.name == UTIL:
                 stats.utilization = float(sample.value)
             else:
@@ -45,11 +48,15 @@ def parse_dcgm(text: str) -> dict[GpuKey, GpuStats]:
     return out
 
 
-async def scrape(urls: list[str], timeout_s: float) -> dict[GpuKey, GpuStats]:
-    """Every exporter at once; one that fails is logged and left out (utilisation is a
-    nice-to-have; the inventory must not fail for it)."""
+async def scrape(
+    urls: list[str] | dict[str, str | None], timeout_s: float
+) -> dict[GpuKey, GpuStats]:
+    """Every exporter at once (a list of URLs, or URL → its node); one that fails is logged
+    and left out (utilisation is a nice-to-have; the inventory must not fail for it)."""
     if not urls:
         return {}
+    nodes: dict[str, str | None] = urls if isinstance(urls, dict) else dict.fromkeys(urls)
+    urls = list(nodes)
     async with httpx.AsyncClient(timeout=timeout_s) as client:
         results = await asyncio.gather(*(client.get(u) for u in urls), return_exceptions=True)
     merged: dict[GpuKey, GpuStats] = {}
@@ -61,7 +68,7 @@ async def scrape(urls: list[str], timeout_s: float) -> dict[GpuKey, GpuStats]:
             log.warning("DCGM exporter %s answered HTTP %s", url, result.status_code)
             continue
         try:
-            merged.update(parse_dcgm(result.text))
+            merged.update(parse_dcgm(result.text, nodes[url]))
         except ValueError as exc:
             log.warning("DCGM exporter %s sent unparsable metrics: %s", url, exc)
     return merged

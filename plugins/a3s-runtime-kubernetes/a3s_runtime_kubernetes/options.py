@@ -88,6 +88,12 @@ class KubernetesOptions(BaseModel):
     dcgm_exporter_urls: list[str] = Field(
         default_factory=list, description="DCGM exporter /metrics URLs for GPU utilisation"
     )
+    dcgm_exporter_selector: str | None = Field(
+        None, description="find dcgm-exporter pods by this label selector (e.g. "
+        "'app=nvidia-dcgm-exporter') and scrape each at its pod IP; its node is the pod's node"
+    )
+    dcgm_exporter_namespace: str | None = Field(None, description="where to look; None = all")
+    dcgm_exporter_port: int = Field(9400, gt=0, lt=65536)
     dcgm_timeout_s: float = Field(2.0, gt=0)
     gpu_catalog: str | None = Field(None, description="GPU catalog TOML; default the built-in")
 

@@ -86,12 +86,36 @@ class KubernetesRuntime(Runtime):
         nodes, pods, stats = await asyncio.gather(
             self._call("list nodes", self.core.list_node, label_selector=self.opts.node_selector),
             self._pods_holding_gpus(),
-            dcgm.scrape(self.opts.dcgm_exporter_urls, self.opts.dcgm_timeout_s),
+            self._gpu_stats(),
         )
         catalog = load_catalog(self.opts.gpu_catalog)
         return build_inventory(
             nodes.items, pods, catalog, tolerations(self.opts), stats, self.opts.instance
         )
+
+    async def _gpu_stats(self) -> dict[dcgm.GpuKey, dcgm.GpuStats]:
+        """DCGM figures from the configured URLs and the discovered exporter pods."""
+        targets: dict[str, str | None] = dict.fromkeys(self.opts.dcgm_exporter_urls)
+        if self.opts.dcgm_exporter_selector:
+            ns = self.opts.dcgm_exporter_namespace
+            what = "list dcgm-exporter pods"
+            try:
+                if ns:
+                    found = await self._call(what, self.core.list_namespaced_pod, ns,
+                                             label_selector=self.opts.dcgm_exporter_selector)
+                else:
+                    found = await self._call(what, self.core.list_pod_for_all_namespaces,
+                                             label_selector=self.opts.dcgm_exporter_selector)
+            except RuntimeUnavailable as exc:
+                log.warning("no GPU utilisation: %s", exc.message)
+                found = k8s.V1PodList(items=[])
+            for pod in found.items:
+                ip = pod.status.pod_ip if pod.status else None
+                if ip and pod.spec is not None and pod.spec.node_name:
+                    host = f"[{ip}]" if ":" in ip else ip
+                    url = f"http://{host}:{self.opts.dcgm_exporter_port}/metrics"
+                    targets[url] = pod.spec.node_name
+        return await dcgm.scrape(targets, self.opts.dcgm_timeout_s)
 
     async def _pods_holding_gpus(self) -> list[k8s.V1Pod]:
         """Every live pod in the cluster (foreign GPUs count against capacity). Without the

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import yaml
 from a3s_k8s_test_helpers import A100, foreign_pod, make_request
 from a3s_runtime_kubernetes import KubernetesRuntime
 from a3s_runtime_kubernetes.dcgm import parse_dcgm
@@ -154,6 +156,50 @@ async def test_gpu_utilisation_from_dcgm_exporter(kube: FakeKubeApi, dcgm_url: s
     assert a100.gpus[0].memory_used_bytes == 71234 * 2**20
     assert a100.gpus[1].utilization == 3.0 and a100.gpus[1].memory_used_bytes is None
     assert a100.gpus[2].utilization is None  # not reported: unknown, not zero
+
+
+async def test_dcgm_exporter_pods_are_discovered_and_keyed_by_their_node(
+    kube: FakeKubeApi, dcgm_url: str
+) -> None:
+    port = int(dcgm_url.split(":")[2].split("/")[0])
+    kube.add_namespace("gpu-operator")
+    kube.put("pods", {
+        "metadata": {"name": "nvidia-dcgm-exporter-x7k2p", "namespace": "gpu-operator",
+                     "labels": {"app": "nvidia-dcgm-exporter"}},
+        "spec": {"nodeName": "gpu-l40s-0",
+                 "containers": [{"name": "nvidia-dcgm-exporter", "image": "dcgm-exporter"}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"},
+    })
+    rt = KubernetesRuntime({"host": kube.url, "dcgm_exporter_selector": "app=nvidia-dcgm-exporter",
+                            "dcgm_exporter_namespace": "gpu-operator", "dcgm_exporter_port": port})
+    await rt.start()
+    try:
+        nodes = {n.name: n for n in await rt.list_nodes()}
+    finally:
+        await rt.close()
+    # the exporter pod runs on gpu-l40s-0: that beats the Hostname label in its text
+    assert nodes["gpu-l40s-0"].gpus[0].utilization == 87.0
+    assert nodes["gpu-a100-0"].gpus[0].utilization is None
+
+
+async def test_kubeconfig_and_context_are_honoured(kube: FakeKubeApi, tmp_path: Path) -> None:
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "prod",
+        "clusters": [{"name": "prod", "cluster": {"server": "https://127.0.0.1:9"}},
+                     {"name": "lab", "cluster": {"server": kube.url}}],
+        "users": [{"name": "me", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "me"}},
+                     {"name": "lab", "context": {"cluster": "lab", "user": "me"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    rt = KubernetesRuntime({"kubeconfig": str(path), "context": "lab", "in_cluster": False})
+    await rt.start()
+    try:
+        assert {n.name for n in await rt.list_nodes()} == {"gpu-a100-0", "gpu-l40s-0"}
+    finally:
+        await rt.close()
+    assert path.read_text() == yaml.safe_dump(config)  # never rewritten
 
 
 def test_dcgm_parser_keys_by_node_and_gpu() -> None:
