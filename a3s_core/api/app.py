@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from a3s_core import __version__
-from a3s_core.api import deployments, errors, system
+from a3s_core.api import autoscaling, deployments, errors, system
 from a3s_core.platform import Platform
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
@@ -69,6 +69,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(system.admin_router)
     app.include_router(deployments.router)
+    app.include_router(autoscaling.router)
     if platform.gateway is not None:
         app.include_router(platform.gateway.router())
     try:  # the event stream routes (WebSocket) live in their own module

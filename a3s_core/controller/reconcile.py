@@ -149,16 +149,13 @@ class Controller:
                 start_message=f"sizing {dep.model} ({spec.quantization})",
             ) as s:
                 _, plan = await asyncio.to_thread(resolve_plan, self.p, spec)
-                best = plan.candidates[0] if plan.candidates else None
+                fits = ", ".join(f"{c.gpu_count}× {c.gpu}" for c in plan.candidates[:4])
                 s.done(
                     f"{dep.name}: {plan.parameters / 1e9:.1f}B parameters, "
                     f"{plan.weight_bytes / 2**30:.1f} GiB weights ({plan.quantization}), "
-                    + (
-                        f"best fit {best.gpu_count}× {best.gpu} (TP {best.tensor_parallel_size}), "
-                        f"max_model_len {best.max_model_len}"
-                        if best
-                        else f"CPU, {plan.memory_bytes / 2**30:.2f} GiB"
-                    ),
+                    f"max_model_len {plan.max_model_len}; "
+                    + (f"fits on {fits}" if fits else
+                       f"runs on CPU in {plan.memory_bytes / 2**30:.2f} GiB"),
                     parameters=plan.parameters,
                     weightBytes=plan.weight_bytes,
                     kvBytesPerToken=plan.kv_bytes_per_token,
