@@ -115,3 +115,20 @@ def overhead_per_gpu(
     if cuda_graphs:
         graphs = CUDA_GRAPHS_MOE if a.moe else CUDA_GRAPHS_DENSE
     return Overhead(runtime, act, sampler, graphs)
+
+
+LLAMA_CPP_UBATCH = 512  # llama.cpp's n_ubatch: tokens per compute-graph evaluation
+LLAMA_CPP_BASE = 64 * 2**20  # process, ggml context and tokenizer
+
+
+def llama_cpp_memory(a: Arch, weight_bytes: int, kv_per_token: int, n_ctx: int) -> tuple[int, str]:
+    """What llama.cpp (CPU, or GPU offload) needs for one server: the mapped weights, an
+    f16 KV cache of n_ctx tokens, and the f32 compute buffer of one micro-batch."""
+    qkv = (a.num_attention_heads + 2 * a.num_kv_heads) * a.head_dim
+    compute = LLAMA_CPP_UBATCH * (4 * a.hidden_size + qkv + 3 * a.intermediate_size
+                                  + a.vocab_size) * 4
+    kv = kv_per_token * n_ctx
+    total = weight_bytes + kv + compute + LLAMA_CPP_BASE
+    return total, (f"llama.cpp: weights {weight_bytes:,} B + KV {n_ctx:,} tokens × "
+                   f"{kv_per_token:,} B + compute buffer {compute:,} B + base "
+                   f"{LLAMA_CPP_BASE:,} B = {total / GiB:.3f} GiB")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from a3s_core.errors import SizingError
 from a3s_core.sizing.architecture import fmt_int, layout
 from a3s_core.sizing.knowledge import KnowledgeBase
-from a3s_core.sizing.memory import GiB, overhead_per_gpu, sequence_tokens
+from a3s_core.sizing.memory import GiB, llama_cpp_memory, sequence_tokens
 from a3s_core.sizing.planner import (
     AUTO_MIN_MODEL_LEN,
     Sizing,
@@ -16,8 +16,8 @@ from a3s_core.sizing.planner import (
 )
 from a3s_core.sizing.profiles import describe_arch
 from a3s_core.sizing.quantization import weight_bytes
-from a3s_core.sizing.served import parse_overrides, resolve
-from a3s_core.types import GpuType, ModelProfile, ModelSpec, SizingPlan
+from a3s_core.sizing.served import GPUS_PER_NODE, parse_overrides, resolve
+from a3s_core.types import GpuType, ModelProfile, ModelSpec, Rejection, SizingPlan
 
 
 def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
@@ -44,14 +44,14 @@ def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
         source = "lowered"
     tp = top.tensor_parallel_size if top else 1
     per_token = s.kv.per_token
-    if top:
+    cpu_line = None
+    if is_gguf:  # GGUF is served by llama.cpp-style engines, on CPU or with GPU offload
+        memory, cpu_line = llama_cpp_memory(s.arch, s.weight_total, per_token, max_len)
+        overhead = memory - s.weight_total - per_token * max_len
+    elif top:
         seq_gpu = sequence_tokens(max_len) * s.kv.per_token_per_gpu(s.arch, tp)
         memory = tp * (top.weights_per_gpu_bytes + top.overhead_per_gpu_bytes + seq_gpu)
         overhead = tp * top.overhead_per_gpu_bytes
-    else:  # CPU engines (llama.cpp): weights, one sequence of KV, compute buffers
-        over = overhead_per_gpu(s.arch, 1, cuda_graphs=False)
-        overhead = over.runtime + over.activations
-        memory = s.weight_total + per_token * sequence_tokens(max_len) + overhead
     recorded = {k: v for k, v in spec.extra_args.items()
                 if k.lstrip("-").replace("-", "_") in overrides
                 or k.lstrip("-").replace("-", "_") in ("tp", "tp_size")}
@@ -76,11 +76,13 @@ def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
         memory_bytes=memory,
     )
     plan.explanation = explain(s, plan, profile)
+    if cpu_line:
+        plan.explanation.insert(-1, cpu_line)
     return plan
 
 
 def _no_candidate_error(s: Sizing, spec: ModelSpec, catalog: list[GpuType],
-                        rejected: list) -> SizingError:  # type: ignore[type-arg]
+                        rejected: list[Rejection]) -> SizingError:
     if s.asked_len is not None:
         best, where = largest_fitting_len(s, catalog)
         if best:
@@ -95,7 +97,7 @@ def _no_candidate_error(s: Sizing, spec: ModelSpec, catalog: list[GpuType],
         "use a smaller model or a larger GPU type"
     return SizingError(
         f"model {spec.model!r} ({s.weight_total / GiB:,.1f} GiB of weights) fits on no GPU type "
-        f"in the catalog within one {8}-GPU node ({reasons}); {hint}",
+        f"in the catalog within one {GPUS_PER_NODE}-GPU node ({reasons}); {hint}",
         rejected=[r.model_dump() for r in rejected],
     )
 

@@ -226,3 +226,22 @@ def test_sizing_explanation_shows_each_figure(plugins):
     assert "2 (K and V) × 80 layers × 8 kv heads × 128 head dim × 2 B = 327,680 B" in text
     assert "overhead per GPU at TP 1: runtime" in text
     assert "serves its AWQ checkpoint Qwen/Qwen2.5-72B-Instruct-AWQ" in text
+
+
+def test_sizing_error_fits_nowhere_says_what_it_would_take(plugins, tmp_path):
+    # DeepSeek-V3's architecture in fp32: 2.7 TB of weights, more than any 8-GPU node
+    path = local_model(tmp_path, "deepseek-ai--DeepSeek-V3", quantization_config=None)
+    with pytest.raises(SizingError) as err:
+        plan_for(plugins, path, extra_args={"dtype": "float32"})
+    msg = err.value.message
+    assert path in msg and "fits on no GPU type" in msg and "one 8-GPU node" in msg
+    assert "more than one 8-GPU node" in msg and one_sentence(msg)
+
+
+def test_sizing_gguf_memory_is_llama_cpp_shaped(plugins, tmp_path):
+    w = tiny.write_tiny_gguf(tmp_path / "t.gguf")
+    plan = plan_for(plugins, str(tmp_path / "t.gguf"))
+    kv = plan.kv_bytes_per_token * plan.max_model_len
+    compute = 512 * (4 * 64 + (4 + 2 * 2) * 16 + 3 * 128 + 271) * 4
+    assert plan.memory_bytes == w.weight_bytes + kv + compute + 64 * 2**20
+    assert any(line.startswith("llama.cpp: weights") for line in plan.explanation)
