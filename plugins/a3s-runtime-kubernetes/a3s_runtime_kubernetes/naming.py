@@ -24,6 +24,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+_KEY_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def managed_selector(instance: str) -> str:
@@ -36,6 +38,23 @@ def ownership(instance: str) -> dict[str, str]:
 
 def is_ours(labels: dict[str, str], instance: str) -> bool:
     return labels.get(MANAGED_BY) == MANAGER and labels.get(INSTANCE) == instance
+
+
+def check_label_key(key: str, field: str) -> str:
+    """`[prefix/]name`: prefix a DNS subdomain (≤ 253), name ≤ 63 of [A-Za-z0-9-_.]."""
+    prefix, _, name = key.rpartition("/")
+    if (
+        (prefix and (len(prefix) > 253 or not _KEY_PREFIX.match(prefix)))
+        or len(name) > 63
+        or not _KEY_NAME.match(name)
+    ):
+        raise InvalidRequest(
+            f"{field}: {key!r} cannot be a Kubernetes label key ([prefix/]name, the prefix a "
+            "DNS subdomain, the name at most 63 letters, digits, '-', '_' or '.')",
+            field=field,
+            value=key,
+        )
+    return key
 
 
 def check_label_value(value: str, field: str) -> str:

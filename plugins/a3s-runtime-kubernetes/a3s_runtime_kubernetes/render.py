@@ -17,6 +17,7 @@ PORT_NAME = "http"
 def pod_labels(request: ReplicaRequest, instance: str) -> dict[str, str]:
     """Caller labels first, ours last so they cannot be overridden (observe relies on them)."""
     for key, value in request.labels.items():
+        n.check_label_key(key, "labels")
         n.check_label_value(value, f"labels[{key}]")
     return {
         **request.labels,

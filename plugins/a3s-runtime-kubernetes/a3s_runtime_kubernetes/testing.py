@@ -281,7 +281,7 @@ class FakeKubeApi:
         return None
 
     def _create(self, resource: str, ns: str, body: dict[str, Any]) -> tuple[int, Any]:
-        if invalid := self._check(resource, body):
+        if invalid := self._check(resource, body) or _check_labels(body):
             return invalid
         name = body.get("metadata", {}).get("name")
         if resource in NAMESPACED:
@@ -293,7 +293,7 @@ class FakeKubeApi:
         return 201, self.put(resource, body)
 
     def _replace(self, resource: str, ns: str, name: str, body: dict[str, Any]) -> tuple[int, Any]:
-        if invalid := self._check(resource, body):
+        if invalid := self._check(resource, body) or _check_labels(body):
             return invalid
         old = self.store[(resource, ns, name)]["metadata"]
         sent = body["metadata"].get("resourceVersion")
@@ -351,6 +351,20 @@ class FakeKubeApi:
 class _LogRequest:
     def __init__(self, ns: str, name: str, query: dict[str, str], previous: bool) -> None:
         self.ns, self.name, self.query, self.previous = ns, name, query, previous
+
+
+def _check_labels(body: dict[str, Any]) -> tuple[int, Any] | None:
+    """The API server's label syntax rules (the JSON schema does not carry them)."""
+    from a3s_core.errors import InvalidRequest
+    from a3s_runtime_kubernetes.naming import check_label_key, check_label_value
+
+    try:
+        for key, value in (body.get("metadata", {}).get("labels") or {}).items():
+            check_label_key(key, "metadata.labels")
+            check_label_value(value, f"metadata.labels[{key}]")
+    except InvalidRequest as exc:
+        return _status(422, "Invalid", exc.message)
+    return None
 
 
 def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:

@@ -166,6 +166,11 @@ def test_bad_label_values_are_refused_naming_the_field() -> None:
     with pytest.raises(InvalidRequest) as err:
         render_pod(make_request(labels={"team": "a b"}), "ns", opts())
     assert err.value.field == "labels[team]"
+    with pytest.raises(InvalidRequest, match="label key"):
+        render_pod(make_request(labels={"-team": "ai"}), "ns", opts())
+    with pytest.raises(InvalidRequest, match="label key"):
+        render_pod(make_request(labels={"Not_DNS/team": "ai"}), "ns", opts())
+    render_pod(make_request(labels={"example.com/team": "ai", "tier": "A_1.b"}), "ns", opts())
     with pytest.raises(InvalidRequest, match="replica_id"):
         render_pod(make_request(replica_id="x" * 64), "ns", opts())
 
