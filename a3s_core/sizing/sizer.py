@@ -92,7 +92,10 @@ def _no_candidate_error(s: Sizing, spec: ModelSpec, catalog: list[GpuType],
                 f"(on {where}), so ask for at most that or use a quantized checkpoint",
                 rejected=[r.model_dump() for r in rejected],
             )
-    reasons = "; ".join(f"{r.gpu}: {r.reason}" for r in rejected[:3])
+    # name the largest GPU type's reason: if it cannot, none can for the same reason
+    by_memory = {g.name: g.memory_mib for g in catalog}
+    biggest = max(rejected, key=lambda r: by_memory.get(r.gpu, 0), default=None)
+    reasons = f"on {biggest.gpu} it {biggest.reason}" if biggest else "the catalog is empty"
     hint = "ask for quantization 'awq' or 'fp8'" if spec.quantization == "none" else \
         "use a smaller model or a larger GPU type"
     return SizingError(
