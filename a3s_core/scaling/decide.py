@@ -225,7 +225,7 @@ def decide(
         return out(
             "up",
             "scale-up",
-            f"{why}: {current} → {to} replica(s)",
+            why,
             to=to,
             event="scaling.up",
             clear=True,
@@ -246,9 +246,7 @@ def decide(
         wants = [v.desired for v in votes if v.desired is not None]
         step = max(wants) if len(wants) == len(votes) else current - 1
         to = max(floor, min(current - 1, max(step, current - policy.max_step)))
-        return out(
-            "down", "scale-down", f"{why}: {current} → {to} replica(s)", to=to, event="scaling.down"
-        )
+        return out("down", "scale-down", why, to=to, event="scaling.down")
 
     blocking = [v for v in votes if v.direction != "down"]
     return out("hold", "steady", _join(blocking))
