@@ -100,6 +100,12 @@ def observe_pod(pod: k8s.V1Pod, warning: str | None = None) -> ReplicaObservatio
             state = "ready"
             ready = _condition(pod, "Ready")
             since = (ready.last_transition_time if ready else None) or running.started_at or since
+        elif running is not None and cs.started:
+            # Passed its startup probe, so the model is loaded: not "starting" again (that
+            # would run into the start timeout), but not serving either.
+            state = "unknown"
+            message = ("engine is up but failing its readiness probe (overloaded or unwell); "
+                       "its liveness probe decides whether the kubelet restarts it")
         elif running is not None:
             message = "engine is running; waiting for it to answer (loading the model)"
         elif waiting is not None:
@@ -118,7 +124,7 @@ def observe_pod(pod: k8s.V1Pod, warning: str | None = None) -> ReplicaObservatio
         replica_id=labels.get(n.REPLICA) or str(md.name),
         deployment_id=labels.get(n.DEPLOYMENT, ""),
         state=state,
-        url=_url(pod) if state in ("starting", "ready") else None,
+        url=_url(pod) if state in ("starting", "ready", "unknown") else None,
         node=(pod.spec.node_name if pod.spec else None) or annotations.get(n.NODE),
         gpu_indices=n.parse_indices(annotations.get(n.GPU_INDICES)),
         message=message,

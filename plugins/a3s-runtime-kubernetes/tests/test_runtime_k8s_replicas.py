@@ -157,6 +157,9 @@ STATUSES: list[tuple[str, dict[str, Any], str, str]] = [
                    "message": "Allocate failed due to requested number of devices unavailable"},
      "failed", "UnexpectedAdmissionError"),
     ("node-lost", {"phase": "Unknown"}, "unknown", "node stopped reporting"),
+    ("unready-after-start", {"phase": "Running", "podIP": "10.1.2.3", "containerStatuses": [
+        {**engine_status({"running": {"startedAt": T0}}), "started": True}]},
+     "unknown", "failing its readiness probe"),
 ]
 
 
