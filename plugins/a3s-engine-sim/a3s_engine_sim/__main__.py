@@ -1,4 +1,4 @@
-from a3s_engine_sim.server import main
+from a3s_engine_sim.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()
