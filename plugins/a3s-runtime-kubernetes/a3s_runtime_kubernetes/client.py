@@ -81,8 +81,11 @@ async def call(
     except ApiException as exc:
         if exc.status in passthrough:
             raise
-        msg = f"Kubernetes API refused to {what}: HTTP {exc.status}: {api_message(exc)}"
-        if exc.status in (401, 403):
+        said = api_message(exc)
+        msg = f"Kubernetes API refused to {what}: HTTP {exc.status}: {said}"
+        # 403 is also "namespace is being terminated" or a quota; point at RBAC only for
+        # an authorisation refusal ('User "…" cannot create resource "pods"').
+        if exc.status == 401 or (exc.status == 403 and " cannot " in said):
             raise RuntimeUnavailable(f"{msg}; {RBAC_HINT}") from None
         if exc.status in (400, 422):
             raise InvalidRequest(msg, field=what) from None
