@@ -357,8 +357,12 @@ def fmt_int(n: int | float) -> str:
     return f"{int(n):,}"
 
 
-def gib(n: int | float) -> str:
-    return f"{n / 2**30:,.2f} GiB"
+def size_str(n: int | float) -> str:
+    """Bytes for people: GiB for model-sized figures, smaller units for tiny models."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:,.2f} {unit}"
+    return f"{int(n):,} B"
 
 
 def round_up(n: float, multiple: int) -> int:

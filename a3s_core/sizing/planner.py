@@ -14,7 +14,14 @@ from functools import cached_property
 from typing import Any
 
 from a3s_core.errors import SizingError
-from a3s_core.sizing.architecture import Arch, Layout, arch_from_profile, fmt_int, layout
+from a3s_core.sizing.architecture import (
+    Arch,
+    Layout,
+    arch_from_profile,
+    fmt_int,
+    layout,
+    size_str,
+)
 from a3s_core.sizing.memory import (
     DEFAULT_BATCHED_TOKENS,
     DEFAULT_MAX_SEQS,
@@ -146,19 +153,19 @@ def try_fit(
     budget = usable - weights - over.total
     per_token = s.kv.per_token_per_gpu(s.arch, tp)
     if budget <= 0:
-        return None, (f"{weights / GiB:.2f} GiB weights + {over.total / GiB:.2f} GiB overhead per "
-                      f"GPU exceed {usable / GiB:.2f} GiB usable at TP {tp}")
+        return None, (f"{size_str(weights)} weights + {size_str(over.total)} overhead per "
+                      f"GPU exceed {size_str(usable)} usable at TP {tp}")
     # an encoder has no KV cache: its length is the model's
     fits_len = s.native_len if per_token == 0 else budget // per_token // 16 * 16
     if length is not None:
         if fits_len < sequence_tokens(length):
-            return None, (f"KV budget {budget / GiB:.2f} GiB per GPU holds {fmt_int(fits_len)} "
+            return None, (f"KV budget {size_str(budget)} per GPU holds {fmt_int(fits_len)} "
                           f"tokens < max_model_len {fmt_int(length)} at TP {tp}")
         chosen, lowered = length, False
     else:
         floor = min(s.native_len, AUTO_MIN_MODEL_LEN)
         if fits_len < floor:
-            return None, (f"KV budget {budget / GiB:.2f} GiB per GPU holds only "
+            return None, (f"KV budget {size_str(budget)} per GPU holds only "
                           f"{fmt_int(fits_len)} tokens at TP {tp}")
         chosen = min(s.native_len, fits_len)
         lowered = chosen < s.native_len
@@ -238,7 +245,7 @@ def _no_fit_reason(s: Sizing, gpu: GpuType, dtype: str, reasons: list[str],
         more = (f"; it would take about {gpus} × {gpu.name} ({nodes} nodes) with pipeline "
                 "parallelism across nodes, which the platform does not plan") if gpus else ""
         return (f"needs more than one {GPUS_PER_NODE}-GPU node: {need / GiB:,.0f} GiB of weights "
-                f"vs {GPUS_PER_NODE} × {room / GiB:.2f} GiB usable after overhead{more}")
+                f"vs {GPUS_PER_NODE} × {size_str(room)} usable after overhead{more}")
     return reasons[-1] if reasons else "does not fit"
 
 

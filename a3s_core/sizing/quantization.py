@@ -37,6 +37,8 @@ class Scheme:
     dense_bytes: int = 2  # bytes of everything not quantized (and of linears when bits == 16)
 
     def describe(self) -> str:
+        if self.method == "gguf":
+            return f"GGUF {self.label.removeprefix('gguf:')}, ~{self.bits} bits per weight"
         if self.bits >= 16:
             return f"{self.dense_bytes * 8}-bit"
         if self.scales == "group":

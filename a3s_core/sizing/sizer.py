@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from a3s_core.errors import SizingError
-from a3s_core.sizing.architecture import fmt_int, layout
+from a3s_core.sizing.architecture import fmt_int, layout, size_str
 from a3s_core.sizing.knowledge import KnowledgeBase
 from a3s_core.sizing.memory import GiB, llama_cpp_memory, sequence_tokens
 from a3s_core.sizing.planner import (
@@ -115,18 +115,25 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
     lines.append(f"parameters: {fmt_int(p.parameters)} ({_count_source(p)})")
     lay = layout(s.arch)
     wb = weight_bytes(lay, scheme)
-    if scheme.bits >= 16:
+    if scheme.method == "gguf":
+        lines.append(
+            f"weights ({scheme.label}): {fmt_int(s.weight_total)} B as stored in the GGUF file "
+            f"= {size_str(s.weight_total)} ("
+            + ", ".join(f"{k} {fmt_int(v)} params" for k, v in
+                        sorted(p.parameters_by_dtype.items())) + ")"
+        )
+    elif scheme.bits >= 16:
         lines.append(
             f"weights: {fmt_int(p.parameters)} params × {scheme.dense_bytes} B "
-            f"= {s.weight_total / GiB:,.2f} GiB ({s.weight_total / 1e9:,.1f} GB)"
+            f"= {size_str(s.weight_total)} ({s.weight_total / 1e9:,.1f} GB)"
         )
     else:
         lines.append(
             f"weights ({scheme.label}): {fmt_int(wb.linear_params)} linear params × "
             f"{wb.linear_bytes / max(wb.linear_params, 1):.4f} B ({scheme.describe()}) + "
             f"{fmt_int(wb.dense_params)} embedding/head/norm params × 2 B (kept 16-bit) = "
-            f"{wb.total / GiB:,.2f} GiB"
-            + (f"; checkpoint tensors: {s.weight_total / GiB:,.2f} GiB (exact)"
+            f"{size_str(wb.total)}"
+            + (f"; checkpoint tensors: {size_str(s.weight_total)} (exact)"
                if s.weight_exact else "")
         )
     lines.append(f"bytes per parameter: {plan.bytes_per_parameter}")
@@ -134,7 +141,7 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
     if plan.kind == "decoder":
         lines.append(
             f"KV for one {fmt_int(plan.max_model_len)}-token sequence: "
-            f"{plan.kv_bytes_per_sequence / GiB:,.2f} GiB "
+            f"{size_str(plan.kv_bytes_per_sequence)} "
             f"(max_model_len from {plan.max_model_len_source}"
             + (f"; automatic lengths are never lowered below {AUTO_MIN_MODEL_LEN}" if
                plan.max_model_len_source == "lowered" else "") + ")"
@@ -147,10 +154,10 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
     for c in plan.candidates:
         lines.append(
             f"{c.gpu_count} × {c.gpu} (TP {c.tensor_parallel_size}, {c.dtype}): "
-            f"{c.weights_per_gpu_bytes / GiB:.2f} GiB weights + "
-            f"{c.overhead_per_gpu_bytes / GiB:.2f} GiB overhead of "
-            f"{c.usable_per_gpu_bytes / GiB:.2f} GiB usable → KV budget "
-            f"{c.kv_budget_per_gpu_bytes / GiB:.2f} GiB per GPU = {c.concurrent_sequences} "
+            f"{size_str(c.weights_per_gpu_bytes)} weights + "
+            f"{size_str(c.overhead_per_gpu_bytes)} overhead of "
+            f"{size_str(c.usable_per_gpu_bytes)} usable → KV budget "
+            f"{size_str(c.kv_budget_per_gpu_bytes)} per GPU = {c.concurrent_sequences} "
             f"sequences of {fmt_int(c.max_model_len)} tokens"
         )
     for r in plan.rejected:
@@ -158,7 +165,7 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
     if plan.overrides:
         lines.append("overridden by extra_args: " + ", ".join(
             f"{k}={v}" for k, v in plan.overrides.items()))
-    lines.append(f"one replica needs {plan.memory_bytes / GiB:,.2f} GiB in total")
+    lines.append(f"one replica needs {size_str(plan.memory_bytes)} in total")
     return lines
 
 

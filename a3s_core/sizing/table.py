@@ -9,11 +9,7 @@ from a3s_core.types import SizingPlan
 if TYPE_CHECKING:
     from rich.table import Table
 
-GiB = 2**30
-
-
-def _gib(n: int | float) -> str:
-    return f"{n / GiB:,.2f} GiB"
+from a3s_core.sizing.architecture import size_str as _gib
 
 
 def plan_rows(plan: SizingPlan) -> list[tuple[str, str]]:
