@@ -117,11 +117,14 @@ def test_load_scales_up_and_quiet_scales_back_to_one(make_app: Any) -> None:
     assert types.index("scaling.up") < types.index("replica.stopped") < len(types)
     assert max(e.data["to"] for e in ups) == 3
     assert [(e.data["from"], e.data["to"]) for e in downs] == [(3, 2), (2, 1)]
-    first_up = ups[0]
-    assert first_up.data["signals"]["queueDepth"] > 2 * first_up.data["from"]
-    assert any(
-        v["rule"] == "queue-depth" and v["direction"] == "up" for v in first_up.data["votes"]
-    )
+    for up in ups:  # each scale-up carries the figure that drove it, above its threshold
+        sig, votes = up.data["signals"], [v for v in up.data["votes"] if v["direction"] == "up"]
+        assert votes and up.data["reason"] == "; ".join(v["reason"] for v in votes)
+        for v in votes:
+            if v["rule"] == "queue-depth":
+                assert sig["queueDepth"] > 2 * sig["replicas"]
+            if v["rule"] == "gpu-utilization":
+                assert sig["gpuUtilization"] > 80
     for down in downs:
         assert down.data["signals"]["queueDepth"] == 0
         assert down.data["signals"]["queueZeroForS"] >= 1.0
