@@ -20,74 +20,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from a3s_runtime_kubernetes.selector_match import (
+    FIELD_SELECTORS,
+    field_match,
+    label_match,
+    split_terms,
+)
+
 CLUSTER_SCOPED = {"nodes": "Node", "namespaces": "Namespace"}
 NAMESPACED = {"pods": "Pod", "services": "Service", "secrets": "Secret", "events": "Event"}
 KINDS = {**CLUSTER_SCOPED, **NAMESPACED}
-# The field selectors the real API server accepts per resource (others: 400).
-_META = ("metadata.name", "metadata.namespace")
-FIELD_SELECTORS = {
-    "pods": {*_META, "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-             "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-             "status.podIPs", "status.nominatedNodeName"},
-    "events": {*_META, "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
-    "nodes": {*_META, "spec.unschedulable"},
-    "namespaces": {*_META, "status.phase"},
-    "services": set(_META),
-    "secrets": {*_META, "type"},
-}
-
-
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _split_terms(selector: str) -> list[str]:
-    """Commas separate terms except inside `in (a,b)` sets."""
-    return [t.strip() for t in re.split(r",(?![^()]*\))", selector) if t.strip()]
-
-
-def label_match(selector: str | None, labels: dict[str, str]) -> bool:
-    for term in _split_terms(selector or ""):
-        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if (labels.get(key) in values) != (op == "in"):
-                return False
-        elif "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key) == value:
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key) != value:
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
-
-
-def _field(obj: dict[str, Any], path: str) -> str:
-    value: Any = obj
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return "" if value is None else str(value)
-
-
-def field_match(selector: str | None, obj: dict[str, Any]) -> bool:
-    for term in _split_terms(selector or ""):
-        if "!=" in term:
-            path, value = term.split("!=", 1)
-            if _field(obj, path) == value:
-                return False
-        else:
-            path, value = term.replace("==", "=").split("=", 1)
-            if _field(obj, path) != value:
-                return False
-    return True
 
 
 class FakeKubeApi:
@@ -254,7 +198,7 @@ class FakeKubeApi:
         return _status(405, "MethodNotAllowed", f"{method} is not supported by the fake")
 
     def _list(self, resource: str, ns: str, query: dict[str, str]) -> tuple[int, Any]:
-        for term in _split_terms(query.get("fieldSelector") or ""):
+        for term in split_terms(query.get("fieldSelector") or ""):
             path = re.split(r"!=|==|=", term, maxsplit=1)[0]
             if path not in FIELD_SELECTORS[resource]:
                 return _status(400, "BadRequest", f'field label not supported: "{path}"')
