@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from a3s_core.errors import SizingError
 from a3s_core.sizing.architecture import Arch, arch_from_config, fmt_int, layout
 from a3s_core.sizing.quantization import quantization_from_config
 from a3s_core.types import ModelProfile
@@ -23,7 +24,10 @@ def profile_from_config(
     notes: list[str] | None = None,
 ) -> ModelProfile:
     """`parameters` given → an exact count from tensor metadata; otherwise the formula's."""
-    arch = arch_from_config(config)
+    try:
+        arch = arch_from_config(config)
+    except SizingError as exc:
+        raise SizingError(f"model {model!r}: {exc.message}") from exc
     lay = layout(arch)
     quant = quantization_from_config(config.get("quantization_config"))
     out_notes = list(notes or [])

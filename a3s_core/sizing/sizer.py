@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from a3s_core.errors import SizingError
+from typing import Any
+
+from a3s_core.errors import InvalidRequest, SizingError
 from a3s_core.sizing.architecture import fmt_int, layout, size_str
 from a3s_core.sizing.knowledge import KnowledgeBase
 from a3s_core.sizing.memory import GiB, llama_cpp_memory, sequence_tokens
@@ -23,7 +25,7 @@ from a3s_core.types import GpuType, ModelProfile, ModelSpec, Rejection, SizingPl
 def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
          kb: KnowledgeBase | None = None) -> SizingPlan:
     overrides = parse_overrides(spec.extra_args)
-    served = resolve(profile, spec, overrides, kb)
+    served = resolve(profile, _with_quantization_override(spec, overrides), overrides, kb)
     if "max_model_len" in overrides:
         asked, source = overrides["max_model_len"], "extra_args"
     elif spec.max_model_len is not None:
@@ -79,6 +81,27 @@ def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
     if cpu_line:
         plan.explanation.insert(-1, cpu_line)
     return plan
+
+
+ENGINE_METHODS = {"awq": "awq", "awq_marlin": "awq", "gptq": "gptq", "gptq_marlin": "gptq",
+                  "marlin": "gptq", "fp8": "fp8"}
+
+
+def _with_quantization_override(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
+    """`extra_args.quantization` names the engine's method (maybe a kernel variant such as
+    awq_marlin). It must agree with the request's `quantization`; given alone, it is what
+    gets sized."""
+    method = overrides.get("quantization")
+    family = ENGINE_METHODS.get(str(method).lower()) if method else None
+    if family is None or family == spec.quantization:
+        return spec
+    if spec.quantization == "none":
+        return spec.model_copy(update={"quantization": family})
+    raise InvalidRequest(
+        f"extra_args.quantization {method!r} contradicts quantization {spec.quantization!r} "
+        f"for model {spec.model!r}; drop one or make them agree",
+        "extra_args.quantization", method,
+    )
 
 
 def _no_candidate_error(s: Sizing, spec: ModelSpec, catalog: list[GpuType],

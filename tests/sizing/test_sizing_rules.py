@@ -245,3 +245,20 @@ def test_sizing_gguf_memory_is_llama_cpp_shaped(plugins, tmp_path):
     compute = 512 * (4 * 64 + (4 + 2 * 2) * 16 + 3 * 128 + 271) * 4
     assert plan.memory_bytes == w.weight_bytes + kv + compute + 64 * 2**20
     assert any(line.startswith("llama.cpp: weights") for line in plan.explanation)
+
+
+def test_sizing_extra_args_quantization_alone_is_sized(plugins):
+    plan = plan_for(plugins, "Qwen/Qwen2.5-72B-Instruct", extra_args={"quantization": "awq_marlin"})
+    assert plan.checkpoint == "Qwen/Qwen2.5-72B-Instruct-AWQ"
+    assert plan.quantization == "awq" and plan.engine_quantization == "awq_marlin"
+    with pytest.raises(InvalidRequest) as err:
+        plan_for(plugins, "Qwen/Qwen2.5-72B-Instruct", "awq", extra_args={"quantization": "fp8"})
+    assert err.value.field == "extra_args.quantization"
+
+
+def test_sizing_config_missing_field_names_the_model(plugins, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(SizingError) as err:
+        plugins.model_profile(str(tmp_path / "bad"))
+    assert str(tmp_path / "bad") in err.value.message and "hidden_size" in err.value.message
