@@ -169,3 +169,15 @@ def test_sizing_fp8_online_on_16bit_checkpoint(plugins):
     assert plan.engine_quantization == "fp8"
     # linear layers 1 byte, 1.09 B embedding/head params stay 2 bytes
     assert 1.1 < plan.bytes_per_parameter < 1.2
+
+
+def test_sizing_gptq_twin_counts_g_idx(plugins):
+    awq = plan_for(plugins, "meta-llama/Llama-3.1-70B-Instruct", "awq")
+    gptq = plan_for(plugins, "meta-llama/Llama-3.1-70B-Instruct", "gptq")
+    assert gptq.checkpoint == "hugging-quants/Meta-Llama-3.1-70B-Instruct-GPTQ-INT4"
+    assert gptq.engine_quantization == "gptq"
+    # same packing and scales as AWQ, plus one int32 g_idx per input row of each linear:
+    # between vLLM's fused layers (qkv, o, gate_up, down) and the checkpoint's seven
+    fused = 80 * (3 * 8192 + 28672)
+    separate = 80 * (6 * 8192 + 28672)
+    assert 4 * fused <= gptq.weight_bytes - awq.weight_bytes <= 4 * separate
