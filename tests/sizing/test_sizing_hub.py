@@ -21,7 +21,7 @@ from a3s_core.sizing.default_profiles import find_profile
 from a3s_core.sizing.hub import hub_profile
 
 
-def _http_error(cls: type[Exception], status: int) -> Exception:
+def _http_error(cls: type[hf_errors.HfHubHTTPError], status: int) -> Exception:
     request = httpx.Request("GET", "https://hub.test/api/models/x")
     return cls(f"{status} error", response=httpx.Response(status, request=request))
 
