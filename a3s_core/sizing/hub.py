@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
@@ -24,6 +23,8 @@ from a3s_core.sizing.profiles import profile_from_config
 from a3s_core.sizing.tensors import profile_from_tensors
 from a3s_core.types import ModelProfile
 
+# huggingface_hub has used requests, httpx and now httpx2; recognise any of their errors
+NETWORK_MODULES = frozenset({"httpx", "httpx2", "httpcore", "requests", "urllib3"})
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -166,11 +167,16 @@ def _translate(exc: Exception, model: str, revision: str | None, endpoint: str,
             f"model {model!r} cannot be read with the current credentials "
             f"(HTTP {exc.response.status_code}); set HF_TOKEN to a token with access"
         )
-    if isinstance(exc, httpx.HTTPError | ConnectionError | TimeoutError | OSError
-                  | hf_errors.HfHubHTTPError):
+    if _is_network_error(exc):
         return ModelUnavailable(
             f"the Hugging Face Hub at {endpoint} could not be reached to size model {model!r} "
             f"({type(exc).__name__}); check network access or HF_ENDPOINT, raise "
             "A3S_HF_TIMEOUT_S, or give a local model path"
         )
     return exc
+
+
+def _is_network_error(exc: Exception) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError | OSError | hf_errors.HfHubHTTPError):
+        return True
+    return any(c.__module__.split(".")[0] in NETWORK_MODULES for c in type(exc).__mro__)

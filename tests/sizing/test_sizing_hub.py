@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import socket
@@ -11,7 +12,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import a3s_tiny_checkpoints as tiny
-import httpx
 import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
@@ -20,10 +20,13 @@ from a3s_core.errors import ModelNotFound, ModelUnavailable
 from a3s_core.sizing.default_profiles import find_profile
 from a3s_core.sizing.hub import hub_profile
 
+# the HTTP library this huggingface_hub raises with (httpx2 in 2.x): fakes raise the same
+http = importlib.import_module(hf_errors.HfHubHTTPError.__mro__[1].__module__.split(".")[0])
+
 
 def _http_error(cls: type[hf_errors.HfHubHTTPError], status: int) -> Exception:
-    request = httpx.Request("GET", "https://hub.test/api/models/x")
-    return cls(f"{status} error", response=httpx.Response(status, request=request))
+    request = http.Request("GET", "https://hub.test/api/models/x")
+    return cls(f"{status} error", response=http.Response(status, request=request))
 
 
 class FakeHub:
@@ -145,7 +148,7 @@ def test_sizing_hub_missing_revision(fake_hub):
 
 
 def test_sizing_hub_connection_error_is_unavailable(fake_hub):
-    fake_hub.error = httpx.ConnectError("connection refused")
+    fake_hub.error = http.ConnectError("connection refused")
     with pytest.raises(ModelUnavailable, match=r"could not be reached.*'acme/tiny-llama'"):
         find_profile("acme/tiny-llama")
 
@@ -164,7 +167,7 @@ def test_sizing_hub_unreachable_endpoint_for_real(monkeypatch):
 
 
 def test_sizing_knowledge_base_needs_no_hub(fake_hub):
-    fake_hub.error = httpx.ConnectError("must not be called")
+    fake_hub.error = http.ConnectError("must not be called")
     p = find_profile("Qwen/Qwen2.5-72B-Instruct")
     assert p is not None and p.source == "knowledge-base"
     assert fake_hub.downloads == []

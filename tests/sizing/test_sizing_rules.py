@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 
 import a3s_tiny_checkpoints as tiny
-import httpx
 import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
@@ -16,6 +16,9 @@ from a3s_core.errors import InvalidRequest, ModelNotFound, ModelUnavailable, Siz
 from a3s_core.plugins import Plugins, build_plugin_manager
 from a3s_core.sizing import candidate_rows, plan_rows, render_plan_table
 from a3s_core.types import ModelSpec, SizingPlan
+
+# the HTTP library this huggingface_hub raises with (httpx2 in 2.x): fakes raise the same
+http = importlib.import_module(hf_errors.HfHubHTTPError.__mro__[1].__module__.split(".")[0])
 
 
 @pytest.fixture
@@ -51,8 +54,8 @@ def tiny_fixture(name: str):
 
 def test_sizing_error_unknown_model(plugins, monkeypatch):
     def not_found(*a, **kw):
-        request = httpx.Request("GET", "https://huggingface.co/x")
-        response = httpx.Response(404, request=request)
+        request = http.Request("GET", "https://huggingface.co/x")
+        response = http.Response(404, request=request)
         raise hf_errors.RepositoryNotFoundError("404", response=response)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_found)
@@ -64,7 +67,7 @@ def test_sizing_error_unknown_model(plugins, monkeypatch):
 
 def test_sizing_error_hub_unreachable(plugins, monkeypatch):
     def refused(*a, **kw):
-        raise httpx.ConnectError("[Errno 111] Connection refused")
+        raise http.ConnectError("[Errno 111] Connection refused")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
     with pytest.raises(ModelUnavailable) as err:
