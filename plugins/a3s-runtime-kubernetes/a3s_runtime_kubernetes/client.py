@@ -63,6 +63,20 @@ def api_message(exc: ApiException) -> str:
     return str(exc.reason or exc.body or exc)
 
 
+def raw_json(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` returning the response's JSON as dicts instead of typed models: for big
+    lists (every pod in the cluster), where building the models costs ~1 ms an object."""
+
+    def fetch(*args: Any, **kwargs: Any) -> Any:
+        response = fn(*args, _preload_content=False, **kwargs)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()
+
+    return fetch
+
+
 async def call(
     what: str,
     fn: Callable[..., Any],

@@ -1,4 +1,9 @@
-"""Kubernetes nodes and pods → the platform's Node inventory (pure functions, no I/O)."""
+"""Kubernetes nodes and pods → the platform's Node inventory (pure functions, no I/O).
+
+Works on the API's JSON (camelCase dicts), not the client's typed models: the inventory
+reads every pod in the cluster, and building typed models costs ~1 ms a pod (2 s for
+2,000 pods) where parsing the JSON costs 15 µs.
+"""
 
 from __future__ import annotations
 
@@ -6,101 +11,107 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from kubernetes import client as k8s
 from kubernetes.utils import parse_quantity
 
 from a3s_core.catalog import GpuCatalog
 from a3s_core.types import GpuDevice, Node
 from a3s_runtime_kubernetes import naming as n
 from a3s_runtime_kubernetes.dcgm import GpuKey, GpuStats
-from a3s_runtime_kubernetes.objects import annotations_of, labels_of, name_of
 
 PRODUCT = "nvidia.com/gpu.product"
 MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU (GPU feature discovery)
 COUNT = "nvidia.com/gpu.count"
 TERMINATED = ("Succeeded", "Failed")
 
+Json = dict[str, Any]
+
 
 def _int(value: Any) -> int | None:
     if value is None:
         return None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)  # the common case ("8"), without Decimal parsing
     try:
         return int(parse_quantity(value))
     except (ValueError, TypeError, ArithmeticError):
         return None
 
 
-def _container_gpus(container: Any) -> int:
-    res = container.resources
-    if res is None:
-        return 0
+def _container_gpus(container: Json) -> int:
+    res = container.get("resources") or {}
     # Requests default to limits for extended resources, which may only be set as limits.
-    for source in (res.requests, res.limits):
+    for source in (res.get("requests"), res.get("limits")):
         if source and n.GPU_RESOURCE in source:
             return _int(source[n.GPU_RESOURCE]) or 0
     return 0
 
 
-def pod_gpus(pod: k8s.V1Pod) -> int:
+def pod_gpus(pod: Json) -> int:
     """The pod's effective nvidia.com/gpu request, as kube-scheduler computes it: the larger
     of (app containers + sidecars) and each init container (plus sidecars started before)."""
-    spec = pod.spec
-    if spec is None:
-        return 0
+    spec = pod.get("spec") or {}
     sidecars = 0
     init_peak = 0
-    for init in spec.init_containers or []:
-        if init.restart_policy == "Always":  # a sidecar keeps running next to the app
+    for init in spec.get("initContainers") or []:
+        if init.get("restartPolicy") == "Always":  # a sidecar keeps running next to the app
             sidecars += _container_gpus(init)
         else:
             init_peak = max(init_peak, sidecars + _container_gpus(init))
-    app = sum(_container_gpus(c) for c in spec.containers or [])
+    app = sum(_container_gpus(c) for c in spec.get("containers") or [])
     return max(app + sidecars, init_peak)
 
 
-def tolerates(tolerations: Iterable[k8s.V1Toleration], taint: k8s.V1Taint) -> bool:
+def tolerates(tolerations: Iterable[Json], taint: Json) -> bool:
     for t in tolerations:
-        if t.effect and t.effect != taint.effect:
+        if t.get("effect") and t["effect"] != taint.get("effect"):
             continue
-        if not t.key:
-            if t.operator == "Exists":
+        if not t.get("key"):
+            if t.get("operator") == "Exists":
                 return True
             continue
-        if t.key != taint.key:
+        if t["key"] != taint.get("key"):
             continue
-        if t.operator == "Exists" or (t.value or "") == (taint.value or ""):
+        if t.get("operator") == "Exists" or (t.get("value") or "") == (taint.get("value") or ""):
             return True
     return False
 
 
-def _schedulable(node: k8s.V1Node, tolerations: list[k8s.V1Toleration]) -> bool:
-    if node.spec is not None and node.spec.unschedulable:
+def _schedulable(node: Json, tolerations: list[Json]) -> bool:
+    spec = node.get("spec") or {}
+    if spec.get("unschedulable"):
         return False
-    conditions = (node.status.conditions if node.status else None) or []
-    ready = next((c.status for c in conditions if c.type == "Ready"), "True")
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), "True")
     if ready != "True":
         return False
-    for taint in (node.spec.taints if node.spec else None) or []:
-        if taint.effect in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+    for taint in spec.get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(
+            tolerations, taint
+        ):
             return False
     return True
 
 
-def _pod_node(pod: k8s.V1Pod) -> str | None:
+def _meta(obj: Json, key: str) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get(key) or {})
+
+
+def _pod_node(pod: Json) -> str | None:
     """The node a pod holds GPUs on; an A3S pod (of any installation) not yet bound
     already owns its target node, so it counts there from the moment it exists."""
-    if pod.spec is not None and pod.spec.node_name:
-        return str(pod.spec.node_name)
-    if labels_of(pod).get(n.MANAGED_BY) == n.MANAGER:
-        return annotations_of(pod).get(n.NODE)
+    bound = (pod.get("spec") or {}).get("nodeName")
+    if bound:
+        return str(bound)
+    if _meta(pod, "labels").get(n.MANAGED_BY) == n.MANAGER:
+        return _meta(pod, "annotations").get(n.NODE)
     return None
 
 
 def build_inventory(
-    nodes: list[k8s.V1Node],
-    pods: list[k8s.V1Pod],
+    nodes: list[Json],
+    pods: list[Json],
     catalog: GpuCatalog,
-    tolerations: list[k8s.V1Toleration],
+    tolerations: list[Json],
     stats: dict[GpuKey, GpuStats] | None = None,
     instance: str = "default",
 ) -> list[Node]:
@@ -111,14 +122,14 @@ def build_inventory(
     owned: dict[str, dict[int, str]] = defaultdict(dict)
     external: dict[str, int] = defaultdict(int)
     for pod in pods:
-        if pod.status is not None and pod.status.phase in TERMINATED:
+        if (pod.get("status") or {}).get("phase") in TERMINATED:
             continue
         node_name = _pod_node(pod)
         gpus = pod_gpus(pod)
         if node_name is None or gpus == 0:
             continue
-        labels = labels_of(pod)
-        indices = n.parse_indices(annotations_of(pod).get(n.GPU_INDICES))
+        labels = _meta(pod, "labels")
+        indices = n.parse_indices(_meta(pod, "annotations").get(n.GPU_INDICES))
         replica = labels.get(n.REPLICA)
         if n.is_ours(labels, instance) and replica and len(indices) == gpus:
             for i in indices:
@@ -127,9 +138,9 @@ def build_inventory(
             external[node_name] += gpus
     out: list[Node] = []
     for node in nodes:
-        name = name_of(node)
-        labels = labels_of(node)
-        allocatable = (node.status.allocatable if node.status else None) or {}
+        name = str((node.get("metadata") or {}).get("name") or "")
+        labels = _meta(node, "labels")
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
         count = _int(allocatable.get(n.GPU_RESOURCE))
         if count is None:
             count = _int(labels.get(COUNT)) or 0

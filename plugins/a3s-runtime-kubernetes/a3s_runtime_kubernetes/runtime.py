@@ -19,7 +19,7 @@ from a3s_core.errors import Conflict, InvalidRequest, NotFound, RuntimeUnavailab
 from a3s_core.types import LogLine, Node, ReplicaObservation, ReplicaRequest
 from a3s_runtime_kubernetes import dcgm, logs
 from a3s_runtime_kubernetes import naming as n
-from a3s_runtime_kubernetes.client import build_api_client, call
+from a3s_runtime_kubernetes.client import build_api_client, call, raw_json
 from a3s_runtime_kubernetes.inventory import build_inventory
 from a3s_runtime_kubernetes.objects import labels_of, meta, name_of, namespace_of
 from a3s_runtime_kubernetes.options import KubernetesOptions, parse_options
@@ -84,13 +84,15 @@ class KubernetesRuntime(Runtime):
 
     async def list_nodes(self) -> list[Node]:
         nodes, pods, stats = await asyncio.gather(
-            self._call("list nodes", self.core.list_node, label_selector=self.opts.node_selector),
+            self._call("list nodes", raw_json(self.core.list_node),
+                       label_selector=self.opts.node_selector),
             self._pods_holding_gpus(),
             self._gpu_stats(),
         )
         catalog = load_catalog(self.opts.gpu_catalog)
+        tols = self.core.api_client.sanitize_for_serialization(tolerations(self.opts))
         return build_inventory(
-            nodes.items, pods, catalog, tolerations(self.opts), stats, self.opts.instance
+            nodes["items"] or [], pods, catalog, tols, stats, self.opts.instance
         )
 
     async def _gpu_stats(self) -> dict[dcgm.GpuKey, dcgm.GpuStats]:
@@ -117,21 +119,22 @@ class KubernetesRuntime(Runtime):
                     targets[url] = pod.spec.node_name
         return await dcgm.scrape(targets, self.opts.dcgm_timeout_s)
 
-    async def _pods_holding_gpus(self) -> list[k8s.V1Pod]:
+    async def _pods_holding_gpus(self) -> list[dict[str, Any]]:
         """Every live pod in the cluster (foreign GPUs count against capacity). Without the
         cluster-wide read, only A3S's own pods are known; that is logged once."""
         try:
             result = await self._call(
-                "list pods in all namespaces", self.core.list_pod_for_all_namespaces,
+                "list pods in all namespaces", raw_json(self.core.list_pod_for_all_namespaces),
                 field_selector=LIVE_PODS, passthrough=(403,),
             )
-            return list(result.items)
+            return list(result["items"] or [])
         except ApiException:
             if not self._warned_foreign:
                 log.warning("kubernetes runtime may not list pods cluster-wide; GPUs used by "
                             "other workloads are not seen (%s)", "contrib/kubernetes/rbac.yaml")
                 self._warned_foreign = True
-            return await self._managed_pods()
+            own = await self._managed_pods()
+            return list(self.core.api_client.sanitize_for_serialization(own))
 
     # -- replicas -----------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from a3s_k8s_test_helpers import make_request
@@ -12,6 +13,7 @@ from a3s_runtime_kubernetes import KubernetesRuntime
 from a3s_runtime_kubernetes.testing import FakeKubeApi
 
 from a3s_core.errors import Conflict, NotFound, RuntimeUnavailable
+from a3s_core.types import LogLine
 
 POD = "qwen-72b-0a1b2c3d4e5f"
 NS = "team-ai"
@@ -108,7 +110,9 @@ async def test_hf_token_is_written_to_the_secret_the_pod_references(kube: FakeKu
         await rt.close()
     secret = kube.get("secrets", NS, "hf")
     assert secret is not None and secret["stringData"] == {"HF_TOKEN": "hf_new"}
-    env = {e["name"]: e for e in kube.get("pods", NS, POD)["spec"]["containers"][0]["env"]}
+    pod = kube.get("pods", NS, POD)
+    assert pod is not None
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf"
 
 
@@ -197,7 +201,9 @@ async def test_observe_adds_the_latest_warning_event(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
     await runtime.create_replica(make_request())
-    uid = kube.get("pods", NS, POD)["metadata"]["uid"]
+    pod = kube.get("pods", NS, POD)
+    assert pod is not None
+    uid = pod["metadata"]["uid"]
     for when, reason, msg in [("2026-11-25T08:00:01Z", "FailedScheduling", "old news"),
                               ("2026-11-25T08:00:09Z", "FailedMount",
                                'persistentvolumeclaim "hf-cache" not found')]:
@@ -289,7 +295,7 @@ async def test_logs_follow_streams_new_lines_and_stops_when_closed(
 ) -> None:
     await runtime.create_replica(make_request())
     kube.append_log(NS, POD, "loading weights")
-    stream = runtime.logs(POD, tail=10, follow=True)
+    stream = cast(AsyncGenerator[LogLine, None], runtime.logs(POD, tail=10, follow=True))
     first = await asyncio.wait_for(anext(stream), 10)
     assert first.line == "loading weights"
     kube.append_log(NS, POD, "Uvicorn running on http://0.0.0.0:8000")
