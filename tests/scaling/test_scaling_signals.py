@@ -92,3 +92,39 @@ async def test_fallbacks_node_gpu_view_and_idle_queue() -> None:
 async def test_no_gateway_in_this_process() -> None:
     out = await collect(platform(None), DEP, [replica("a", "n1", [0])], nodes)
     assert (out.replicas, out.gpu_utilization, out.queue_depth) == (1, 30.0, 0.0)
+
+
+# ---------------------------------------------------------------- persisted state
+
+
+def test_save_keeps_other_keys_and_loses_to_a_concurrent_manual_scale(tmp_path: Any) -> None:
+    from a3s_core.scaling import ScalingState, persist
+    from a3s_core.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path / 'a3s.db'}")
+    try:
+        row = DeploymentRow(
+            **{**DEP.model_dump(), "autoscaling_state": {"unschedulable": "no GPU"}}
+        )
+        store.create_deployments([row])
+        assert store.get_deployment(DEP.id).autoscaling_state == {"unschedulable": "no GPU"}
+        state = ScalingState(last_up_at=100.0, seen_desired=2)
+        # The API set 3 meanwhile: the autoscaler's 1 → 2 is not written.
+        store.update_deployment(DEP.id, desired_replicas=3)
+        assert not persist.save(store, DEP.id, state, expect_desired=1, desired=2)
+        fresh = store.get_deployment(DEP.id)
+        assert fresh.desired_replicas == 3 and "autoscaler" not in fresh.autoscaling_state
+        assert persist.save(store, DEP.id, state, expect_desired=3, desired=4)
+        fresh = store.get_deployment(DEP.id)
+        assert fresh.desired_replicas == 4
+        assert fresh.autoscaling_state["unschedulable"] == "no GPU"
+        assert persist.read_state(fresh) == state
+        assert persist.save(store, DEP.id, state, expect_desired=4, clear_unschedulable=True)
+        assert persist.unschedulable_of(store.get_deployment(DEP.id)) is None
+        store.update_deployment(DEP.id, status="deleting")
+        assert not persist.save(store, DEP.id, state, expect_desired=4)
+        # A state written by another version never breaks the autoscaler.
+        store.update_deployment(DEP.id, autoscaling_state={"autoscaler": {"last_up_at": "x"}})
+        assert persist.read_state(store.get_deployment(DEP.id)) == ScalingState()
+    finally:
+        store.close()
