@@ -21,7 +21,7 @@ from a3s_runtime_kubernetes import dcgm, logs
 from a3s_runtime_kubernetes import naming as n
 from a3s_runtime_kubernetes.client import build_api_client, call, raw_json
 from a3s_runtime_kubernetes.inventory import build_inventory
-from a3s_runtime_kubernetes.objects import labels_of, meta, name_of, namespace_of
+from a3s_runtime_kubernetes.objects import Json, labels_of, meta, name_of, namespace_of
 from a3s_runtime_kubernetes.options import KubernetesOptions, parse_options
 from a3s_runtime_kubernetes.render import (
     render_hf_secret,
@@ -101,25 +101,28 @@ class KubernetesRuntime(Runtime):
         if self.opts.dcgm_exporter_selector:
             ns = self.opts.dcgm_exporter_namespace
             what = "list dcgm-exporter pods"
+            selector = self.opts.dcgm_exporter_selector
             try:
                 if ns:
-                    found = await self._call(what, self.core.list_namespaced_pod, ns,
-                                             label_selector=self.opts.dcgm_exporter_selector)
+                    found = await self._call(what, raw_json(self.core.list_namespaced_pod), ns,
+                                             label_selector=selector)
                 else:
-                    found = await self._call(what, self.core.list_pod_for_all_namespaces,
-                                             label_selector=self.opts.dcgm_exporter_selector)
+                    found = await self._call(
+                        what, raw_json(self.core.list_pod_for_all_namespaces),
+                        label_selector=selector,
+                    )
             except RuntimeUnavailable as exc:
                 log.warning("no GPU utilisation: %s", exc.message)
-                found = k8s.V1PodList(items=[])
-            for pod in found.items:
-                ip = pod.status.pod_ip if pod.status else None
-                if ip and pod.spec is not None and pod.spec.node_name:
+                found = {"items": []}
+            for pod in found["items"] or []:
+                ip = (pod.get("status") or {}).get("podIP")
+                node = (pod.get("spec") or {}).get("nodeName")
+                if ip and node:
                     host = f"[{ip}]" if ":" in ip else ip
-                    url = f"http://{host}:{self.opts.dcgm_exporter_port}/metrics"
-                    targets[url] = pod.spec.node_name
+                    targets[f"http://{host}:{self.opts.dcgm_exporter_port}/metrics"] = node
         return await dcgm.scrape(targets, self.opts.dcgm_timeout_s)
 
-    async def _pods_holding_gpus(self) -> list[dict[str, Any]]:
+    async def _pods_holding_gpus(self) -> list[Json]:
         """Every live pod in the cluster (foreign GPUs count against capacity). Without the
         cluster-wide read, only A3S's own pods are known; that is logged once."""
         try:
@@ -133,45 +136,47 @@ class KubernetesRuntime(Runtime):
                 log.warning("kubernetes runtime may not list pods cluster-wide; GPUs used by "
                             "other workloads are not seen (%s)", "contrib/kubernetes/rbac.yaml")
                 self._warned_foreign = True
-            own = await self._managed_pods()
-            return list(self.core.api_client.sanitize_for_serialization(own))
+            return await self._managed_pods()
 
     # -- replicas -----------------------------------------------------------------------
 
     async def create_replica(self, request: ReplicaRequest) -> ReplicaObservation:
         ns = self.opts.k8s_namespace(request.namespace)
         pod = render_pod(request, ns, self.opts)  # bad labels fail here, before any write
+        name = str(pod.metadata.name if pod.metadata else "")
         async with self._locks[request.deployment_id]:
             for attempt in (1, 2):
                 await self._ensure_namespace(ns)
                 try:
                     await self._ensure_hf_secret(ns)
                     await self._ensure_service(request, ns)
-                    return observe_pod(await self._create_pod(pod, request.replica_id))
+                    return observe_pod(await self._create_pod(pod, ns, name, request.replica_id))
                 except ApiException as exc:  # 404: the namespace went since we cached it
                     self._namespaces.discard(ns)
                     self._secrets.discard(ns)
                     if attempt == 2:
                         raise RuntimeUnavailable(
-                            f"Kubernetes API refused to create pod {ns}/{name_of(pod)}: "
+                            f"Kubernetes API refused to create pod {ns}/{name}: "
                             f"namespace {ns!r} not found"
                         ) from exc
         raise AssertionError("unreachable")
 
-    async def _create_pod(self, pod: k8s.V1Pod, replica_id: str) -> k8s.V1Pod:
-        ns, name = namespace_of(pod), name_of(pod)
+    async def _create_pod(self, pod: k8s.V1Pod, ns: str, name: str, replica_id: str) -> Json:
         try:
-            return await self._call(f"create pod {ns}/{name}", self.core.create_namespaced_pod,
-                                    ns, pod, passthrough=(404, 409))
+            created: Json = await self._call(
+                f"create pod {ns}/{name}", raw_json(self.core.create_namespaced_pod), ns, pod,
+                passthrough=(404, 409),
+            )
+            return created
         except ApiException as exc:
             if exc.status == 404:
                 raise
         # 409: the same replica was created before (a retry after a lost answer): adopt it.
-        existing = await self._call(f"read pod {ns}/{name}", self.core.read_namespaced_pod,
-                                    name, ns)
+        existing: Json = await self._call(f"read pod {ns}/{name}",
+                                          raw_json(self.core.read_namespaced_pod), name, ns)
         if labels_of(existing).get(n.REPLICA) != replica_id:
             raise Conflict(f"pod {ns}/{name} exists and belongs to another replica")
-        return existing  # type: ignore[no-any-return]
+        return existing
 
     async def delete_replica(self, replica_id: str) -> None:
         try:
@@ -197,10 +202,10 @@ class KubernetesRuntime(Runtime):
 
     async def observe(self) -> list[ReplicaObservation]:
         pods = await self._managed_pods()
-        pending = [p for p in pods if p.status is None or p.status.phase in (None, "Pending")]
+        pending = [p for p in pods if (p.get("status") or {}).get("phase") in (None, "Pending")]
         warnings = await asyncio.gather(*(self._latest_warning(p) for p in pending))
-        by_uid = {meta(p).uid: w for p, w in zip(pending, warnings, strict=True)}
-        return [observe_pod(p, by_uid.get(meta(p).uid)) for p in pods]
+        by_uid = {meta(p).get("uid"): w for p, w in zip(pending, warnings, strict=True)}
+        return [observe_pod(p, by_uid.get(meta(p).get("uid"))) for p in pods]
 
     async def logs(
         self, replica_id: str, tail: int = 100, follow: bool = False
@@ -232,27 +237,28 @@ class KubernetesRuntime(Runtime):
 
     # -- helpers ------------------------------------------------------------------------
 
-    async def _managed_pods(self, extra_selector: str = "") -> list[k8s.V1Pod]:
+    async def _managed_pods(self, extra_selector: str = "") -> list[Json]:
         selector = ",".join(s for s in (self._selector, extra_selector) if s)
         if self.opts.watch_namespaces is None:
-            result = await self._call("list A3S pods", self.core.list_pod_for_all_namespaces,
+            result = await self._call("list A3S pods",
+                                      raw_json(self.core.list_pod_for_all_namespaces),
                                       label_selector=selector)
-            return list(result.items)
+            return list(result["items"] or [])
         results = await asyncio.gather(*(
-            self._call(f"list A3S pods in {ns}", self.core.list_namespaced_pod, ns,
+            self._call(f"list A3S pods in {ns}", raw_json(self.core.list_namespaced_pod), ns,
                        label_selector=selector)
             for ns in self.opts.watch_namespaces
         ))
-        return [p for r in results for p in r.items]
+        return [p for r in results for p in r["items"] or []]
 
-    async def _pod_of(self, replica_id: str) -> k8s.V1Pod:
+    async def _pod_of(self, replica_id: str) -> Json:
         n.check_label_value(replica_id, "replica_id")
         pods = await self._managed_pods(f"{n.REPLICA}={replica_id}")
         if not pods:
             raise NotFound(f"replica {replica_id!r} has no pod in the cluster")
         return pods[0]
 
-    async def _delete_pod(self, pod: k8s.V1Pod) -> None:
+    async def _delete_pod(self, pod: Json) -> None:
         name, ns = name_of(pod), namespace_of(pod)
         with contextlib.suppress(ApiException):  # 404: already gone
             await self._call(f"delete pod {ns}/{name}", self.core.delete_namespaced_pod,
@@ -262,13 +268,14 @@ class KubernetesRuntime(Runtime):
         """Delete the deployment's Service once none of its pods remains (terminating pods
         do not count: they leave the endpoints at once)."""
         selector = f"{self._selector},{n.DEPLOYMENT}={deployment_id}"
-        left = await self._call(f"list pods in {ns}", self.core.list_namespaced_pod, ns,
-                                label_selector=selector)
-        if any(meta(p).deletion_timestamp is None for p in left.items):
+        left = await self._call(f"list pods in {ns}", raw_json(self.core.list_namespaced_pod),
+                                ns, label_selector=selector)
+        if any(not meta(p).get("deletionTimestamp") for p in left["items"] or []):
             return
-        services = await self._call(f"list services in {ns}", self.core.list_namespaced_service,
+        services = await self._call(f"list services in {ns}",
+                                    raw_json(self.core.list_namespaced_service),
                                     ns, label_selector=selector)
-        for svc in services.items:
+        for svc in services["items"] or []:
             with contextlib.suppress(ApiException):  # 404: already gone
                 await self._call(f"delete service {ns}/{name_of(svc)}",
                                  self.core.delete_namespaced_service, name_of(svc), ns,
@@ -278,9 +285,10 @@ class KubernetesRuntime(Runtime):
         selector = f"{self._selector},{n.DEPLOYMENT}={deployment_id}"
         if self.opts.watch_namespaces is not None:
             return set(self.opts.watch_namespaces)
-        result = await self._call("list A3S services", self.core.list_service_for_all_namespaces,
+        result = await self._call("list A3S services",
+                                  raw_json(self.core.list_service_for_all_namespaces),
                                   label_selector=selector)
-        return {namespace_of(s) for s in result.items}
+        return {namespace_of(s) for s in result["items"] or []}
 
     async def _ensure_namespace(self, ns: str) -> None:
         if ns in self._namespaces:
@@ -320,7 +328,8 @@ class KubernetesRuntime(Runtime):
 
     async def _ensure_service(self, request: ReplicaRequest, ns: str) -> None:
         svc = render_service(request, ns, self.opts.instance)
-        name = name_of(svc)
+        body: Json = self.core.api_client.sanitize_for_serialization(svc)
+        name = name_of(body)
         try:
             await self._call(f"create service {ns}/{name}", self.core.create_namespaced_service,
                              ns, svc, passthrough=(404, 409))
@@ -328,8 +337,8 @@ class KubernetesRuntime(Runtime):
         except ApiException as exc:
             if exc.status == 404:  # no namespace: create_replica re-ensures it
                 raise
-        existing = await self._call(f"read service {ns}/{name}",
-                                    self.core.read_namespaced_service, name, ns)
+        existing: Json = await self._call(f"read service {ns}/{name}",
+                                          raw_json(self.core.read_namespaced_service), name, ns)
         labels = labels_of(existing)
         if labels.get(n.DEPLOYMENT) == request.deployment_id:
             return
@@ -342,20 +351,19 @@ class KubernetesRuntime(Runtime):
         # A3S's Service from an earlier deployment of the same name: point it at this one.
         # Read-modify-replace (resourceVersion guards it) rather than PATCH, whose content
         # type defaults differ between client generations.
-        existing_ip = existing.spec.cluster_ip if existing.spec else None
-        meta(existing).labels = labels_of(svc)
-        existing.spec = svc.spec  # ClusterIP is immutable: keep the allocated one
-        existing.spec.cluster_ip = existing_ip
+        cluster_ip = (existing.get("spec") or {}).get("clusterIP")
+        existing["metadata"]["labels"] = labels_of(body)
+        existing["spec"] = {**body["spec"], "clusterIP": cluster_ip}  # immutable: keep it
         await self._call(f"update service {ns}/{name}", self.core.replace_namespaced_service,
                          name, ns, existing)
 
-    async def _latest_warning(self, pod: k8s.V1Pod) -> str | None:
+    async def _latest_warning(self, pod: Json) -> str | None:
         """The newest Warning event about a pending pod (FailedMount, FailedScheduling…)."""
         ns = namespace_of(pod)
         try:
             events = await self._call(
                 f"list events in {ns}", self.core.list_namespaced_event, ns,
-                field_selector=f"involvedObject.uid={meta(pod).uid},type=Warning",
+                field_selector=f"involvedObject.uid={meta(pod).get('uid')},type=Warning",
                 passthrough=(403,),
             )
         except (ApiException, RuntimeUnavailable):
