@@ -3,9 +3,11 @@ parameter counts of well-known checkpoints and their quantized twins."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -79,7 +81,20 @@ class KnowledgeBase:
         return self._cache[key].model_copy(deep=True)
 
 
-@lru_cache(maxsize=1)
 def knowledge_base() -> KnowledgeBase:
-    text = resources.files("a3s_core").joinpath("data/models.toml").read_text()
-    return KnowledgeBase.from_toml(text)
+    """The built-in knowledge base, extended (and overridden, by id) by the TOML file that
+    A3S_MODELS_FILE names, so an operator teaches the platform a model without a release."""
+    return _load(os.environ.get("A3S_MODELS_FILE") or None)
+
+
+@lru_cache(maxsize=4)
+def _load(extra: str | None) -> KnowledgeBase:
+    rows = tomllib.loads(resources.files("a3s_core").joinpath("data/models.toml").read_text())
+    entries = {e["id"].lower(): e for e in rows.get("model", [])}
+    if extra:
+        try:
+            more = tomllib.loads(Path(extra).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"A3S_MODELS_FILE {extra!r} cannot be read: {exc}") from exc
+        entries |= {e["id"].lower(): e for e in more.get("model", [])}
+    return KnowledgeBase([KnownModel(**row) for row in entries.values()])

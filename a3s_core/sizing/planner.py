@@ -9,8 +9,9 @@ memory left unused (smaller GPUs first).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from a3s_core.errors import SizingError
@@ -54,6 +55,7 @@ class Sizing:
     asked_len: int | None  # from the request or extra_args; None = automatic
     overrides: dict[str, Any]
     _per_gpu: dict[int, int] = field(default_factory=dict)
+    _overhead: dict[tuple[int, int], Overhead] = field(default_factory=dict)
 
     @cached_property
     def layout(self) -> Layout:
@@ -74,12 +76,16 @@ class Sizing:
         return self._per_gpu[tp]
 
     def overhead(self, tp: int, act_bytes: int) -> Overhead:
-        return overhead_per_gpu(
-            self.arch, tp, act_bytes,
-            batched_tokens=self.overrides.get("max_num_batched_tokens", DEFAULT_BATCHED_TOKENS),
-            max_seqs=self.overrides.get("max_num_seqs", DEFAULT_MAX_SEQS),
-            cuda_graphs=not self.overrides.get("enforce_eager", False),
-        )
+        key = (tp, act_bytes)
+        if key not in self._overhead:
+            self._overhead[key] = overhead_per_gpu(
+                self.arch, tp, act_bytes,
+                batched_tokens=self.overrides.get("max_num_batched_tokens",
+                                                  DEFAULT_BATCHED_TOKENS),
+                max_seqs=self.overrides.get("max_num_seqs", DEFAULT_MAX_SEQS),
+                cuda_graphs=not self.overrides.get("enforce_eager", False),
+            )
+        return self._overhead[key]
 
 
 def serving_dtype(s: Sizing, gpu: GpuType) -> tuple[str | None, str | None]:
@@ -142,9 +148,12 @@ class Fit:
     lowered: bool
 
 
+Why = Callable[[], str]  # a reason, formatted only if it is shown
+
+
 def try_fit(
     s: Sizing, gpu: GpuType, tp: int, dtype: str, length: int | None
-) -> tuple[Fit | None, str]:
+) -> tuple[Fit | None, Why]:
     """Fit at `length` tokens (None: as long as fits, at least the automatic floor)."""
     act_bytes = DTYPE_BYTES.get(dtype, 2)
     weights = s.weights_per_gpu(tp)
@@ -153,20 +162,21 @@ def try_fit(
     budget = usable - weights - over.total
     per_token = s.kv.per_token_per_gpu(s.arch, tp)
     if budget <= 0:
-        return None, (f"{size_str(weights)} weights + {size_str(over.total)} overhead per "
-                      f"GPU exceed {size_str(usable)} usable at TP {tp}")
+        return None, lambda: (f"{size_str(weights)} weights + {size_str(over.total)} overhead "
+                              f"per GPU exceed {size_str(usable)} usable at TP {tp}")
     # an encoder has no KV cache: its length is the model's
     fits_len = s.native_len if per_token == 0 else budget // per_token // 16 * 16
     if length is not None:
         if fits_len < sequence_tokens(length):
-            return None, (f"KV budget {size_str(budget)} per GPU holds {fmt_int(fits_len)} "
-                          f"tokens < max_model_len {fmt_int(length)} at TP {tp}")
+            return None, lambda: (f"KV budget {size_str(budget)} per GPU holds "
+                                  f"{fmt_int(fits_len)} tokens < max_model_len "
+                                  f"{fmt_int(length)} at TP {tp}")
         chosen, lowered = length, False
     else:
         floor = min(s.native_len, AUTO_MIN_MODEL_LEN)
         if fits_len < floor:
-            return None, (f"KV budget {size_str(budget)} per GPU holds only "
-                          f"{fmt_int(fits_len)} tokens at TP {tp}")
+            return None, lambda: (f"KV budget {size_str(budget)} per GPU holds only "
+                                  f"{fmt_int(fits_len)} tokens at TP {tp}")
         chosen = min(s.native_len, fits_len)
         lowered = chosen < s.native_len
     seq = sequence_tokens(chosen) * per_token
@@ -192,7 +202,7 @@ def try_fit(
         concurrent_sequences=round(budget / seq, 2) if seq else 0.0,
         notes=notes,
     )
-    return Fit(cand, weights + over.total + seq, lowered), ""
+    return Fit(cand, weights + over.total + seq, lowered), str
 
 
 def candidates_for(s: Sizing, gpu: GpuType) -> tuple[list[Fit], str | None]:
@@ -205,11 +215,11 @@ def candidates_for(s: Sizing, gpu: GpuType) -> tuple[list[Fit], str | None]:
     forced = s.overrides.get("tensor_parallel_size")
     sizes = (forced,) if forced else TP_SIZES
     fits: list[Fit] = []
-    reasons: list[str] = []
+    reasons: list[Why] = []
     for tp in sizes:
-        why = tp_reason(s, tp)
-        if why:
-            reasons.append(why)
+        rule = tp_reason(s, tp)
+        if rule:
+            reasons.append(partial(str, rule))
             continue
         fit, why = try_fit(s, gpu, tp, dtype, s.asked_len)
         if fit is None:
@@ -229,10 +239,10 @@ def candidates_for(s: Sizing, gpu: GpuType) -> tuple[list[Fit], str | None]:
     return [], _no_fit_reason(s, gpu, dtype, reasons, forced)
 
 
-def _no_fit_reason(s: Sizing, gpu: GpuType, dtype: str, reasons: list[str],
+def _no_fit_reason(s: Sizing, gpu: GpuType, dtype: str, reasons: list[Why],
                    forced: int | None) -> str:
     if forced:
-        return f"at tensor_parallel_size {forced} (extra_args): {reasons[-1]}"
+        return f"at tensor_parallel_size {forced} (extra_args): {reasons[-1]()}"
     usable = int(gpu.memory_bytes * s.utilization)
     over = s.overhead(GPUS_PER_NODE, DTYPE_BYTES.get(dtype, 2)).total
     length = s.asked_len or min(s.native_len, AUTO_MIN_MODEL_LEN)
@@ -246,7 +256,7 @@ def _no_fit_reason(s: Sizing, gpu: GpuType, dtype: str, reasons: list[str],
                 "parallelism across nodes, which the platform does not plan") if gpus else ""
         return (f"needs more than one {GPUS_PER_NODE}-GPU node: {need / GiB:,.0f} GiB of weights "
                 f"vs {GPUS_PER_NODE} × {size_str(room)} usable after overhead{more}")
-    return reasons[-1] if reasons else "does not fit"
+    return reasons[-1]() if reasons else "does not fit"
 
 
 def rank(fits: list[Fit], gpus: dict[str, GpuType]) -> list[Fit]:

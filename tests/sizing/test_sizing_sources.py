@@ -133,3 +133,26 @@ def test_sizing_profile_cache_returns_independent_copies(tmp_path):
     a.notes.append("edited")
     b = find_profile(str(tmp_path / "m"))
     assert b is not None and "edited" not in b.notes
+
+
+def test_sizing_operator_models_file_extends_knowledge_base(tmp_path, monkeypatch):
+    extra = tmp_path / "models.toml"
+    extra.write_text('''
+[[model]]
+id = "acme/house-model"
+parameters = 115008
+[model.config]
+architectures = ["LlamaForCausalLM"]
+model_type = "llama"
+hidden_size = 64
+intermediate_size = 128
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = 2
+vocab_size = 320
+max_position_embeddings = 2048
+''')
+    monkeypatch.setenv("A3S_MODELS_FILE", str(extra))
+    p = find_profile("acme/house-model")
+    assert p is not None and p.source == "knowledge-base" and p.parameters == 115008
+    assert find_profile("Qwen/Qwen2.5-7B-Instruct") is not None  # built-ins still there
