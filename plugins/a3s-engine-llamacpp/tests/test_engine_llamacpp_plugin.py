@@ -53,8 +53,9 @@ def test_tiny_gguf_is_small_and_has_a_full_sentencepiece_vocabulary(tiny: TinyMo
     # llama.cpp aborts loading an SPM vocabulary without every byte token.
     assert all(f"<0x{b:02X}>" in tokens for b in range(256))
     assert field("tokenizer.ggml.model") == "llama"
-    assert tokens[field("tokenizer.ggml.bos_token_id")] == "<s>"  # type: ignore[index]
-    assert tokens[field("tokenizer.ggml.eos_token_id")] == "</s>"  # type: ignore[index]
+    bos, eos = field("tokenizer.ggml.bos_token_id"), field("tokenizer.ggml.eos_token_id")
+    assert isinstance(bos, int) and isinstance(eos, int)
+    assert (tokens[bos], tokens[eos]) == ("<s>", "</s>")
     assert field("general.architecture") == "llama"
     assert field("llama.block_count") == 2
     assert field("llama.embedding_length") == 64

@@ -1,0 +1,273 @@
+"""A real engine end to end, on any machine (issue 9): the pip-installed llama.cpp engine
+plugin serves a tiny random-weight GGUF on the `local` runtime's CPU, through the platform's
+real HTTP server and gateway, driven by the official `openai` client.
+
+Runs in the tox env `llamacpp` (which installs `plugins/a3s-engine-llamacpp[server]`):
+    pytest -m llamacpp tests/e2e/test_e2e_llamacpp.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from a3s_core.api.app import create_app
+from a3s_core.settings import Settings
+
+pytestmark = pytest.mark.llamacpp
+
+ADMIN = "a3s-admin-e2e-llamacpp"
+START_DEADLINE_S = 120.0  # the engine loads in ~3 s; a slow CI machine gets slack
+
+
+def require_llama_cpp_server() -> None:
+    # Not importorskip: in the env that runs these tests a missing engine is a failure.
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail("llama-cpp-python is not installed: pip install -e "
+                    "'plugins/a3s-engine-llamacpp[server]' (tox -e llamacpp does)")
+
+
+def tiny_gguf(path: Path) -> Any:
+    from a3s_engine_llamacpp.testing import write_tiny_llama_gguf
+
+    return write_tiny_llama_gguf(path)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # A wide console, so rich tables do not truncate names.
+    # Every installed plugin, as a user would see it.
+    env = {k: v for k, v in os.environ.items() if k != "A3S_LOAD_PLUGINS"} | {"COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "a3s_core.cli.main", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+# ------------------------------------------------------------------ the platform, for real
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    url: str
+    http: httpx.Client
+    data_dir: Path
+
+    def view(self, dep_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/v1/deployments/{dep_id}")
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def wait(self, dep_id: str, what: str, ok: Callable[[dict[str, Any]], bool],
+             timeout: float = START_DEADLINE_S) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            v = self.view(dep_id)
+            if ok(v):
+                return v
+            if v["status"] == "failed" or time.monotonic() > deadline:
+                events = [(e["type"], e["message"]) for e in v["recentEvents"]]
+                pytest.fail(f"waiting for {what}: status {v['status']!r} ({v['reason']}); "
+                            f"replicas {v['replicas']}; events {events}")
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Running]:
+    require_llama_cpp_server()
+    port = free_port()
+    settings = Settings(
+        runtime="local",
+        # The CPU only, whatever this machine has; replicas stopped if the test fails midway.
+        runtime_options={"use_gpus": False, "stop_on_close": True},
+        data_dir=tmp_path / "a3s",
+        admin_token=ADMIN,
+        host="127.0.0.1",
+        port=port,
+        reconcile_interval_s=0.2,
+    )
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "platform did not start"
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"},
+                      timeout=30) as http:
+        try:
+            yield Running(url, http, settings.data_dir)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def engine_pids(state_dir: Path) -> dict[str, tuple[int, int | None]]:
+    """replica id → (supervisor wrapper pid, llama_cpp.server pid) from the local runtime's
+    state dir (one JSON record per process; the engine is the wrapper's child)."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for path in state_dir.glob("*.json"):
+        record = json.loads(path.read_text())
+        if "llama_cpp.server" not in record["argv"]:
+            continue
+        wrapper = int(record["pid"])
+        children = Path(f"/proc/{wrapper}/task/{wrapper}/children")
+        kids = children.read_text().split() if children.exists() else []
+        out[record["name"]] = (wrapper, int(kids[0]) if kids else None)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent's wait is missing
+
+
+def wait_gone(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
+        time.sleep(0.1)
+
+
+def chat(client: openai.OpenAI) -> tuple[str, Any]:
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello world"}],
+        max_tokens=8, temperature=0,
+    )
+    return r.choices[0].message.content or "", r
+
+
+# ------------------------------------------------------------------ the tests
+
+
+def test_pip_installed_plugin_is_listed_by_a3s_plugins(tmp_path: Path) -> None:
+    done = cli("plugins", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "engine-llamacpp" in line]
+    assert rows, done.stdout
+    assert "a3s-engine-llamacpp" in rows[0] and "a3s_register_engines" in rows[0]
+
+
+def test_a3s_plan_offline_reports_the_exact_parameter_count(tmp_path: Path) -> None:
+    tiny = tiny_gguf(tmp_path / "tiny.gguf")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(
+        {"models": [{"name": "tiny", "model": str(tiny.path), "engine": "llamacpp"}]}
+    ))
+    done = cli("plan", "--offline", str(request), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"parameters: {tiny.parameters:,} (exact, from the GGUF header)" in done.stdout
+
+
+def test_deploy_chat_stream_survive_a_crash_and_delete(platform: Running,
+                                                        tmp_path: Path) -> None:
+    tiny = tiny_gguf(tmp_path / "models" / "tiny.gguf")
+    state_dir = platform.data_dir / "local"
+
+    # The seed-shaped request, answered at once with an endpoint and a key.
+    r = platform.http.post("/v1/deployments", json={
+        "models": [{"name": "tiny", "model": str(tiny.path), "engine": "llamacpp"}]
+    })
+    assert r.status_code == 202, r.text
+    created = r.json()["deployments"][0]
+    dep_id, endpoint, key = created["id"], created["endpoint"], created["apiKey"]
+    assert endpoint == f"{platform.url}/d/default/tiny/v1"
+
+    v = platform.wait(dep_id, "running", lambda v: v["status"] == "running")
+    assert v["plan"]["cpu_only"] is True  # the engine declared needs_gpu = False
+    assert v["plan"]["parameters"] == tiny.parameters
+    (replica,) = v["replicas"]
+    assert replica["gpuIndices"] == [] and replica["state"] == "ready"
+
+    # The events show the real engine process starting, then ready.
+    events = v["recentEvents"]
+    types = [e["type"] for e in events]
+    assert "replica.starting" in types and "replica.ready" in types
+    starting = next(e for e in events if e["type"] == "replica.starting")
+    command = starting["data"]["command"]
+    assert command[:3] == [sys.executable, "-m", "llama_cpp.server"]
+    assert command[command.index("--model") + 1] == str(tiny.path)
+    assert command[command.index("--model_alias") + 1] == "tiny"
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert types.index("replica.starting") < types.index("replica.ready")
+
+    # The official client, through the gateway, with the deployment's key.
+    client = openai.OpenAI(base_url=endpoint, api_key=key, max_retries=0, timeout=60)
+    text, plain = chat(client)
+    assert plain.model == "tiny"
+    assert plain.choices[0].finish_reason == "length"
+    assert plain.usage is not None and plain.usage.completion_tokens == 8
+    assert text.strip()
+
+    chunks = list(client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello world"}],
+        max_tokens=8, temperature=0, stream=True,
+    ))
+    pieces = [c.choices[0].delta.content for c in chunks
+              if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2  # passed through chunk by chunk, not buffered into one
+    assert "".join(pieces) == text  # greedy: the same tokens as the plain answer
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=endpoint, api_key="sk-a3s-wrong", max_retries=0).models.list()
+
+    # Kill the engine: the controller replaces the replica and the gateway answers again.
+    pids = engine_pids(state_dir)
+    assert list(pids) == [replica["id"]]
+    wrapper, engine = pids[replica["id"]]
+    assert engine is not None and alive(engine)
+    os.kill(engine, signal.SIGKILL)
+    v = platform.wait(
+        dep_id, "a replacement replica",
+        lambda v: v["status"] == "running"
+        and [r["id"] for r in v["replicas"] if r["state"] == "ready"] not in ([], [replica["id"]]),
+    )
+    types = [e["type"] for e in v["recentEvents"]]
+    assert "replica.failed" in types and "replica.restarting" in types
+    failed = next(e for e in reversed(v["recentEvents"]) if e["type"] == "replica.failed")
+    assert failed["data"]["replica"] == replica["id"]
+    assert types.count("replica.starting") >= 2 and types.count("replica.ready") >= 2
+    wait_gone([wrapper, engine])
+    text_again, _ = chat(client)
+    assert text_again == text
+
+    # DELETE stops the process.
+    (new_replica,) = v["replicas"]
+    new_pids = engine_pids(state_dir)[new_replica["id"]]
+    assert new_pids[1] is not None and alive(new_pids[1])
+    r = platform.http.delete(f"/v1/deployments/{dep_id}")
+    assert r.status_code == 202, r.text
+    wait_gone([p for p in new_pids if p is not None])
+    v = platform.wait(dep_id, "deleted", lambda v: v["status"] == "deleted", timeout=30)
+    assert v["replicas"] == []
+    assert engine_pids(state_dir) == {}
+    with pytest.raises((openai.AuthenticationError, openai.NotFoundError)):
+        client.models.list()  # the key was revoked with the deployment
