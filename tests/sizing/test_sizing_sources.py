@@ -156,3 +156,17 @@ max_position_embeddings = 2048
     p = find_profile("acme/house-model")
     assert p is not None and p.source == "knowledge-base" and p.parameters == 115008
     assert find_profile("Qwen/Qwen2.5-7B-Instruct") is not None  # built-ins still there
+
+
+def test_sizing_gguf_agrees_with_llama_cpp(tmp_path):
+    """llama.cpp's own count of the tiny GGUF equals ours (when llama-cpp-python is built)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    w = tiny.write_tiny_gguf(tmp_path / "tiny.gguf")
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "tiny.gguf"), n_ctx=64, verbose=False)
+    try:
+        p = find_profile(str(tmp_path / "tiny.gguf"))
+        assert p is not None
+        assert p.parameters == llama_cpp.llama_model_n_params(llm.model) == w.parameters
+        assert p.weight_bytes == llama_cpp.llama_model_size(llm.model) == w.weight_bytes
+    finally:
+        llm.close()
