@@ -107,3 +107,21 @@ def test_sizing_awq_twin_pads_intermediate_size():
     assert twin is not None and twin.intermediate_size == 29696
     assert twin.quantization is not None and twin.quantization.method == "awq"
     assert kb.twin("Qwen/Qwen2.5-72B-Instruct", "awq") == "Qwen/Qwen2.5-72B-Instruct-AWQ"
+
+
+def test_sizing_deepseek_fp8_bytes_match_the_checkpoint(fixture_config):
+    """The FP8 byte model (1 B per weight + fp32 scale per 128×128 block, bf16 elsewhere)
+    reproduces the checkpoint's 688,586,727,753 bytes once the MTP module is added back."""
+    from a3s_core.sizing.quantization import quantization_from_config, scheme_for, weight_bytes
+
+    cfg = fixture_config("deepseek-ai--DeepSeek-V3")
+    scheme = scheme_for(quantization_from_config(cfg["quantization_config"]))
+    main = weight_bytes(layout(arch_from_config(cfg)), scheme).total
+    # MTP = one more MoE layer + fp8 eh_proj (2H→H) + 3 bf16 norms + its own bf16
+    # embedding and head copies
+    h, v = 7168, 129280
+    with_layer = dict(cfg, num_hidden_layers=62, num_nextn_predict_layers=0)
+    layer = weight_bytes(layout(arch_from_config(with_layer)), scheme).total - main
+    mtp = layer + 2 * h * h + (h // 128) * (2 * h // 128) * 4 + 3 * h * 2 + 2 * v * h * 2
+    assert abs(main + mtp - 688_586_727_753) / 688_586_727_753 < 0.0005
+    assert 626 * 2**30 < main < 628 * 2**30  # what engines load: 626.9 GiB
