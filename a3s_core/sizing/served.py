@@ -32,12 +32,17 @@ ALIASES = {"tp": "tensor_parallel_size", "tp_size": "tensor_parallel_size",
 MIN_CC = {"awq": (7, 5), "gptq": (6, 0), "fp8": (8, 9), "compressed-tensors": (8, 9)}
 
 
+def sizing_key(raw_key: str) -> str:
+    """`--tensor-parallel-size`, `tensor_parallel_size` and `tp` are one override."""
+    key = raw_key.lstrip("-").replace("-", "_")
+    return ALIASES.get(key, key)
+
+
 def parse_overrides(extra: dict[str, Any]) -> dict[str, Any]:
     """`extra_args` → the sizing overrides, typed; a bad value names its field."""
     out: dict[str, Any] = {}
     for raw_key, value in extra.items():
-        key = raw_key.lstrip("-").replace("-", "_")
-        key = ALIASES.get(key, key)
+        key = sizing_key(raw_key)
         kind = SIZING_KEYS.get(key)
         if kind is None:
             continue

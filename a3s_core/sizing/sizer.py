@@ -18,7 +18,7 @@ from a3s_core.sizing.planner import (
 )
 from a3s_core.sizing.profiles import describe_arch
 from a3s_core.sizing.quantization import weight_bytes
-from a3s_core.sizing.served import GPUS_PER_NODE, parse_overrides, resolve
+from a3s_core.sizing.served import GPUS_PER_NODE, parse_overrides, resolve, sizing_key
 from a3s_core.types import GpuType, ModelProfile, ModelSpec, Rejection, SizingPlan
 
 
@@ -54,9 +54,7 @@ def size(profile: ModelProfile, spec: ModelSpec, catalog: list[GpuType],
         seq_gpu = sequence_tokens(max_len) * s.kv.per_token_per_gpu(s.arch, tp)
         memory = tp * (top.weights_per_gpu_bytes + top.overhead_per_gpu_bytes + seq_gpu)
         overhead = tp * top.overhead_per_gpu_bytes
-    recorded = {k: v for k, v in spec.extra_args.items()
-                if k.lstrip("-").replace("-", "_") in overrides
-                or k.lstrip("-").replace("-", "_") in ("tp", "tp_size")}
+    recorded = {k: v for k, v in spec.extra_args.items() if sizing_key(k) in overrides}
     plan = SizingPlan(
         model=spec.model,
         checkpoint=served.checkpoint,

@@ -265,3 +265,11 @@ def test_sizing_config_missing_field_names_the_model(plugins, tmp_path):
     with pytest.raises(SizingError) as err:
         plugins.model_profile(str(tmp_path / "bad"))
     assert str(tmp_path / "bad") in err.value.message and "hidden_size" in err.value.message
+
+
+def test_sizing_override_aliases_are_recorded(plugins):
+    plan = plan_for(plugins, "Qwen/Qwen2.5-7B-Instruct",
+                    extra_args={"tp": 2, "--max-model-len": 4096, "trust_remote_code": True})
+    assert plan.overrides == {"tp": 2, "--max-model-len": 4096}
+    assert {c.tensor_parallel_size for c in plan.candidates} == {2}
+    assert plan.max_model_len == 4096
