@@ -38,6 +38,8 @@ START_DEADLINE_S = 120.0  # the engine loads in ~3 s; a slow CI machine gets sla
 
 def require_llama_cpp_server() -> None:
     # Not importorskip: in the env that runs these tests a missing engine is a failure.
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("finds engine processes through /proc (Linux)")
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.fail("llama-cpp-python is not installed: pip install -e "
                     "'plugins/a3s-engine-llamacpp[server]' (tox -e llamacpp does)")
@@ -135,9 +137,20 @@ def engine_pids(state_dir: Path) -> dict[str, tuple[int, int | None]]:
         if "llama_cpp.server" not in record["argv"]:
             continue
         wrapper = int(record["pid"])
-        children = Path(f"/proc/{wrapper}/task/{wrapper}/children")
-        kids = children.read_text().split() if children.exists() else []
-        out[record["name"]] = (wrapper, int(kids[0]) if kids else None)
+        kids = [pid for pid, ppid in processes() if ppid == wrapper]
+        out[record["name"]] = (wrapper, kids[0] if kids else None)
+    return out
+
+
+def processes() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process, from /proc."""
+    out: list[tuple[int, int]] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # exited while we looked
+        out.append((int(stat.parent.name), int(fields[1])))
     return out
 
 
@@ -271,3 +284,24 @@ def test_deploy_chat_stream_survive_a_crash_and_delete(platform: Running,
     assert engine_pids(state_dir) == {}
     with pytest.raises((openai.AuthenticationError, openai.NotFoundError)):
         client.models.list()  # the key was revoked with the deployment
+
+
+def test_an_interpreter_without_llama_cpp_fails_the_deployment_saying_what_to_install(
+    platform: Running, tmp_path: Path
+) -> None:
+    tiny = tiny_gguf(tmp_path / "tiny.gguf")
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    r = platform.http.post("/v1/deployments", json={"models": [{
+        "name": "tiny", "model": str(tiny.path), "engine": "llamacpp",
+        "extra_args": {"python": str(bare / "bin" / "python")},
+    }]})
+    assert r.status_code == 202, r.text
+    dep_id = r.json()["deployments"][0]["id"]
+    deadline = time.monotonic() + 60
+    while (v := platform.view(dep_id))["status"] != "failed":
+        assert time.monotonic() < deadline, v
+        time.sleep(0.2)
+    assert "cannot import 'llama_cpp'" in v["reason"]
+    assert "pip install 'llama-cpp-python[server]'" in v["reason"]
+    assert engine_pids(platform.data_dir / "local") == {}
