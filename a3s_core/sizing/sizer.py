@@ -173,13 +173,17 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
         lines.append(f"overhead per GPU at TP {top.tensor_parallel_size}: {over.describe()}")
         lines.append(f"usable per GPU: memory × gpu_memory_utilization {s.utilization}")
     for c in plan.candidates:
+        per_gpu_token = s.kv.per_token_per_gpu(s.arch, c.tensor_parallel_size)
+        kv = (f" ÷ {fmt_int(per_gpu_token)} B per token per GPU = {c.concurrent_sequences} "
+              f"sequences of {fmt_int(c.max_model_len)} tokens" if per_gpu_token else "")
+        lowered = " (max_model_len lowered)" if c.max_model_len < s.native_len \
+            and plan.max_model_len_source in ("model", "lowered") else ""
         lines.append(
             f"{c.gpu_count} × {c.gpu} (TP {c.tensor_parallel_size}, {c.dtype}): "
             f"{size_str(c.weights_per_gpu_bytes)} weights + "
             f"{size_str(c.overhead_per_gpu_bytes)} overhead of "
             f"{size_str(c.usable_per_gpu_bytes)} usable → KV budget "
-            f"{size_str(c.kv_budget_per_gpu_bytes)} per GPU = {c.concurrent_sequences} "
-            f"sequences of {fmt_int(c.max_model_len)} tokens"
+            f"{size_str(c.kv_budget_per_gpu_bytes)} per GPU{kv}{lowered}"
         )
     for r in plan.rejected:
         lines.append(f"not {r.gpu}: {r.reason}")
