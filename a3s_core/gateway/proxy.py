@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from starlette.responses import Response, StreamingResponse
@@ -23,16 +23,11 @@ from a3s_core.gateway.directory import DeploymentInfo
 from a3s_core.gateway.errors import GatewayError, unavailable
 from a3s_core.gateway.load import DeploymentStats, LoadBook, ReplicaStats
 
-T = TypeVar("T")
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 ATTEMPTS = 2  # the first try and one retry on another replica
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-request-id", "traceparent")
 PASSED_RESPONSE_HEADERS = ("content-type", "x-request-id", "content-encoding")
-
-
-class ClientGone(Exception):
-    """The client disconnected while we waited for the replica."""
 
 
 @dataclass
@@ -51,16 +46,21 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _unless_gone(aw: Awaitable[T], gone: asyncio.Task[None] | None) -> T:
-    """Await `aw`, but raise ClientGone (cancelling `aw`) if the client leaves first."""
-    if gone is None:
-        return await aw
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        return task.result()
-    task.cancel()
-    raise ClientGone
+def _cancel_on_disconnect(receive: Receive | None) -> asyncio.Task[None] | None:
+    """Watch for the client leaving while we wait on a replica, and cancel this request's
+    task if it does: the cancellation closes the upstream connection, which makes the
+    engine abort the generation. One small task per request; no polling."""
+    me = asyncio.current_task()
+    if receive is None or me is None:
+        return None
+    watcher = asyncio.ensure_future(_until_disconnect(receive))
+
+    def _left(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is None:
+            me.cancel()
+
+    watcher.add_done_callback(_left)
+    return watcher
 
 
 class Forwarder:
@@ -84,18 +84,23 @@ class Forwarder:
         fwd_headers = {k: headers[k] for k in FORWARDED_REQUEST_HEADERS if k in headers}
         tried: set[str] = set()
         failure: Failure | None = None
-        gone = asyncio.ensure_future(_until_disconnect(receive)) if receive else None
+        gone = _cancel_on_disconnect(receive)
         try:
             for _ in range(ATTEMPTS):
                 st = self._choose(replicas, balancer, tried)
                 if st is None:
                     break
                 tried.add(st.info.id)
-                result = await self._attempt(st, dstats, path, method, body, fwd_headers, gone)
+                result = await self._attempt(st, dstats, path, method, body, fwd_headers)
                 if isinstance(result, Response):
                     return result
                 failure = result
-        except ClientGone:
+        except asyncio.CancelledError:
+            if gone is None or not gone.done() or gone.cancelled():
+                raise  # cancelled from outside (shutdown): not ours to swallow
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         finally:
             if gone is not None:
@@ -147,7 +152,6 @@ class Forwarder:
         method: str,
         body: bytes,
         headers: dict[str, str],
-        gone: asyncio.Task[None] | None,
     ) -> Response | Failure:
         book = self.book
         st.in_flight += 1
@@ -156,14 +160,12 @@ class Forwarder:
         handed_off = False
         resp: aiohttp.ClientResponse | None = None
         try:
-            resp = await _unless_gone(
-                self.session.request(method, st.info.url + path, data=body or None,
-                                     headers=headers),
-                gone,
+            resp = await self.session.request(
+                method, st.info.url + path, data=body or None, headers=headers
             )
             status = resp.status
             if status >= 500 or status == 429:
-                payload = await _unless_gone(resp.read(), gone)
+                payload = await resp.read()
                 if status >= 500:
                     book.failed(st, f"HTTP {status} from {st.info.url}")
                 return Failure(
@@ -171,7 +173,7 @@ class Forwarder:
                     Response(payload, status, self._headers(resp, st)),
                 )
             if resp.content_type == "text/event-stream":
-                first = await _unless_gone(resp.content.readany(), gone)
+                first = await resp.content.readany()
                 first_at = time.monotonic()
                 handed_off = True  # from here the stream owns resp and the in-flight count
                 return StreamingResponse(
@@ -180,7 +182,7 @@ class Forwarder:
                     headers={**self._headers(resp, st), "cache-control": "no-cache",
                              "x-accel-buffering": "no"},
                 )
-            payload = await _unless_gone(resp.read(), gone)
+            payload = await resp.read()
             took = time.monotonic() - started
             self._record(st, dstats, None, took, ok=status < 400)
             return Response(payload, status, self._headers(resp, st))

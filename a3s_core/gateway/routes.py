@@ -1,61 +1,53 @@
-"""The data-plane routes. Every handler takes the raw request: bodies are forwarded as
-bytes, never parsed into models and serialised again (the model field is the only thing
-read, and only where it routes)."""
+"""The data-plane routes.
+
+They are plain Starlette routes on the APIRouter, not FastAPI path operations: the bodies
+are forwarded as bytes, never parsed into models and serialised again, so FastAPI's
+dependency solving and validation would be pure cost on the hot path (about half a
+millisecond a request; the gateway's whole budget is one). The OpenAI API is documented by
+OpenAI; docs/gateway.md lists these paths.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 if TYPE_CHECKING:
     from a3s_core.gateway.app import Gateway
 
-POST_PATHS = ("/chat/completions", "/completions", "/embeddings")
-TAG = "data plane (OpenAI-compatible)"
+POST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+MODELS = "/v1/models"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def build_router(gateway: Gateway) -> APIRouter:
-    router = APIRouter(tags=[TAG])
+    def bare(upstream: str) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            return await gateway.handle(request, upstream)
 
-    for sub in POST_PATHS:
-        upstream = "/v1" + sub
+        return endpoint
 
-        async def by_model(request: Request, _upstream: str = upstream) -> Response:
-            return await gateway.handle(request, _upstream)
+    def by_path(upstream: str) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            p = request.path_params
+            return await gateway.handle(request, upstream, p["namespace"], p["name"])
 
-        async def by_path(
-            request: Request, namespace: str, name: str, _upstream: str = upstream
-        ) -> Response:
-            return await gateway.handle(request, _upstream, namespace, name)
+        return endpoint
 
-        router.add_api_route(
-            "/v1" + sub, by_model, methods=["POST"], name=f"openai{sub.replace('/', '_')}",
-            summary=f"OpenAI {sub} — routed by Host (<name>.<domain>) or the body's model",
-        )
-        router.add_api_route(
-            "/d/{namespace}/{name}/v1" + sub, by_path, methods=["POST"],
-            name=f"deployment{sub.replace('/', '_')}",
-            summary=f"OpenAI {sub} of one deployment (its path-based endpoint)",
-        )
-
-    async def models(request: Request) -> Response:
-        return await gateway.handle(request, "/v1/models")
-
-    async def model(request: Request, model: str) -> Response:
-        return await gateway.handle(request, "/v1/models")
-
-    async def models_by_path(request: Request, namespace: str, name: str) -> Response:
-        return await gateway.handle(request, "/v1/models", namespace, name)
-
-    async def model_by_path(request: Request, namespace: str, name: str, model: str) -> Response:
-        return await gateway.handle(request, "/v1/models", namespace, name)
-
-    router.add_api_route("/v1/models", models, methods=["GET"], summary="the key's model")
-    router.add_api_route("/v1/models/{model}", model, methods=["GET"])
-    router.add_api_route("/d/{namespace}/{name}/v1/models", models_by_path, methods=["GET"])
-    router.add_api_route("/d/{namespace}/{name}/v1/models/{model}", model_by_path,
-                         methods=["GET"])
+    routes = []
+    for path in POST_PATHS:
+        routes.append(Route(path, bare(path), methods=["POST"]))
+        routes.append(Route("/d/{namespace}/{name}" + path, by_path(path), methods=["POST"]))
+    for suffix in ("", "/{model:path}"):
+        routes.append(Route(MODELS + suffix, bare(MODELS), methods=["GET"]))
+        routes.append(Route("/d/{namespace}/{name}" + MODELS + suffix, by_path(MODELS),
+                            methods=["GET"]))
+    router = APIRouter()
+    router.routes.extend(routes)
     return router

@@ -4,7 +4,6 @@ replicas, a test engine speaking vLLM's metrics dialect and the standard balance
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -212,36 +211,3 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         db.dispose()
 
 
-
-@dataclass
-class ReplicaProcess:
-    """A fake replica in its own process, so it can be killed for real (SIGKILL)."""
-
-    proc: asyncio.subprocess.Process
-    url: str
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Any]:
-    started: list[ReplicaProcess] = []
-
-    async def _spawn(*args: str) -> ReplicaProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).parent / "gateway_fake_replica.py"), *args,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
-        assert line and line[0] == "ready", line
-        rp = ReplicaProcess(proc, line[1])
-        started.append(rp)
-        return rp
-
-    yield _spawn
-    for rp in started:
-        rp.kill()
-        await rp.proc.wait()

@@ -5,7 +5,8 @@ vLLM's /metrics dialect. It has `max_running` decode slots: requests beyond them
 and /metrics reports waiting and running as vLLM does. Speed is set per replica
 (`ttft_s`, `token_s`), and it can be told to fail the next requests with a status.
 
-In-process: `replica = FakeReplica(...); await replica.start(); replica.url`.
+In-process: `replica = FakeReplica(...); await replica.start(); replica.url`;
+`await replica.crash()` cuts it off like a SIGKILL.
 As a process (to be killed for real): `python gateway_fake_replica.py --port 8001`.
 """
 
@@ -70,6 +71,19 @@ class FakeReplica:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def crash(self) -> None:
+        """Die as a killed process would: the port stops accepting and every open
+        connection is cut, mid-request or not."""
+        runner = self._runner
+        assert runner is not None
+        for site in list(runner.sites):
+            server = site._server  # type: ignore[attr-defined]
+            if server is not None:
+                server.close()
+        assert runner.server is not None
+        for transport in list(runner.server._connections.values()):  # handler → transport
+            transport.abort()
 
     @property
     def url(self) -> str:

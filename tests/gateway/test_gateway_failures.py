@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from conftest import Harness
+
+from a3s_core.contracts import Balancer
+from a3s_core.types import ReplicaLoad
 
 
 def dead_url() -> str:
@@ -92,13 +96,13 @@ async def test_refused_connections_are_retried_and_all_down_is_a_503(harness: Ha
 
 
 async def test_a_replica_killed_mid_load_costs_no_request_that_had_not_streamed(
-    harness: Harness, spawn: Any
+    harness: Harness,
 ) -> None:
-    # Non-streaming answers take 0.6 s, streams send their first token after 0.6 s: when
-    # the kill comes at 0.3 s, none of the requests on the victim has sent a byte.
-    args = ("--model", "k", "--ttft-s", "0.6", "--tokens", "3", "--token-s", "0.01")
-    procs = [await spawn(*args) for _ in range(3)]
-    dep = harness.deploy("k", [p.url for p in procs])
+    # Non-streaming answers take 1 s, streams send their first token after 1 s: the kill
+    # comes once all 30 requests are in flight, before any of them has sent a byte.
+    replicas = [await harness.replica(model="k", ttft_s=1.0, tokens=3, token_s=0.01)
+                for _ in range(3)]
+    dep = harness.deploy("k", replicas)
     client = harness.client(dep)
 
     async def plain() -> str:
@@ -110,40 +114,42 @@ async def test_a_replica_killed_mid_load_costs_no_request_that_had_not_streamed(
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     calls = [asyncio.ensure_future(plain() if i % 2 else streamed()) for i in range(30)]
-    await asyncio.sleep(0.3)
-    victim = harness.gateway.stats(dep.id)["replicas"][0]
-    assert victim["inFlight"] > 0  # the kill really hits requests in progress
-    procs[0].kill()
+    # Every request has reached its replica (the victim is generating some of them).
+    await _until(lambda: sum(r.running for r in replicas) == 30, timeout=10)
+    assert replicas[0].running > 0
+    await replicas[0].crash()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert [r for r in results if not isinstance(r, str)] == []
     assert all(r == "tok0 tok1 tok2 " for r in results)
     victim = harness.gateway.stats(dep.id)["replicas"][0]
-    assert victim["failures"] >= 1 or victim["ejected"]
+    assert victim["failures"] >= 1 or victim["ejected"], harness.gateway.stats(dep.id)
 
 
-async def test_nothing_is_retried_after_bytes_were_sent(harness: Harness, spawn: Any) -> None:
-    victim = await spawn("--model", "s", "--tokens", "50", "--token-s", "0.05")
+async def test_nothing_is_retried_after_bytes_were_sent(harness: Harness) -> None:
+    victim = await harness.replica(model="s", tokens=50, token_s=0.05)
     spare = await harness.replica(model="s")
-    dep = harness.deploy("s", [victim.url, spare.url], balancer="round-robin")
-    harness.gateway._balancers[dep.id] = ("round-robin", _Always(dep.replica_ids[0]))  # type: ignore[assignment]
+    dep = harness.deploy("s", [victim, spare])
+    harness.gateway._balancers[dep.id] = ("least-queue", _Always(dep.replica_ids[0]))
     stream = await harness.client(dep).chat.completions.create(
         model="s", messages=[], stream=True)
     first = await stream.__anext__()
     assert first.choices[0].delta.content == "tok0 "
-    victim.kill()
+    await victim.crash()
     with pytest.raises(openai.APIError, match="failed mid-stream"):
         async for _ in stream:
             pass
     assert spare.hits["chat"] == 0
 
 
-class _Always:
+class _Always(Balancer):
+    """Pins the choice, so the test knows which replica it is about to kill."""
+
     name = "always"
 
     def __init__(self, replica_id: str) -> None:
         self.replica_id = replica_id
 
-    def pick(self, replicas: Any) -> Any:
+    def pick(self, replicas: Sequence[ReplicaLoad]) -> ReplicaLoad:
         return next(r for r in replicas if r.replica_id == self.replica_id)
 
 

@@ -1,0 +1,359 @@
+"""What the gateway costs: the same load against (a) a replica directly, (b) the A3S gateway
+in front of it (API-key auth, least-queue policy, metrics scraping all on), and (c)
+vllm-router (Rust) in front of the same replica, at 4 and 32 concurrent requests.
+
+    /work/venv/bin/python benchmarks/bench_gateway.py            # streaming and plain chat
+    /work/venv/bin/python benchmarks/bench_gateway.py --mode stream --requests 2000
+
+The replica is the engine simulator (`a3s_engine_sim`, vLLM dialect) when it is installed,
+else the fake replica of the gateway tests. Every piece runs in its own process on
+127.0.0.1; the load generator is this process (aiohttp, keep-alive, one connection per
+concurrent client). Targets: the gateway adds at most 1 ms p50 over direct at 4
+concurrent requests, and reaches at least half of vllm-router's requests/s at 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+FAKE_REPLICA = HERE.parent / "tests" / "gateway" / "gateway_fake_replica.py"
+MODEL = "bench"
+NAMESPACE = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- the gateway process
+
+
+def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_dir: str) -> None:
+    """Child process: a store with one deployment, its key and its replicas, and the
+    gateway on uvicorn (uvloop + httptools), the way `a3s serve` runs it."""
+    import uvicorn
+    from fastapi import FastAPI
+    from sqlmodel import Session, SQLModel
+
+    from a3s_core.gateway import Gateway
+    from a3s_core.keys import display_prefix, hash_key
+    from a3s_core.plugins import Plugins
+    from a3s_core.settings import Settings
+    from a3s_core.store.db import make_engine
+    from a3s_core.store.tables import ApiKeyRow, DeploymentRow, ReplicaRow
+
+    settings = Settings(data_dir=Path(db_dir), port=port)
+    db = make_engine(f"sqlite:///{db_dir}/a3s.db")
+    SQLModel.metadata.create_all(db)
+    with Session(db) as s:
+        s.add(DeploymentRow(  # type: ignore[call-arg]
+            id="dep-bench", name=MODEL, namespace=NAMESPACE, model="bench/model", engine=engine,
+            spec={"name": MODEL, "model": "bench/model", "engine": engine}, status="running",
+        ))
+        s.flush()
+        for i, url in enumerate(replica_urls):
+            s.add(ReplicaRow(id=f"bench-r{i}", deployment_id="dep-bench", state="ready",
+                             url=url, gpu="A100-80GB", tensor_parallel_size=1))
+        s.add(ApiKeyRow(id="key-bench", deployment_id="dep-bench", key_hash=hash_key(key),
+                        prefix=display_prefix(key)))
+        s.commit()
+
+    plugins = Plugins()
+    gateway = Gateway(settings, db, plugins)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(gateway.router())
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@contextlib.contextmanager
+def started(procs: list[Proc]) -> Iterator[list[Proc]]:
+    try:
+        yield procs
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def spawn(name: str, argv: list[str], log_dir: Path) -> Proc:
+    log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115  # the child holds it
+    return Proc(name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+
+
+async def wait_ready(url: str, proc: Proc, headers: dict[str, str] | None = None,
+                     body: dict[str, object] | None = None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                method = "POST" if body is not None else "GET"
+                async with http.request(method, url, json=body, headers=headers,
+                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    if resp.status == 200:
+                        await resp.read()
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{proc.name} not ready at {url} after {timeout:.0f}s")
+
+
+def replica_argv(port: int, use_sim: bool, max_tokens: int) -> list[str]:
+    if use_sim:
+        # A 1B-parameter model on an A100, delays scaled to a tenth and without jitter:
+        # a steady replica, so differences between the three paths are the paths'.
+        return [sys.executable, "-m", "a3s_engine_sim", "--port", str(port),
+                "--served-model-name", MODEL, "--dialect", "vllm", "--gpu", "A100-80GB",
+                "--bandwidth-gbs", "2039", "--bf16-tflops", "312", "--parameters", "1e9",
+                "--max-num-seqs", "256", "--max-queue", "100000", "--jitter", "0",
+                "--time-scale", "0.1", "--default-max-tokens", str(max_tokens)]
+    return [sys.executable, str(FAKE_REPLICA), "--port", str(port), "--model", MODEL,
+            "--ttft-s", "0.005", "--token-s", "0.0005", "--tokens", str(max_tokens)]
+
+
+# ---------------------------------------------------------------- load
+
+
+@dataclass
+class Result:
+    target: str
+    concurrency: int
+    mode: str
+    ok: int
+    failed: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        values = sorted(self.latencies)
+        return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))] * 1000
+
+
+async def run_load(
+    url: str, headers: dict[str, str], concurrency: int, requests: int, stream: bool,
+    max_tokens: int, warmup: int,
+) -> tuple[int, int, float, list[float]]:
+    body = json.dumps({
+        "model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
+        "max_tokens": max_tokens, "stream": stream,
+    }).encode()
+    hdrs = {"Content-Type": "application/json", **headers}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    latencies: list[float] = []
+    failed = 0
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def one() -> bool:
+            async with http.post(url, data=body, headers=hdrs) as resp:
+                if stream:
+                    async for _ in resp.content.iter_any():
+                        pass
+                else:
+                    await resp.read()
+                return resp.status == 200
+
+        async def worker(n: int, record: bool) -> None:
+            nonlocal failed
+            for _ in range(n):
+                t0 = time.perf_counter()
+                try:
+                    ok = await one()
+                except aiohttp.ClientError:
+                    ok = False
+                if record:
+                    if ok:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        failed += 1
+
+        await asyncio.gather(*(worker(max(1, warmup // concurrency), False)
+                               for _ in range(concurrency)))
+        per = max(1, requests // concurrency)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(per, True) for _ in range(concurrency)))
+        seconds = time.perf_counter() - t0
+    return len(latencies), failed, seconds, latencies
+
+
+# ---------------------------------------------------------------- main
+
+
+async def bench(args: argparse.Namespace) -> int:
+    use_sim = importlib.util.find_spec("a3s_engine_sim") is not None and not args.fake_replica
+    router_bin = shutil.which("vllm-router") or shutil.which(
+        "vllm-router", path=str(Path(sys.executable).parent))
+    key = "sk-a3s-bench-" + os.urandom(16).hex()
+    workdir = Path(tempfile.mkdtemp(prefix="a3s-bench-"))
+    replica_port, gateway_port, router_port = free_port(), free_port(), free_port()
+    replica_url = f"http://127.0.0.1:{replica_port}"
+    engine = "sim" if use_sim else "vllm"
+
+    with started([]) as procs:
+        replica = spawn("replica", replica_argv(replica_port, use_sim, args.max_tokens), workdir)
+        procs.append(replica)
+        await wait_ready(replica_url + "/health", replica)
+
+        gateway = spawn("gateway", [sys.executable, __file__, "--serve-gateway",
+                                    str(gateway_port), replica_url, key, engine, str(workdir)],
+                        workdir)
+        procs.append(gateway)
+        auth = {"Authorization": f"Bearer {key}"}
+        gateway_base = f"http://127.0.0.1:{gateway_port}/d/{NAMESPACE}/{MODEL}/v1"
+        await wait_ready(gateway_base + "/models", gateway, headers=auth)
+
+        targets = {
+            "direct": (replica_url + "/v1/chat/completions", {}),
+            "gateway": (gateway_base + "/chat/completions", auth),
+        }
+        router_note = ""
+        if router_bin is None:
+            router_note = ("vllm-router: not installed (pip install vllm-router); "
+                           "reporting direct and gateway only")
+        else:
+            router = spawn("vllm-router", [router_bin, "--host", "127.0.0.1", "--port",
+                                           str(router_port), "--worker-urls", replica_url,
+                                           "--policy", "round_robin", "--log-level", "warning"],
+                           workdir)
+            procs.append(router)
+            try:
+                await wait_ready(f"http://127.0.0.1:{router_port}/v1/chat/completions", router,
+                                 body={"model": MODEL, "max_tokens": 1,
+                                       "messages": [{"role": "user", "content": "hi"}]})
+                targets["vllm-router"] = (f"http://127.0.0.1:{router_port}/v1/chat/completions",
+                                          {})
+            except RuntimeError as exc:
+                router_note = f"vllm-router could not be run here ({exc}); see {workdir}"
+
+        print(f"replica: {'a3s_engine_sim (vLLM dialect)' if use_sim else 'fake replica'} "
+              f"at {replica_url}, {args.max_tokens} tokens per answer")
+        print(f"gateway: A3S (uvicorn+uvloop, 1 process, auth + least-queue + scraping) at "
+              f"{gateway_base}")
+        if router_note:
+            print(router_note)
+        elif "vllm-router" in targets:
+            print(f"vllm-router: {router_bin} (policy round_robin)")
+        print(f"logs: {workdir}\n")
+        header = f"{'mode':<7}{'conc':>5}  {'target':<12}{'ok':>7}{'fail':>6}" \
+                 f"{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        print(header)
+        print("-" * len(header))
+        results: list[Result] = []
+        modes = ["stream", "plain"] if args.mode == "both" else [args.mode]
+        for mode in modes:
+            for conc in args.concurrency:
+                for name, (url, headers) in targets.items():
+                    ok, failed, secs, lat = await run_load(
+                        url, headers, conc, args.requests, mode == "stream", args.max_tokens,
+                        args.warmup)
+                    r = Result(name, conc, mode, ok, failed, secs, lat)
+                    results.append(r)
+                    print(f"{mode:<7}{conc:>5}  {name:<12}{ok:>7}{failed:>6}{r.rps:>9.0f}"
+                          f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}", flush=True)
+            print()
+        return verdict(results, router_note)
+
+
+def verdict(results: list[Result], router_note: str) -> int:
+    def get(target: str, conc: int, mode: str) -> Result | None:
+        return next((r for r in results if (r.target, r.concurrency, r.mode)
+                     == (target, conc, mode)), None)
+
+    failures = 0
+    for mode in sorted({r.mode for r in results}):
+        direct, gw = get("direct", 4, mode), get("gateway", 4, mode)
+        if direct and gw:
+            added = gw.pct(50) - direct.pct(50)
+            good = added <= 1.0
+            failures += not good
+            print(f"[{mode}] gateway p50 over direct at 4 concurrent: {added:+.2f} ms "
+                  f"(target <= 1 ms) {'MET' if good else 'MISSED'}")
+        router, gw32 = get("vllm-router", 32, mode), get("gateway", 32, mode)
+        if router and gw32:
+            ratio = gw32.rps / router.rps if router.rps else float("nan")
+            good = ratio >= 0.5
+            failures += not good
+            print(f"[{mode}] gateway req/s at 32 vs vllm-router: {gw32.rps:.0f} / "
+                  f"{router.rps:.0f} = {ratio:.2f} (target >= 0.5) {'MET' if good else 'MISSED'}")
+        elif router_note:
+            print(f"[{mode}] gateway vs vllm-router at 32: not measured ({router_note})")
+    if any(r.failed for r in results):
+        print("some requests failed: see the 'fail' column and the logs")
+    return 1 if failures else 0
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-gateway":
+        port, url, key, engine, db_dir = sys.argv[2:7]
+        serve_gateway(int(port), url.split(","), key, engine, db_dir)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 32])
+    parser.add_argument("--requests", type=int, default=1600,
+                        help="measured requests per target and level (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--mode", choices=["stream", "plain", "both"], default="both")
+    parser.add_argument("--fake-replica", action="store_true",
+                        help="use the tests' fake replica even when the simulator is installed")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    sys.exit(asyncio.run(bench(args)))
+
+
+if __name__ == "__main__":
+    main()
