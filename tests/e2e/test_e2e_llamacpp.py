@@ -267,6 +267,9 @@ def test_deploy_chat_stream_survive_a_crash_and_delete(platform: Running,
     assert "replica.failed" in types and "replica.restarting" in types
     failed = next(e for e in reversed(v["recentEvents"]) if e["type"] == "replica.failed")
     assert failed["data"]["replica"] == replica["id"]
+    # The engine's own log, captured by the runtime: it served the chats above itself.
+    tail = failed["data"]["logTail"]
+    assert any('"POST /v1/chat/completions HTTP/1.1" 200' in line for line in tail), tail
     assert types.count("replica.starting") >= 2 and types.count("replica.ready") >= 2
     wait_gone([wrapper, engine])
     text_again, _ = chat(client)
