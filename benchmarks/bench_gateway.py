@@ -158,6 +158,15 @@ def replica_argv(port: int, use_sim: bool, max_tokens: int) -> list[str]:
 # ---------------------------------------------------------------- load
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU a process has used (Linux /proc), or None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Result:
     target: str
@@ -167,6 +176,13 @@ class Result:
     failed: int
     seconds: float
     latencies: list[float]
+    proxy_cpu_s: float | None = None  # CPU the proxy process (gateway / router) spent
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.proxy_cpu_s is None or not self.ok:
+            return None
+        return self.proxy_cpu_s / self.ok * 1e6
 
     @property
     def rps(self) -> float:
@@ -255,6 +271,7 @@ async def bench(args: argparse.Namespace) -> int:
             "direct": (replica_url + "/v1/chat/completions", {}),
             "gateway": (gateway_base + "/chat/completions", auth),
         }
+        pids = {"gateway": gateway.popen.pid}
         router_note = ""
         if router_bin is None:
             router_note = ("vllm-router: not installed (pip install vllm-router); "
@@ -265,6 +282,7 @@ async def bench(args: argparse.Namespace) -> int:
                                            "--policy", "round_robin", "--log-level", "warning"],
                            workdir)
             procs.append(router)
+            pids["vllm-router"] = router.popen.pid
             try:
                 await wait_ready(f"http://127.0.0.1:{router_port}/v1/chat/completions", router,
                                  body={"model": MODEL, "max_tokens": 1,
@@ -284,7 +302,7 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"vllm-router: {router_bin} (policy round_robin)")
         print(f"logs: {workdir}\n")
         header = f"{'mode':<7}{'conc':>5}  {'target':<12}{'ok':>7}{'fail':>6}" \
-                 f"{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+                 f"{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'proxy CPU/req':>15}"
         print(header)
         print("-" * len(header))
         results: list[Result] = []
@@ -292,13 +310,21 @@ async def bench(args: argparse.Namespace) -> int:
         for mode in modes:
             for conc in args.concurrency:
                 for name, (url, headers) in targets.items():
+                    pid = pids.get(name)
+                    cpu0 = cpu_seconds(pid) if pid else None
                     ok, failed, secs, lat = await run_load(
                         url, headers, conc, args.requests, mode == "stream", args.max_tokens,
                         args.warmup)
+                    cpu1 = cpu_seconds(pid) if pid else None
                     r = Result(name, conc, mode, ok, failed, secs, lat)
+                    if cpu0 is not None and cpu1 is not None:
+                        # Includes the warm-up's share, so it is an upper bound.
+                        r.proxy_cpu_s = (cpu1 - cpu0) * ok / (ok + args.warmup)
                     results.append(r)
+                    cpu = r.cpu_us_per_request
+                    cpu_text = f"{cpu:>12.0f} us" if cpu is not None else f"{'-':>15}"
                     print(f"{mode:<7}{conc:>5}  {name:<12}{ok:>7}{failed:>6}{r.rps:>9.0f}"
-                          f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}", flush=True)
+                          f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}{cpu_text}", flush=True)
             print()
         return verdict(results, router_note)
 

@@ -32,6 +32,7 @@ from a3s_core.gateway.errors import GatewayError
 from a3s_core.gateway.load import LoadBook, ReplicaStats
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
 from a3s_core.gateway.scraper import Scraper
+from a3s_core.gateway.upstream import UpstreamPool
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
 from a3s_core.types import ScalingSignals
@@ -55,7 +56,8 @@ class Gateway:
             load_catalog(settings.gpu_catalog),
             stale_after_s=STALE_AFTER_INTERVALS * settings.scrape_interval_s,
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # the scraper's
+        self._pool: UpstreamPool | None = None  # the hot path's (see upstream.py)
         self._forwarder: Forwarder | None = None
         self._scraper: Scraper | None = None
         self._scrape_task: asyncio.Task[None] | None = None
@@ -65,7 +67,7 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, scrape: bool = True) -> None:
-        """Open the pooled client (keep-alive to every replica) and start scraping."""
+        """Open the pooled clients (keep-alive to every replica) and start scraping."""
         if self._session is not None:
             return
         self._session = aiohttp.ClientSession(
@@ -74,7 +76,8 @@ class Gateway:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             auto_decompress=False,
         )
-        self._forwarder = Forwarder(self._session, self.book)
+        self._pool = UpstreamPool()
+        self._forwarder = Forwarder(self._pool, self.book)
         self._scraper = Scraper(
             self._session, self.directory, self.book, self.plugins,
             self.settings.scrape_interval_s, engine_for=self.engine,
@@ -91,6 +94,9 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
             self._forwarder = None
 
     def invalidate(self) -> None:

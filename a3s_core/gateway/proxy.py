@@ -15,17 +15,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from starlette.responses import Response, StreamingResponse
 
 from a3s_core.contracts import Balancer
 from a3s_core.gateway.directory import DeploymentInfo
 from a3s_core.gateway.errors import GatewayError, unavailable
 from a3s_core.gateway.load import DeploymentStats, LoadBook, ReplicaStats
+from a3s_core.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 ATTEMPTS = 2  # the first try and one retry on another replica
+WATCH_AFTER_S = 0.25
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-request-id", "traceparent")
 PASSED_RESPONSE_HEADERS = ("content-type", "x-request-id", "content-encoding")
 
@@ -46,26 +47,44 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-def _cancel_on_disconnect(receive: Receive | None) -> asyncio.Task[None] | None:
-    """Watch for the client leaving while we wait on a replica, and cancel this request's
-    task if it does: the cancellation closes the upstream connection, which makes the
-    engine abort the generation. One small task per request; no polling."""
-    me = asyncio.current_task()
-    if receive is None or me is None:
-        return None
-    watcher = asyncio.ensure_future(_until_disconnect(receive))
+class DisconnectWatch:
+    """Cancel this request's task if the client leaves while we wait on a replica: the
+    cancellation closes the upstream connection, which makes the engine abort the
+    generation. The watcher (a task blocked in `receive()`) starts only after
+    `WATCH_AFTER_S`: most answers that finish sooner never pay for it, and a client that
+    leaves sooner costs at most that much wasted generation."""
 
-    def _left(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is None:
-            me.cancel()
+    def __init__(self, receive: Receive | None) -> None:
+        self.left = False
+        self._task: asyncio.Task[None] | None = None
+        self._me = asyncio.current_task()
+        self._receive = receive
+        self._timer = (
+            asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+            if receive is not None and self._me is not None else None
+        )
 
-    watcher.add_done_callback(_left)
-    return watcher
+    def _start(self) -> None:
+        assert self._receive is not None
+        self._task = asyncio.ensure_future(_until_disconnect(self._receive))
+        self._task.add_done_callback(self._done)
+
+    def _done(self, t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is None and self._me is not None:
+            self.left = True
+            self._me.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.remove_done_callback(self._done)
+            self._task.cancel()
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, book: LoadBook) -> None:
-        self.session = session
+    def __init__(self, pool: UpstreamPool, book: LoadBook) -> None:
+        self.pool = pool
         self.book = book
 
     async def forward(
@@ -84,7 +103,7 @@ class Forwarder:
         fwd_headers = {k: headers[k] for k in FORWARDED_REQUEST_HEADERS if k in headers}
         tried: set[str] = set()
         failure: Failure | None = None
-        gone = _cancel_on_disconnect(receive)
+        watch = DisconnectWatch(receive)
         try:
             for _ in range(ATTEMPTS):
                 st = self._choose(replicas, balancer, tried)
@@ -96,15 +115,14 @@ class Forwarder:
                     return result
                 failure = result
         except asyncio.CancelledError:
-            if gone is None or not gone.done() or gone.cancelled():
+            if not watch.left:
                 raise  # cancelled from outside (shutdown): not ours to swallow
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         finally:
-            if gone is not None:
-                gone.cancel()
+            watch.close()
         dstats.errors.add(0.0)
         where = f"{dep.namespace}/{dep.name}"
         if failure is None:
@@ -158,11 +176,9 @@ class Forwarder:
         st.requests += 1
         started = time.monotonic()
         handed_off = False
-        resp: aiohttp.ClientResponse | None = None
+        resp: UpstreamResponse | None = None
         try:
-            resp = await self.session.request(
-                method, st.info.url + path, data=body or None, headers=headers
-            )
+            resp = await self.pool.request(st.info.url, method, path, headers, body)
             status = resp.status
             if status >= 500 or status == 429:
                 payload = await resp.read()
@@ -173,7 +189,7 @@ class Forwarder:
                     Response(payload, status, self._headers(resp, st)),
                 )
             if resp.content_type == "text/event-stream":
-                first = await resp.content.readany()
+                first = await resp.next_chunk()
                 first_at = time.monotonic()
                 handed_off = True  # from here the stream owns resp and the in-flight count
                 return StreamingResponse(
@@ -186,7 +202,7 @@ class Forwarder:
             took = time.monotonic() - started
             self._record(st, dstats, None, took, ok=status < 400)
             return Response(payload, status, self._headers(resp, st))
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             # Connect refused, reset, or the replica died before its answer was complete:
             # the client has received nothing, so another replica may answer instead.
             reason = f"{_fmt_error(exc)} from {st.info.url}"
@@ -200,7 +216,7 @@ class Forwarder:
 
     async def _stream(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         first: bytes,
         st: ReplicaStats,
         dstats: DeploymentStats,
@@ -211,21 +227,20 @@ class Forwarder:
         try:
             if first:
                 yield first
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 yield chunk
             complete = True
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             # Bytes already went out; the best left is to say so in the stream's own
             # terms (vLLM sends the same shape), so clients raise instead of hanging.
             self.book.failed(st, f"{_fmt_error(exc)} mid-stream from {st.info.url}")
             yield _sse_error(f"replica {st.info.id} failed mid-stream: {_fmt_error(exc)}")
         finally:
             st.in_flight -= 1
+            # An unfinished exchange closes the connection: the replica stops generating.
+            resp.release()
             if complete:
-                resp.release()
                 self._record(st, dstats, first_at - started, time.monotonic() - started, ok=True)
-            else:
-                resp.close()  # the client left (or the replica died): stop the generation
 
     def _record(
         self, st: ReplicaStats, dstats: DeploymentStats, ttft: float | None, total: float,
@@ -245,7 +260,7 @@ class Forwarder:
         dstats.first_byte.add(total if ttft is None else ttft, now)
 
     @staticmethod
-    def _headers(resp: aiohttp.ClientResponse, st: ReplicaStats) -> dict[str, str]:
+    def _headers(resp: UpstreamResponse, st: ReplicaStats) -> dict[str, str]:
         out = {k: resp.headers[k] for k in PASSED_RESPONSE_HEADERS if k in resp.headers}
         out["x-a3s-replica"] = st.info.id
         return out
