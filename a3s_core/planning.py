@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from a3s_core.catalog import GpuCatalog
 from a3s_core.errors import A3SError, SizingError
 from a3s_core.platform import Platform
+from a3s_core.plugins import Plugins
 from a3s_core.types import DeploymentRequest, ModelProfile, ModelSpec, SizingPlan
 
 
 def resolve_plan(platform: Platform, spec: ModelSpec) -> tuple[ModelProfile, SizingPlan]:
     """Profile the model, size it, and let the engine refuse what it cannot serve.
     Blocking (may read a checkpoint or ask the hub): call from a thread."""
+    return plan_model(platform.plugins, platform.catalog, spec)
+
+
+def plan_model(
+    plugins: Plugins, catalog: GpuCatalog, spec: ModelSpec
+) -> tuple[ModelProfile, SizingPlan]:
+    """`resolve_plan` without a running platform (the CLI's offline plan uses it too)."""
     revision = spec.extra_args.get("revision") if isinstance(spec.extra_args, dict) else None
-    profile = platform.plugins.model_profile(spec.model, revision)
-    plan = platform.plugins.size(profile, spec, platform.catalog.gpus)
-    engine = platform.plugins.engines.get(spec.engine)()
+    profile = plugins.model_profile(spec.model, revision)
+    plan = plugins.size(profile, spec, catalog.gpus)
+    engine = plugins.engines.get(spec.engine)()
     reason = engine.check(profile, plan)
     if reason:
         raise SizingError(f"engine {spec.engine!r} cannot serve {spec.model!r}: {reason}")

@@ -45,6 +45,8 @@ class Platform:
         self.tracer = self.tracer_provider.get_tracer("a3s")
         runtime_cls = self.plugins.runtimes.get(settings.runtime)
         options: dict[str, Any] = {"data_dir": str(settings.data_dir), **settings.runtime_options}
+        if settings.gpu_catalog:  # the inventory must name GPUs as sizing does
+            options.setdefault("gpu_catalog", settings.gpu_catalog)
         self.runtime: Runtime = runtime_cls(options)
         self.gateway: Gateway | None = _make_gateway(self)
         self.controller: Controller | None = None

@@ -121,7 +121,8 @@ class Plugins:
 
     def _collect(self, hook_name: str, registry: R) -> R:
         caller = getattr(self.pm.hook, hook_name)
-        # Call implementations one by one, oldest first, so each registration knows its owner.
+        # Call implementations one by one, in pluggy's call order (tryfirst, then newest
+        # first), so each registration knows its owner.
         for impl in reversed(caller.get_hookimpls()):
             registry.current_plugin = impl.plugin_name
             impl.function(registry=registry)

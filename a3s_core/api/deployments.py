@@ -143,6 +143,16 @@ async def scale_deployment(
                 field="replicas",
                 value=body.replicas,
             )
+        floor = int(auto.get("min_replicas", 1)) if auto.get("enabled", True) else 1
+        if body.replicas < floor:
+            from a3s_core.errors import InvalidRequest
+
+            raise InvalidRequest(
+                f"replicas: {body.replicas} is below this deployment's autoscaling minimum of "
+                f"{floor} (autoscaling.minReplicas)",
+                field="replicas",
+                value=body.replicas,
+            )
         before = row.desired_replicas
         row = platform.store.update_deployment(row.id, desired_replicas=body.replicas)
         platform.bus.emit(

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from a3s_core.catalog import load_catalog
 from a3s_core.cli.client import CliError
 from a3s_core.errors import A3SError
+from a3s_core.planning import plan_model
 from a3s_core.plugins import Plugins
 from a3s_core.types import DeploymentRequest
 
@@ -24,8 +25,8 @@ def plan_offline(body: dict[str, Any]) -> dict[str, Any]:
     for spec in request.models:
         entry: dict[str, Any] = {"name": spec.name, "model": spec.model, "engine": spec.engine}
         try:
-            profile = plugins.model_profile(spec.model, None)
-            entry["plan"] = plugins.size(profile, spec, catalog.gpus).model_dump(mode="json")
+            _, plan = plan_model(plugins, catalog, spec)
+            entry["plan"] = plan.model_dump(mode="json")
         except A3SError as exc:
             entry["error"] = {"code": exc.code, "message": exc.message}
         models.append(entry)

@@ -27,6 +27,11 @@ class LaunchContext(BaseModel):
     extra_args: dict[str, Any] = Field(default_factory=dict)
     gpu_indices: list[int] = Field(default_factory=list)
     cpu_threads: int | None = None
+    in_container: bool | None = Field(
+        None,
+        description="True: the command runs inside image_for(ctx) (kubernetes); False: as a "
+        "process on the platform's machine (local, sim); None: unknown",
+    )
 
 
 class Engine(ABC):

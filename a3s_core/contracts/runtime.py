@@ -18,6 +18,10 @@ class Runtime(ABC):
     """
 
     name: ClassVar[str]
+    runs_images: ClassVar[bool | None] = None
+    """True when replicas run the engine's container image (kubernetes); False when the
+    command runs as a process on this machine (local, sim). Engines see it as
+    `LaunchContext.in_container`."""
 
     def __init__(self, options: dict[str, object] | None = None) -> None:
         self.options = dict(options or {})

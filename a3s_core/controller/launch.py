@@ -35,6 +35,7 @@ async def build_request(
         extra_args=dict(dep.spec.get("extra_args") or {}),
         gpu_indices=list(placement.gpu_indices),
         cpu_threads=None if placement.gpu else max(1, (os.cpu_count() or 2) - 1),
+        in_container=type(platform.runtime).runs_images,
     )
     gpu_type = platform.catalog.get(placement.gpu) if placement.gpu else None
     return ReplicaRequest(

@@ -226,10 +226,17 @@ class Controller:
                 await self._replica_failed(dep, r, obs.message or f"replica {obs.state}")
                 continue
             elif obs.state == "starting":
+                if r.state == "ready":  # was serving, is not now: stop routing to it
+                    r = await run_in_threadpool(
+                        self.store.update_replica, r.id, state="starting", message=obs.message
+                    ) or r
+                    self._invalidate()
                 if obs.url and obs.url != r.url:
                     r = await run_in_threadpool(self.store.update_replica, r.id, url=obs.url) or r
                 timeout = timedelta(seconds=self.p.settings.replica_start_timeout_s)
-                if now() - created > timeout:
+                # Only a replica that never came up is timed out; a restarting one is the
+                # runtime's to restart (kubelet) or report failed.
+                if r.ready_at is None and now() - created > timeout:
                     await self._replica_failed(
                         dep, r, f"not ready after {timeout.total_seconds():.0f}s"
                     )
@@ -332,6 +339,8 @@ class Controller:
                 gpuIndices=placement.gpu_indices,
                 tensorParallelSize=placement.tensor_parallel_size,
             )
+        if (dep.autoscaling_state or {}).get("unschedulable"):
+            await run_in_threadpool(self.store.merge_autoscaling_state, dep.id, unschedulable=None)
         return await self._launch(dep, plan, row)
 
     async def _unschedulable(
@@ -364,8 +373,9 @@ class Controller:
                 suggestions=full.suggestions,
             )
         else:
-            state = dict(dep.autoscaling_state or {}, unschedulable=exc.message)
-            await run_in_threadpool(self.store.transition, dep.id, autoscaling_state=state)
+            await run_in_threadpool(
+                self.store.merge_autoscaling_state, dep.id, unschedulable=exc.message
+            )
 
     async def _launch(
         self, dep: DeploymentRow, plan: SizingPlan, row: ReplicaRow
@@ -415,7 +425,8 @@ class Controller:
     async def _start_drain(self, dep: DeploymentRow, live: list[ReplicaRow], n: int) -> None:
         # Not-ready replicas go first (they serve nothing), then the newest.
         victims = sorted(
-            live, key=lambda r: (r.state == "ready", aware(r.created_at)), reverse=False
+            live,
+            key=lambda r: (r.state == "ready", -(aware(r.created_at) or now()).timestamp()),
         )
         for r in victims[:n]:
             await run_in_threadpool(self.store.update_replica, r.id, state="draining")

@@ -155,6 +155,26 @@ class Store:
                 return None
             return s.get(DeploymentRow, deployment_id)
 
+    def merge_autoscaling_state(self, deployment_id: str, **keys: Any) -> None:
+        """Set (or, with None, drop) keys of `autoscaling_state` in one transaction, so
+        the controller and the autoscaler never overwrite each other's keys."""
+        with self.session() as s:
+            q = select(DeploymentRow).where(DeploymentRow.id == deployment_id)
+            if self.is_postgres:
+                q = q.with_for_update()
+            row = s.exec(q).first()
+            if row is None:
+                return
+            state = dict(row.autoscaling_state or {})
+            for k, v in keys.items():
+                if v is None:
+                    state.pop(k, None)
+                else:
+                    state[k] = v
+            row.autoscaling_state = state
+            s.add(row)
+            s.commit()
+
     def count(self, table: type[Any]) -> int:
         with self.session() as s:
             return len(list(s.exec(select(table))))

@@ -49,13 +49,10 @@ SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
 
 
 def in_container(ctx: LaunchContext) -> bool | None:
-    """Whether the command runs inside `image_for(ctx)` (True) or as a process on the
-    platform's machine (False); None while the core does not say.
-
-    Reads the LaunchContext field `in_container` requested from the core; until it exists
-    the engine cannot tell and assumes a process on this machine (the `local` runtime)."""
-    value = getattr(ctx, "in_container", None)
-    return value if isinstance(value, bool) else None
+    """Whether the command runs inside `image_for(ctx)` (True, kubernetes) or as a process
+    on the platform's machine (False, local); None when the runtime does not say, which
+    is taken as a process on this machine."""
+    return ctx.in_container
 
 
 def server_for(ctx: LaunchContext) -> Server:

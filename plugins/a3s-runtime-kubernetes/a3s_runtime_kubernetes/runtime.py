@@ -41,6 +41,7 @@ class KubernetesRuntime(Runtime):
     """Replicas as pods in a real cluster, through the official client (sync, in threads)."""
 
     name: ClassVar[str] = "kubernetes"
+    runs_images: ClassVar[bool | None] = True  # the engine command runs in its image
 
     def __init__(
         self, options: dict[str, object] | None = None, *, api_client: k8s.ApiClient | None = None
