@@ -33,6 +33,7 @@ INSTALL_HINTS = {
     "a3s-engine-sim": "pip install a3s-engine-sim",
     "a3s_engine_sim": "pip install a3s-engine-sim",
     "text-embeddings-router": "install Hugging Face text-embeddings-inference",
+    "llama-server": "install a llama.cpp release (https://github.com/ggml-org/llama.cpp)",
 }
 
 
@@ -61,6 +62,7 @@ def _option_error(exc: ValidationError) -> InvalidRequest:
 
 class LocalRuntime(Runtime):
     name = "local"
+    runs_images = False  # engines run as processes on this machine
     runs_images = False  # the engine command runs as a process here
 
     def __init__(self, options: dict[str, object] | None = None) -> None:
