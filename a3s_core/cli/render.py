@@ -58,7 +58,9 @@ def print_plan(console: Console, out: dict[str, Any]) -> None:
                     _gib(cand["weights_per_gpu_bytes"]),
                     _gib(cand["overhead_per_gpu_bytes"]),
                     _gib(cand["kv_budget_per_gpu_bytes"]),
-                    f"{cand['concurrent_sequences']:.1f}",
+                    f"{cand['concurrent_sequences']:.1f}"
+                    if p["kv_bytes_per_token"]
+                    else "no KV cache",
                 )
             console.print(c)
         for r in p.get("rejected", []):
