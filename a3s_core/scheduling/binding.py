@@ -48,12 +48,13 @@ def place_and_book(
     Conflict when every attempt lost a race (a very busy cluster; the caller retries
     later, exactly as for Unschedulable)."""
     snap = snapshot if snapshot is not None else load()
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
         placement = scheduler.place(snap, demand)  # Unschedulable propagates
         if book(replica_id, placement):
             snap.apply(placement)
             return placement, snap
-        snap = load()
+        if attempt < attempts:
+            snap = load()
     raise Conflict(
         f"replica {replica_id} lost the race for GPUs {attempts} times in a row; "
         "it stays pending and is retried"

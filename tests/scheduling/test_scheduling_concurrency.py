@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+import pytest
 from a3s_scheduler_standard import BinPack
 from scheduling_testkit import demand, hand_plan, node
 
-from a3s_core.errors import Unschedulable
+from a3s_core.errors import Conflict, Unschedulable
 from a3s_core.scheduling import (
     ClusterSnapshot,
     MemoryBook,
@@ -117,3 +118,23 @@ def test_deleting_a_deployment_lets_a_waiting_one_be_placed_in_arrival_order() -
         ("late-1", freed.node, freed.gpu_indices)
     ]
     assert [w.key for w in queue] == ["late-2"] and next(iter(queue)).attempts == 2
+
+
+def test_losing_every_race_is_a_conflict_not_a_wrong_booking() -> None:
+    sched = Scheduler(BinPack())
+    loads = []
+
+    def load() -> ClusterSnapshot:
+        loads.append(1)
+        return ClusterSnapshot(node_views(CLUSTER))
+
+    with pytest.raises(Conflict, match="lost the race for GPUs 3 times"):
+        place_and_book(sched, demand(PLAN), "r0", lambda rid, p: False, load, attempts=3)
+    assert len(loads) == 3  # the first view, then a fresh one after each lost race but the last
+
+    queue = WaitQueue()
+    queue.add("r0", demand(PLAN))
+    assert queue.drain(
+        lambda w: place_and_book(sched, w.demand, w.key, lambda rid, p: False, load)[0]
+    ) == []
+    assert "lost the race" in next(iter(queue)).reason
