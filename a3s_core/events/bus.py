@@ -9,8 +9,10 @@ and never slows the emitter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,11 +47,25 @@ class EventFilter:
 
 @dataclass(eq=False)
 class _Subscriber:
+    """A bounded buffer with a doorbell. Touched only from its own loop's thread."""
+
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Event]
+    size: int
     accept: EventFilter
+    buffer: deque[Event] = field(default_factory=deque)
     overflowed: bool = False
+    live: bool = False  # past the backlog: new events come from the buffer
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed:
+            return
+        if len(self.buffer) >= self.size:
+            self.overflowed = True
+            self.buffer.clear()  # the subscriber resumes from the store, not from here
+        else:
+            self.buffer.append(event)
+        self.wake.set()
 
 
 class EventBus:
@@ -109,22 +125,16 @@ class EventBus:
         return event
 
     def publish(self, event: Event) -> None:
-        """Deliver an already-persisted event to live subscribers (no store write)."""
+        """Deliver an already-persisted event to live subscribers (no store write).
+        One loop callback per event and loop, however many subscribers that loop serves."""
         with self._lock:
-            subs = list(self._subs)
+            subs = [s for s in self._subs if s.accept(event)]
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Subscriber]] = defaultdict(list)
         for sub in subs:
-            if sub.accept(event):
-                sub.loop.call_soon_threadsafe(self._offer, sub, event)
-
-    @staticmethod
-    def _offer(sub: _Subscriber, event: Event) -> None:
-        if sub.overflowed:
-            return
-        try:
-            sub.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            sub.overflowed = True
-            sub.wake.set()
+            by_loop[sub.loop].append(sub)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: its subscribers are gone
+                loop.call_soon_threadsafe(_offer_all, group, event)
 
     # ------------------------------------------------------------------ subscribe
 
@@ -134,7 +144,7 @@ class EventBus:
         """Events after `since` (None: only new ones), then live ones, in seq order.
         Raises SubscriberOverflow when the consumer falls `queue_size` events behind."""
         accept = accept or EventFilter()
-        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue(self.queue_size), accept)
+        sub = _Subscriber(asyncio.get_running_loop(), self.queue_size, accept)
         with self._lock:
             self._subs.add(sub)
         try:
@@ -150,19 +160,23 @@ class EventBus:
                 for e in page:
                     last = e.seq
                     yield e
-                if len(page) < 500:
+                if len(page) == 500:
+                    continue
+                if not sub.overflowed:
                     break
+                # Live events piled up while the backlog was read: the store has them all,
+                # so keep reading it rather than cutting the subscriber off.
+                sub.overflowed = False
+                sub.buffer.clear()
+            sub.live = True
             while True:
                 if sub.overflowed:
                     raise SubscriberOverflow(last)
-                get = asyncio.ensure_future(sub.queue.get())
-                wake = asyncio.ensure_future(sub.wake.wait())
-                done, _ = await asyncio.wait({get, wake}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    get.cancel()
-                    raise SubscriberOverflow(last)
-                wake.cancel()
-                e = get.result()
+                if not sub.buffer:
+                    sub.wake.clear()
+                    await sub.wake.wait()
+                    continue
+                e = sub.buffer.popleft()
                 if e.seq <= last:
                     continue  # already sent from the backlog
                 if e.seq > last + 1 and accept == EventFilter():
@@ -181,3 +195,13 @@ class EventBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subs)
+
+    @property
+    def live_subscriber_count(self) -> int:
+        """Subscribers past their backlog, waiting for new events."""
+        return sum(1 for s in list(self._subs) if s.live)
+
+
+def _offer_all(subs: list[_Subscriber], event: Event) -> None:
+    for sub in subs:
+        sub.offer(event)

@@ -20,6 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
 
 from a3s_core.events.bus import EventBus
 
@@ -160,7 +161,7 @@ def step(
     """A pipeline step: a span that becomes `<name>.started` and `<name>.completed|failed`
     events. An exception marks the span failed (its message becomes the event's) and is
     re-raised."""
-    attrs = {
+    attrs: dict[str, AttributeValue] = {
         STEP: True,
         "a3s.deployment_id": deployment_id,
         "a3s.name": deployment_name,
