@@ -20,6 +20,7 @@ class NodeView:
     free_indices: tuple[int, ...]
     labels: dict[str, str] = field(default_factory=dict)
     utilization: float | None = None
+    schedulable: bool = True
 
     @property
     def free(self) -> int:
