@@ -309,21 +309,30 @@ async def bench(args: argparse.Namespace) -> int:
         modes = ["stream", "plain"] if args.mode == "both" else [args.mode]
         for mode in modes:
             for conc in args.concurrency:
-                for name, (url, headers) in targets.items():
-                    pid = pids.get(name)
-                    cpu0 = cpu_seconds(pid) if pid else None
-                    ok, failed, secs, lat = await run_load(
-                        url, headers, conc, args.requests, mode == "stream", args.max_tokens,
-                        args.warmup)
-                    cpu1 = cpu_seconds(pid) if pid else None
-                    r = Result(name, conc, mode, ok, failed, secs, lat)
-                    if cpu0 is not None and cpu1 is not None:
-                        # Includes the warm-up's share, so it is an upper bound.
-                        r.proxy_cpu_s = (cpu1 - cpu0) * ok / (ok + args.warmup)
+                # Interleaved rounds: a burst of load from elsewhere on the machine falls
+                # on every target alike instead of on whichever ran at that moment.
+                acc = {name: Result(name, conc, mode, 0, 0, 0.0, [], 0.0) for name in targets}
+                for _ in range(args.rounds):
+                    for name, (url, headers) in targets.items():
+                        pid = pids.get(name)
+                        cpu0 = cpu_seconds(pid) if pid else None
+                        ok, failed, secs, lat = await run_load(
+                            url, headers, conc, args.requests // args.rounds, mode == "stream",
+                            args.max_tokens, args.warmup // args.rounds)
+                        cpu1 = cpu_seconds(pid) if pid else None
+                        r = acc[name]
+                        r.ok, r.failed, r.seconds = r.ok + ok, r.failed + failed, r.seconds + secs
+                        r.latencies += lat
+                        if cpu0 is None or cpu1 is None:
+                            r.proxy_cpu_s = None
+                        elif r.proxy_cpu_s is not None:
+                            # Includes the warm-up's share, so it is an upper bound.
+                            r.proxy_cpu_s += (cpu1 - cpu0) * ok / (ok + args.warmup // args.rounds)
+                for name, r in acc.items():
                     results.append(r)
                     cpu = r.cpu_us_per_request
                     cpu_text = f"{cpu:>12.0f} us" if cpu is not None else f"{'-':>15}"
-                    print(f"{mode:<7}{conc:>5}  {name:<12}{ok:>7}{failed:>6}{r.rps:>9.0f}"
+                    print(f"{mode:<7}{conc:>5}  {name:<12}{r.ok:>7}{r.failed:>6}{r.rps:>9.0f}"
                           f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}{cpu_text}", flush=True)
             print()
         return verdict(results, router_note)
@@ -367,6 +376,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1600,
                         help="measured requests per target and level (after warm-up)")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="interleave the targets in this many rounds per level")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--mode", choices=["stream", "plain", "both"], default="both")
     parser.add_argument("--fake-replica", action="store_true",
