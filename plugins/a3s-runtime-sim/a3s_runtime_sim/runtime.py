@@ -8,6 +8,7 @@ the engine it stands in for. Processes are supervised by `a3s_core.procs`, recor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -143,8 +144,6 @@ class SimRuntime(Runtime):
     async def _scrape_gauges(self) -> dict[str, dict[int, tuple[float, int]]]:
         """Per replica: GPU index → (utilisation %, framebuffer used MiB), from each running
         simulator's DCGM-like gauges, cached for `utilization_ttl_s`."""
-        import asyncio
-
         now = time.monotonic()
         ttl = self.opts.utilization_ttl_s
         todo = [p for p in self.replicas.supervisor.processes()
