@@ -12,6 +12,7 @@ from a3s_core.api.schemas import (
 )
 from a3s_core.errors import InvalidRequest, UnknownPlugin
 from a3s_core.platform import Platform
+from a3s_core.registry import Registry
 from a3s_core.store import DeploymentRow, new_id
 from a3s_core.store.tables import utcnow
 from a3s_core.types import DeploymentRequest, ModelSpec
@@ -21,7 +22,7 @@ def check_names(platform: Platform, request: DeploymentRequest) -> None:
     """Engine / scheduler / balancer names must be installed; replicas under the ceiling."""
     plugins, settings = platform.plugins, platform.settings
     for i, m in enumerate(request.models):
-        checks = [
+        checks: list[tuple[str, str | None, Registry[Any]]] = [
             ("engine", m.engine, plugins.engines),
             ("scheduler", m.scheduler, plugins.schedulers),
             ("balancer", m.balancer, plugins.balancers),

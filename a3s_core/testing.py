@@ -53,7 +53,7 @@ class FakeRuntime(Runtime):
                 cpu_cores=32,
                 memory_bytes=256 * 2**30,
             )
-            for n, g, m, c in spec  # type: ignore[misc]
+            for n, g, m, c in spec  # type: ignore[attr-defined]
         ]
 
     async def list_nodes(self) -> list[Node]:

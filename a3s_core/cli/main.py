@@ -61,7 +61,7 @@ def serve(
     from a3s_core.errors import A3SError
     from a3s_core.settings import Settings
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in dict(
             host=host,

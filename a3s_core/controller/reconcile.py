@@ -154,8 +154,11 @@ class Controller:
                     f"{dep.name}: {plan.parameters / 1e9:.1f}B parameters, "
                     f"{plan.weight_bytes / 2**30:.1f} GiB weights ({plan.quantization}), "
                     f"max_model_len {plan.max_model_len}; "
-                    + (f"fits on {fits}" if fits else
-                       f"runs on CPU in {plan.memory_bytes / 2**30:.2f} GiB"),
+                    + (
+                        f"fits on {fits}"
+                        if fits
+                        else f"runs on CPU in {plan.memory_bytes / 2**30:.2f} GiB"
+                    ),
                     parameters=plan.parameters,
                     weightBytes=plan.weight_bytes,
                     kvBytesPerToken=plan.kv_bytes_per_token,
@@ -192,17 +195,13 @@ class Controller:
                     await self._replica_failed(dep, r, "the replica disappeared from the runtime")
                     continue
             elif obs.state == "ready" and r.state != "ready":
-                r = (
-                    await run_in_threadpool(
-                        self.store.update_replica,
-                        r.id,
-                        state="ready",
-                        url=obs.url,
-                        ready_at=now(),
-                        message="",
-                        restarts=obs.restarts,
-                    )
-                    or r
+                r = await self._set(
+                    r,
+                    state="ready",
+                    url=obs.url,
+                    ready_at=now(),
+                    message="",
+                    restarts=obs.restarts,
                 )
                 secs = (now() - created).total_seconds()
                 self.emit(
@@ -217,8 +216,11 @@ class Controller:
                     },
                 )
                 self._invalidate()
-            elif obs.state == "ready" and dep.failures and r.ready_at and (
-                now() - (aware(r.ready_at) or now()) > STABLE_AFTER
+            elif (
+                obs.state == "ready"
+                and dep.failures
+                and r.ready_at
+                and (now() - (aware(r.ready_at) or now()) > STABLE_AFTER)
             ):
                 # Like a kubelet's crash-loop back-off: forgiven after a stable stretch.
                 await run_in_threadpool(self.store.transition, dep.id, failures=0, retry_at=None)
@@ -227,12 +229,10 @@ class Controller:
                 continue
             elif obs.state == "starting":
                 if r.state == "ready":  # was serving, is not now: stop routing to it
-                    r = await run_in_threadpool(
-                        self.store.update_replica, r.id, state="starting", message=obs.message
-                    ) or r
+                    r = await self._set(r, state="starting", message=obs.message)
                     self._invalidate()
                 if obs.url and obs.url != r.url:
-                    r = await run_in_threadpool(self.store.update_replica, r.id, url=obs.url) or r
+                    r = await self._set(r, url=obs.url)
                 timeout = timedelta(seconds=self.p.settings.replica_start_timeout_s)
                 # Only a replica that never came up is timed out; a restarting one is the
                 # runtime's to restart (kubelet) or report failed.
@@ -417,7 +417,7 @@ class Controller:
             await self._replica_failed(dep, row, f"could not start: {exc}")
             return None
         if obs.url:
-            row = await run_in_threadpool(self.store.update_replica, row.id, url=obs.url) or row
+            row = await self._set(row, url=obs.url)
         return row
 
     # ------------------------------------------------------------------ scale down / delete
@@ -429,7 +429,7 @@ class Controller:
             key=lambda r: (r.state == "ready", -(aware(r.created_at) or now()).timestamp()),
         )
         for r in victims[:n]:
-            await run_in_threadpool(self.store.update_replica, r.id, state="draining")
+            await self._set(r, state="draining")
             live.remove(r)
             self._invalidate()
             self.emit(
@@ -528,6 +528,10 @@ class Controller:
             trace_id=dep.trace_id,
             span_id=dep.span_id,
         )
+
+    async def _set(self, r: ReplicaRow, **fields: Any) -> ReplicaRow:
+        """Update a replica row; the old row stands if it vanished meanwhile."""
+        return await run_in_threadpool(self.store.update_replica, r.id, **fields) or r
 
     def _invalidate(self) -> None:
         if self.p.gateway is not None:

@@ -41,9 +41,9 @@ class DeploymentRow(SQLModel, table=True):
     suggestions: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     desired_replicas: int = 1
     trace_id: str | None = None
-    span_id: str | None = Field(None, description="the request's root span, parent of steps")
+    span_id: str | None = Field(default=None, description="root span of the request")
     autoscaling_state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    failures: int = Field(0, description="replica failures in a row, for back-off")
+    failures: int = Field(default=0, description="replica failures in a row, for back-off")
     retry_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
