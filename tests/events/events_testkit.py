@@ -13,12 +13,15 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.testclient import WebSocketDenialResponse
 
 from a3s_core import hookimpl
+from a3s_core.errors import SizingError
 from a3s_core.testing import FakeRuntime
 from a3s_core.types import Candidate, GpuType, LogLine, ModelProfile, ModelSpec, SizingPlan
 
 TEST_MODEL = "a3s-test/events-7b"
+BROKEN_MODEL = "a3s-test/broken"  # sizing fails for it, without asking any hub
 
 # What one replica of a healthy deployment emits, in order, from POST to running.
 TO_RUNNING = [
@@ -38,6 +41,8 @@ class TinySizing:
 
     @hookimpl
     def a3s_model_profile(self, model: str, revision: str | None) -> ModelProfile | None:
+        if model == BROKEN_MODEL:
+            raise SizingError(f"model {model!r}: config.json has no num_hidden_layers")
         if model != TEST_MODEL:
             return None
         return ModelProfile(
@@ -175,6 +180,16 @@ def read_until(ws: Any, type_: str, timeout: float = 20) -> list[dict[str, Any]]
         if msg["type"] == type_:
             return out
     raise AssertionError(f"no {type_} in {[(m['type'], m.get('message')) for m in out]}")
+
+
+def refused(client: Any, path: str, **kw: Any) -> WebSocketDenialResponse:
+    """The HTTP response that refused the WebSocket handshake on `path`."""
+    try:
+        with client.websocket_connect(path, **kw):
+            pass
+    except WebSocketDenialResponse as exc:
+        return exc
+    raise AssertionError(f"{path} was accepted")
 
 
 def free_port() -> int:

@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from events_testkit import TO_RUNNING, TinySizing, deploy, read_until, wait_status
-from starlette.testclient import WebSocketDenialResponse
+from events_testkit import TO_RUNNING, TinySizing, deploy, read_until, refused, wait_status
 from starlette.websockets import WebSocketDisconnect
 
 
@@ -119,22 +118,18 @@ def test_events_survive_a_platform_restart(
 
 
 def test_unknown_deployment_and_bad_parameters_are_refused_before_upgrade(app: Any) -> None:
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with app.websocket_connect("/v1/deployments/dep-nope/events"):
-            pass
-    assert denied.value.status_code == 404
-    assert "dep-nope" in denied.value.json()["error"]["message"]
+    denied = refused(app, "/v1/deployments/dep-nope/events")
+    assert denied.status_code == 404
+    assert "dep-nope" in denied.json()["error"]["message"]
     for query, field in [
         ("since=-1", "since"),
         ("since=abc", "since"),
         ("follow=maybe", "follow"),
         ("heartbeat=0", "heartbeat"),
     ]:
-        with pytest.raises(WebSocketDenialResponse) as denied:
-            with app.websocket_connect(f"/v1/events?{query}"):
-                pass
-        assert denied.value.status_code == 422
-        err = denied.value.json()["error"]
+        denied = refused(app, f"/v1/events?{query}")
+        assert denied.status_code == 422
+        err = denied.json()["error"]
         assert err["details"][0]["field"] == field
         assert query.split("=")[1] in err["message"]
 
