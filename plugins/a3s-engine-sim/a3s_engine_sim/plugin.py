@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from a3s_core import hookimpl
 from a3s_core.contracts import Engine, LaunchContext, render_extra_args
+from a3s_core.contracts.metrics import Samples
 from a3s_core.registry import EngineRegistry
 from a3s_core.types import LoadFigures
 from a3s_engine_sim import __version__
@@ -29,26 +30,14 @@ _OWN = frozenset({"host", "port", "served_model_name", "model", "kind", "max_mod
 
 
 def parse_load(text: str) -> LoadFigures:
-    """Prometheus text in any simulator dialect → common load figures. Values of the same
-    metric are summed across label sets (several engines), except utilisation: averaged."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    sums: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            sums.setdefault(sample.name, []).append(float(sample.value))
-
-    def first(names: tuple[str, ...], mean: bool = False) -> float | None:
-        for name in names:
-            if values := sums.get(name):
-                return sum(values) / len(values) if mean else sum(values)
-        return None
-
+    """Prometheus text in any simulator dialect → common load figures: counts summed over
+    label sets, ratios (KV usage, GPU utilisation) averaged."""
+    samples = Samples.parse(text, "sim")
     return LoadFigures(
-        waiting=first(_WAITING),
-        running=first(_RUNNING),
-        kv_cache_usage=first(_KV, mean=True),
-        gpu_utilization=first(_GPU, mean=True),
+        waiting=samples.total(*_WAITING),
+        running=samples.total(*_RUNNING),
+        kv_cache_usage=samples.mean(*_KV),
+        gpu_utilization=samples.mean(*_GPU),
     )
 
 
