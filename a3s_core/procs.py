@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -36,6 +37,8 @@ from pydantic import BaseModel, Field
 
 from a3s_core.errors import NotFound
 from a3s_core.types import LogLine, ReplicaObservation, ReplicaRequest
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 # `trap :` (a handler, not an ignore, so the engine still gets the default SIGTERM action)
@@ -494,8 +497,8 @@ class ProcessSupervisor:
             for proc in list(self._procs.values()):
                 try:
                     proc.pump(final=not proc.is_running())
-                except OSError:
-                    continue
+                except Exception:  # one unreadable log must not stop tailing the others
+                    log.warning("tailing the output of %s failed", proc.name, exc_info=True)
             await asyncio.sleep(self.poll_interval)
 
 
