@@ -1,0 +1,295 @@
+"""The CLI's live views over the platform's WebSocket streams.
+
+- `watch_deployments`: `a3s deploy FILE --watch` — one row per deployment (status, current
+  step, last message), every event printed above it; ends when each deployment is running,
+  failed, unschedulable or deleted, with the reason and the platform's suggestions.
+- `stream_events`: `a3s events [-f]` — one line per event.
+- `stream_logs`: `a3s logs ID [-f]` — replica log lines, prefixed with the replica id.
+
+Event streams resume with `since=<last seq>` after a dropped connection or an overflow
+notice, so nothing is missed or printed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from a3s_core.cli.client import Client, CliError
+
+BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnects
+MAX_ATTEMPTS = 8  # consecutive failed connects before giving up
+LEVEL_STYLE = {"debug": "dim", "info": "cyan", "warning": "yellow", "error": "red"}
+REPLICA_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
+
+OnMessage = Callable[[dict[str, Any]], Awaitable[bool]]  # True: stop reading
+
+
+def _headers(client: Client) -> dict[str, str]:
+    return {"Authorization": f"Bearer {client.token}"} if client.token else {}
+
+
+def _refusal(exc: InvalidStatus) -> CliError:
+    """The platform's own error message from a refused handshake (401, 404, 422)."""
+    response = exc.response
+    try:
+        message = json.loads(response.body or b"{}")["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = (response.body or b"").decode(errors="replace") or response.reason_phrase
+    return CliError(f"{response.status_code}: {message}")
+
+
+async def _stream(
+    client: Client,
+    path: str,
+    params: dict[str, Any],
+    on_message: OnMessage,
+    *,
+    follow: bool,
+    since: int | None = None,
+    console: Console | None = None,
+) -> None:
+    """Read a stream until `on_message` says stop or (without follow) the server closes it.
+    With `since`, reconnect after a drop or an overflow from the last seq seen; without it
+    (logs), reconnect for new lines only (`tail=0`)."""
+    last, failures, reconnected = since, 0, False
+    while True:
+        query = dict(params)
+        if last is not None:
+            query["since"] = last
+        if reconnected and since is None:
+            query["tail"] = 0  # logs have no seq: only new lines after a reconnect
+        url = (
+            client.ws_url(path) + "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        )
+        try:
+            async with connect(url, additional_headers=_headers(client), open_timeout=10) as ws:
+                failures = 0
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    kind = msg.get("type")
+                    if kind == "heartbeat":
+                        continue
+                    if kind == "stream.overflow":
+                        last = int(msg["resumeFrom"])
+                        if console:
+                            console.print(f"[dim]{escape(msg.get('message', ''))}; resuming[/dim]")
+                        break
+                    seq = msg.get("seq")
+                    if isinstance(seq, int) and last is not None:
+                        if seq <= last:
+                            continue  # defensive: never print an event twice
+                        last = seq
+                    if await on_message(msg):
+                        return
+                else:
+                    if not follow:
+                        return  # closed normally: backlog or log tail done
+        except InvalidStatus as exc:
+            raise _refusal(exc) from exc
+        except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            failures += 1
+            if failures >= MAX_ATTEMPTS:
+                raise CliError(f"lost the stream at {client.ws_url(path)}: {exc}") from exc
+            if console:
+                console.print(f"[dim]connection lost ({exc}); reconnecting…[/dim]")
+        reconnected = True
+        await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+
+
+def _clock(ts: str | None) -> str:
+    try:
+        return datetime.fromisoformat(ts or "").astimezone().strftime("%H:%M:%S")
+    except ValueError:
+        return (ts or "")[:8]
+
+
+def event_line(e: dict[str, Any]) -> Text:
+    style = LEVEL_STYLE.get(e.get("level", "info"), "")
+    line = Text.assemble(
+        (f"{_clock(e.get('ts'))} ", "dim"),
+        (f"{e.get('seq', ''):>6} ", "dim"),
+        (f"{e.get('type', ''):<22} ", style),
+        (f"{e.get('name') or '-':<16} ", "bold"),
+        e.get("message", ""),
+    )
+    return line
+
+
+# ---------------------------------------------------------------------- events / logs
+
+
+async def stream_events(
+    client: Client,
+    console: Console,
+    since: int,
+    follow: bool,
+    namespace: str | None,
+    deployment: str | None,
+) -> None:
+    """Print events after `since`; with `follow`, keep printing live ones."""
+
+    async def show(e: dict[str, Any]) -> bool:
+        console.print(event_line(e))
+        return False
+
+    params = {"namespace": namespace, "deployment": deployment, "follow": str(follow).lower()}
+    await _stream(client, "/v1/events", params, show, follow=follow, since=since, console=console)
+
+
+async def stream_logs(
+    client: Client, console: Console, deployment_id: str, tail: int, follow: bool
+) -> None:
+    """Print the last `tail` lines of every replica; with `follow`, new lines as they come."""
+
+    async def show(msg: dict[str, Any]) -> bool:
+        replica = str(msg.get("replica", "?"))
+        style = REPLICA_STYLES[zlib.crc32(replica.encode()) % len(REPLICA_STYLES)]
+        if msg.get("type") == "log.error":
+            console.print(Text.assemble((f"{replica} ", style), (msg.get("message", ""), "red")))
+        else:
+            console.print(
+                Text.assemble(
+                    (f"{replica} ", style),
+                    (f"{_clock(msg.get('ts'))} ", "dim"),
+                    msg.get("line", ""),
+                )
+            )
+        return False
+
+    params = {"tail": tail, "follow": str(follow).lower()}
+    path = f"/v1/deployments/{deployment_id}/logs"
+    await _stream(client, path, params, show, follow=follow, console=console)
+
+
+# ---------------------------------------------------------------------- deploy --watch
+
+TERMINAL = ("running", "failed", "unschedulable", "deleted")
+STATUS_OF = {  # event type → what the deployment is doing now
+    "deployment.accepted": "accepted",
+    "sizing.started": "sizing",
+    "sizing.completed": "scheduling",
+    "scheduling.completed": "deploying",
+    "replica.starting": "starting",
+    "replica.ready": "deploying",
+    "replica.failed": "restarting",
+    "replica.restarting": "restarting",
+}
+STATUS_STYLE = {"running": "green", "failed": "red", "unschedulable": "red", "deleted": "yellow"}
+
+
+@dataclass
+class Progress:
+    """One deployment as the watch sees it, folded from its events."""
+
+    id: str
+    name: str = ""
+    status: str = "pending"
+    step: str = ""
+    message: str = ""
+    placed: int = 0  # replicas booked and not yet failed or stopped
+    reason: str = ""
+    suggestions: list[str] = field(default_factory=list)
+    endpoint: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def fold(self, e: dict[str, Any]) -> None:
+        kind, data = e.get("type", ""), e.get("data") or {}
+        self.name = e.get("name") or self.name
+        self.step, self.message = kind, e.get("message", "")
+        self.status = STATUS_OF.get(kind, self.status)
+        if kind == "scheduling.completed":
+            self.placed += 1
+        elif kind in ("replica.failed", "replica.stopped"):
+            self.placed = max(0, self.placed - 1)
+        if kind == "deployment.running":
+            self.status, self.endpoint = "running", str(data.get("endpoint", ""))
+        elif kind in ("deployment.failed", "sizing.failed"):
+            self.status, self.reason = "failed", self.message
+        elif kind in ("deployment.deleting", "deployment.deleted"):
+            self.status, self.reason = "deleted", self.message
+        elif kind == "scheduling.failed" and self.placed == 0:
+            self.status = "unschedulable"  # the first replica has nowhere to go
+            self.reason = str(data.get("reason") or self.message)
+            self.suggestions = _strings(data.get("suggestions"))
+
+
+def _strings(v: Any) -> list[str]:
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return [v]
+    return [str(x) for x in v] if isinstance(v, list) else []
+
+
+def _table(rows: list[Progress]) -> RenderableType:
+    t = Table("deployment", "status", "step", "last message", expand=True)
+    for p in rows:
+        status: RenderableType = (
+            Text(p.status, STATUS_STYLE.get(p.status, ""))
+            if p.done
+            else Spinner("dots", Text(p.status, "cyan"))
+        )
+        t.add_row(p.name or p.id, status, p.step, Text(p.message, overflow="fold"))
+    return t
+
+
+def summary(p: Progress) -> RenderableType:
+    if p.status == "running":
+        return Text.assemble(("✓ ", "green"), (p.name, "bold"), f" is running at {p.endpoint}")
+    lines: list[RenderableType] = [
+        Text.assemble(("✗ ", "red"), (p.name or p.id, "bold"), f" is {p.status}: {p.reason}")
+    ]
+    lines += [Text(f"  try: {s}", "yellow") for s in p.suggestions]
+    return Group(*lines)
+
+
+async def watch_deployments(client: Client, ids: list[str], console: Console) -> bool:
+    """Follow each deployment's events from its start until it is running or cannot be:
+    True when all are running."""
+    rows = [Progress(id=i) for i in ids]
+    # A table redrawn in place on a terminal; plain lines when piped or logged.
+    live = (
+        Live(_table(rows), console=console, refresh_per_second=8) if console.is_terminal else None
+    )
+    out = live.console if live else console
+
+    async def follow(p: Progress) -> None:
+        async def on_event(e: dict[str, Any]) -> bool:
+            p.fold(e)
+            out.print(event_line(e))
+            if live:
+                live.update(_table(rows))
+            return p.done
+
+        path = f"/v1/deployments/{p.id}/events"
+        await _stream(client, path, {}, on_event, follow=True, since=0, console=out)
+
+    if live:
+        with live:
+            await asyncio.gather(*(follow(p) for p in rows))
+            live.update(_table(rows))
+    else:
+        await asyncio.gather(*(follow(p) for p in rows))
+    for p in rows:
+        console.print(summary(p))
+    return all(p.status == "running" for p in rows)
