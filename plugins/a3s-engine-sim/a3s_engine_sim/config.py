@@ -49,6 +49,7 @@ class SimConfig:
     crash_after: int | None = None
     crash_exit_code: int = 1
     slow_start: float = 0.0
+    orphan_timeout: float | None = None
 
     @property
     def served_name(self) -> str:
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--crash-after", type=_positive(int), default=None,
       help="exit after answering this many inference requests")
     a("--crash-exit-code", type=int, default=d.crash_exit_code)
+    a("--orphan-timeout", type=_positive(float), default=None,
+      help="exit when no HTTP request at all (health checks included) arrived for this "
+           "many wall-clock seconds: nobody supervises the replica any more")
     a("--slow-start", type=_positive(float, allow_zero=True), default=d.slow_start,
       help="seconds (wall clock) before /health answers 200")
     return p

@@ -24,6 +24,7 @@ log = logging.getLogger("a3s_engine_sim")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONFIG: web.AppKey[SimConfig] = web.AppKey("config", SimConfig)
 STATE: web.AppKey[EngineState] = web.AppKey("state", EngineState)
+LAST_REQUEST: web.AppKey[float] = web.AppKey("last_request", float)
 INFERENCE = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 # Health paths of every imitated engine, so whichever one the engine plugin declares works.
 HEALTH_PATHS = ("/health", "/health_generate", "/ping", "/v1/health", "/")
@@ -63,6 +64,7 @@ def create_app(cfg: SimConfig) -> web.Application:
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        app[LAST_REQUEST] = time.monotonic()
         inference = request.method == "POST" and request.path in INFERENCE
         authorized = request.headers.get("Authorization") == f"Bearer {cfg.api_key}"
         if cfg.api_key and request.path.startswith("/v1") and not authorized:
@@ -103,6 +105,7 @@ def create_app(cfg: SimConfig) -> web.Application:
     app = web.Application(middlewares=[errors])
     app[CONFIG] = cfg
     app[STATE] = state
+    app[LAST_REQUEST] = time.monotonic()
     app.router.add_post("/v1/chat/completions", api.chat)
     app.router.add_post("/v1/completions", api.completions)
     app.router.add_post("/v1/embeddings", api.embeddings)
@@ -160,9 +163,28 @@ async def serve(cfg: SimConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = None
+    if cfg.orphan_timeout:
+        watchdog = loop.create_task(_orphan_watchdog(app, cfg.orphan_timeout, stop))
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     log.info("shutting down")
     await runner.cleanup()
+
+
+async def _orphan_watchdog(app: web.Application, timeout: float, stop: asyncio.Event) -> None:
+    """A platform that supervises this replica probes it every second or so; when nobody
+    has for `timeout` seconds (the platform is gone, a test ended without deleting it), the
+    simulated replica ends itself instead of lingering forever."""
+    while True:
+        await asyncio.sleep(min(5.0, timeout / 4))
+        idle = time.monotonic() - app[LAST_REQUEST]
+        if idle > timeout:
+            log.warning("no request for %.0f s: nobody supervises this replica any more; "
+                        "exiting (--orphan-timeout %g)", idle, timeout)
+            stop.set()
+            return
 
 
 def main(argv: list[str] | None = None) -> None:

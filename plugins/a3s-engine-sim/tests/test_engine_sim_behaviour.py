@@ -226,3 +226,31 @@ async def test_app_serves_health_and_metrics_in_process() -> None:
                 assert "vllm:num_requests_running" in await r.text()
     finally:
         await runner.cleanup()
+
+
+def test_orphan_timeout_ends_an_unsupervised_replica() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "a3s_engine_sim", "--port", str(port), "--orphan-timeout", "0.6"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        asyncio.run(_probe_for(port, 1.2))  # probes keep it alive past its timeout
+        assert proc.poll() is None
+        assert proc.wait(timeout=10) == 0  # then nobody asks: it exits cleanly
+        assert "nobody supervises this replica" in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def _probe_for(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/health") as r:
+                    await r.read()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)

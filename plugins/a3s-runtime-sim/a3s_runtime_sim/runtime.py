@@ -42,6 +42,9 @@ class SimOptions(BaseModel):
     jitter: float = Field(0.1, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
     slow_start: float = Field(0.0, ge=0, description="seconds before a replica is healthy")
+    orphan_timeout_s: float | None = Field(
+        300.0, gt=0, description="a replica nobody probed for this long exits; None: never"
+    )
     crash_after: int | None = Field(None, ge=1)
     max_num_seqs: int | None = Field(None, ge=1)
     max_queue: int | None = Field(None, ge=0)
@@ -227,6 +230,7 @@ class SimRuntime(Runtime):
             "--fail-rate": fig.fail_rate if fig.fail_rate is not None else o.fail_rate,
             "--crash-after": fig.crash_after or o.crash_after,
             "--slow-start": fig.slow_start if fig.slow_start is not None else o.slow_start,
+            "--orphan-timeout": o.orphan_timeout_s,
             "--seed": fig.seed if fig.seed is not None else _seed(request.replica_id),
         }
         argv = [o.python, "-m", "a3s_engine_sim"]

@@ -206,3 +206,4 @@ async def test_simulator_argv_carries_the_figures(rt: SimRuntime) -> None:
     assert pairs["--max-num-seqs"] == "8" and pairs["--gpu-indices"] == "0,1"
     assert pairs["--tensor-parallel-size"] == "2" and pairs["--gpu-memory-mib"] == "81920"
     assert pairs["--time-scale"] == "0.001" and pairs["--served-model-name"] == "qwen"
+    assert pairs["--orphan-timeout"] == "300.0"  # an unsupervised replica ends itself
