@@ -24,7 +24,6 @@ log = logging.getLogger("a3s_engine_sim")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONFIG: web.AppKey[SimConfig] = web.AppKey("config", SimConfig)
 STATE: web.AppKey[EngineState] = web.AppKey("state", EngineState)
-LAST_REQUEST: web.AppKey[float] = web.AppKey("last_request", float)
 INFERENCE = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 # Health paths of every imitated engine, so whichever one the engine plugin declares works.
 HEALTH_PATHS = ("/health", "/health_generate", "/ping", "/v1/health", "/")
@@ -38,6 +37,7 @@ class Faults:
         self.rng = random.Random(cfg.seed + 1)
         self.ready_at = time.monotonic() + cfg.slow_start
         self.answered = 0
+        self.last_request = time.monotonic()  # any request; read by the orphan watchdog
 
     def loading(self) -> bool:
         return time.monotonic() < self.ready_at
@@ -56,6 +56,9 @@ class Faults:
             asyncio.get_running_loop().call_later(0.05, os._exit, self.cfg.crash_exit_code)
 
 
+FAULTS: web.AppKey[Faults] = web.AppKey("faults", Faults)
+
+
 def create_app(cfg: SimConfig) -> web.Application:
     model = LatencyModel(cfg)
     state = EngineState(cfg, model)
@@ -64,7 +67,7 @@ def create_app(cfg: SimConfig) -> web.Application:
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        app[LAST_REQUEST] = time.monotonic()
+        faults.last_request = time.monotonic()
         inference = request.method == "POST" and request.path in INFERENCE
         authorized = request.headers.get("Authorization") == f"Bearer {cfg.api_key}"
         if cfg.api_key and request.path.startswith("/v1") and not authorized:
@@ -105,7 +108,7 @@ def create_app(cfg: SimConfig) -> web.Application:
     app = web.Application(middlewares=[errors])
     app[CONFIG] = cfg
     app[STATE] = state
-    app[LAST_REQUEST] = time.monotonic()
+    app[FAULTS] = faults
     app.router.add_post("/v1/chat/completions", api.chat)
     app.router.add_post("/v1/completions", api.completions)
     app.router.add_post("/v1/embeddings", api.embeddings)
@@ -179,7 +182,7 @@ async def _orphan_watchdog(app: web.Application, timeout: float, stop: asyncio.E
     simulated replica ends itself instead of lingering forever."""
     while True:
         await asyncio.sleep(min(5.0, timeout / 4))
-        idle = time.monotonic() - app[LAST_REQUEST]
+        idle = time.monotonic() - app[FAULTS].last_request
         if idle > timeout:
             log.warning("no request for %.0f s: nobody supervises this replica any more; "
                         "exiting (--orphan-timeout %g)", idle, timeout)
