@@ -17,8 +17,10 @@ if str(FIXTURES) not in sys.path:
 def _isolated_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     from a3s_core.sizing import hub
 
-    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "A3S_HF_TIMEOUT_S"):
+    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "A3S_HF_TIMEOUT_S", "A3S_MODELS_FILE"):
         monkeypatch.delenv(var, raising=False)
+    # a test that reached for the Hub by mistake meets a closed local port, never the internet
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     hub.clear_cache()
     yield
