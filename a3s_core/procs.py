@@ -168,11 +168,14 @@ class ManagedProcess:
             return self._exit
         code: int | None = None
         sig: int | None = None
+        reused = False
         if self._popen is not None:
             rc = self._popen.poll()
             if rc is None:
                 return None
             code, sig = (None, -rc) if rc < 0 else (rc, None)
+        elif self._pid_reused():
+            reused = True  # ours ended long ago; leave whoever has the pid now alone
         else:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
@@ -189,13 +192,19 @@ class ManagedProcess:
         code, sig = self._read_exit_file(code, sig)
         self._exit = ExitStatus(code=code, signal=sig, at=datetime.now(UTC))
         # Workers the engine forked may outlive it and hold GPUs: end the whole group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        if not reused:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
         self.pump(final=True)
         return self._exit
 
     def is_running(self) -> bool:
         return self.poll() is None
+
+    def _pid_reused(self) -> bool:
+        stat = _proc_stat(self.pid)
+        ticks = self.record.start_ticks
+        return stat is not None and ticks is not None and stat[1] != ticks
 
     def _running_foreign(self) -> bool:
         stat = _proc_stat(self.pid)

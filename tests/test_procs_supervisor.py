@@ -158,9 +158,12 @@ async def test_recycled_pid_is_not_adopted_as_running(tmp_path: Path) -> None:
     try:
         record = proc.record.model_copy(update={"start_ticks": (proc.record.start_ticks or 0) + 1})
         impostor = ManagedProcess(record, sup.log_dir, 10)
-        impostor._popen = None
         if Path("/proc").is_dir():
             assert not impostor._running_foreign()
+            status = impostor.poll()  # dead, and the live process was not waited on
+            assert status is not None and status.code is None
+            await asyncio.sleep(0.2)
+            assert proc.is_running()  # the live process with that pid was not signalled
     finally:
         await sup.close(stop_processes=True, timeout=2)
 
