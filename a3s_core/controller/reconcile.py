@@ -227,7 +227,7 @@ class Controller:
             elif obs.state in ("failed", "stopped"):
                 await self._replica_failed(dep, r, obs.message or f"replica {obs.state}")
                 continue
-            elif obs.state == "starting":
+            elif obs.state in ("starting", "unknown"):
                 if r.state == "ready":  # was serving, is not now: stop routing to it
                     r = await self._set(r, state="starting", message=obs.message)
                     self._invalidate()

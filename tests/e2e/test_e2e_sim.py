@@ -108,3 +108,7 @@ def test_restart_mid_deployment_ends_running_without_duplicates(
     assert len(list((tmp_path / "sim").glob("*.json"))) == 2  # no duplicate processes
     types = [e["type"] for e in view["recentEvents"]]
     assert types.count("replica.starting") == 2
+    # Leave no simulator behind (they outlive a platform by design).
+    again.delete(f"/v1/deployments/{dep['id']}")
+    wait(again, dep["id"], lambda v: v["status"] == "deleted")
+    assert not list((tmp_path / "sim").glob("*.json"))
