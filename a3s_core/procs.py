@@ -25,7 +25,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
@@ -34,9 +33,6 @@ from typing import Any, NamedTuple
 
 import aiohttp
 from pydantic import BaseModel, Field
-
-from a3s_core.errors import NotFound
-from a3s_core.types import LogLine, ReplicaObservation, ReplicaRequest
 
 log = logging.getLogger(__name__)
 
@@ -511,122 +507,12 @@ class ProcessSupervisor:
             await asyncio.sleep(self.poll_interval)
 
 
-# ---------------------------------------------------------------------- replicas as processes
-
-
-class ProcessReplicas:
-    """Replica bookkeeping for runtimes that run each replica as a local process (`sim`,
-    `local`): start from a ReplicaRequest, observe (exit → failed, health → ready), logs,
-    delete, ports, adoption. Restarting is the controller's job, never done here.
-
-    A replica that was ready and then fails `unhealthy_after` health checks in a row is
-    reported `unknown` (alive but not answering), so the gateway stops routing to it.
-    """
-
-    def __init__(
-        self,
-        state_dir: str | Path,
-        health_timeout: float = 2.0,
-        unhealthy_after: int = 3,
-        stop_timeout: float = 10.0,
-    ) -> None:
-        self.supervisor = ProcessSupervisor(state_dir)
-        self.health_timeout = health_timeout
-        self.unhealthy_after = unhealthy_after
-        self.stop_timeout = stop_timeout
-        self._reserved: dict[int, float] = {}
-
-    def adopt(self) -> list[str]:
-        """Replicas a previous platform process started (alive or not); their ids."""
-        return [p.name for p in self.supervisor.adopt_all()]
-
-    def get(self, replica_id: str) -> ManagedProcess | None:
-        return self.supervisor.get(replica_id)
-
-    def reserve_port(self, host: str = "127.0.0.1") -> int:
-        """A free port no replica of ours uses and none reserved in the last minute."""
-        now = time.monotonic()
-        self._reserved = {p: t for p, t in self._reserved.items() if now - t < 60.0}
-        used = {int(p.meta.get("port", 0)) for p in self.supervisor.processes()}
-        port = free_port(host, avoid=used | set(self._reserved))
-        self._reserved[port] = now
-        return port
-
-    def start(self, request: ReplicaRequest, argv: list[str], env: Mapping[str, str], url: str,
-              health_url: str, extra_meta: Mapping[str, Any] | None = None) -> ManagedProcess:
-        meta = {
-            "replica_id": request.replica_id,
-            "deployment_id": request.deployment_id,
-            "deployment_name": request.deployment_name,
-            "namespace": request.namespace,
-            "engine": request.engine,
-            "node": request.placement.node,
-            "gpu": request.placement.gpu,
-            "gpu_indices": list(request.placement.gpu_indices),
-            "port": request.port,
-            "url": url,
-            "health_url": health_url,
-            "labels": dict(request.labels),
-            **(extra_meta or {}),
-        }
-        old = self.supervisor.get(request.replica_id)
-        if old is not None:  # a failed run under the same id: replace its record and logs
-            self.supervisor.forget(request.replica_id)
-        self._reserved.pop(request.port, None)
-        return self.supervisor.start(request.replica_id, argv, env=env, meta=meta)
-
-    async def observe(self) -> list[ReplicaObservation]:
-        procs = self.supervisor.processes()
-        return list(await asyncio.gather(*(self.observation(p) for p in procs)))
-
-    async def observation(self, proc: ManagedProcess) -> ReplicaObservation:
-        meta = proc.meta
-        base = {
-            "replica_id": proc.name,
-            "deployment_id": str(meta.get("deployment_id", "")),
-            "url": meta.get("url"),
-            "node": meta.get("node"),
-            "gpu_indices": list(meta.get("gpu_indices", [])),
-        }
-        status = proc.poll()
-        if status is not None:
-            message = f"{meta.get('engine', 'engine')} process {proc.exit_summary()}"
-            return ReplicaObservation(**base, state="failed", message=message, since=status.at)
-        health_url = str(meta.get("health_url", ""))
-        ok = await proc.check_http(health_url, self.health_timeout) if health_url else True
-        if proc.ready_since is None and ok:
-            proc.ready_since = datetime.now(UTC)
-        if ok:
-            return ReplicaObservation(**base, state="ready", since=proc.ready_since)
-        if proc.ready_since is None:
-            message = f"waiting for {health_url}: {proc.last_health_error}"
-            return ReplicaObservation(**base, state="starting", message=message,
-                                      since=proc.record.started_at)
-        if proc.health_failures < self.unhealthy_after:
-            return ReplicaObservation(**base, state="ready", since=proc.ready_since)
-        message = (f"process alive but {proc.health_failures} health checks of {health_url} "
-                   f"failed in a row: {proc.last_health_error}")
-        return ReplicaObservation(**base, state="unknown", message=message, since=proc.ready_since)
-
-    async def delete(self, replica_id: str) -> None:
-        await self.supervisor.stop(replica_id, self.stop_timeout)
-
-    async def logs(self, replica_id: str, tail: int = 100,
-                   follow: bool = False) -> AsyncIterator[LogLine]:
-        proc = self.supervisor.get(replica_id)
-        if proc is None:
-            raise NotFound(f"replica {replica_id!r} is not known to this runtime")
-        async for item in proc.follow(tail, follow):
-            yield LogLine(replica_id=replica_id, ts=item.ts, line=item.line)
-
-    def allocations(self) -> dict[tuple[str, int], str]:
-        """(node, GPU index) → replica id, for every replica still on record."""
-        held: dict[tuple[str, int], str] = {}
-        for proc in self.supervisor.processes():
-            for index in proc.meta.get("gpu_indices", []):
-                held[(str(proc.meta.get("node")), int(index))] = proc.name
-        return held
-
-    async def close(self, stop: bool = False) -> None:
-        await self.supervisor.close(stop_processes=stop, timeout=self.stop_timeout)
-
+__all__ = [
+    "ExitStatus",
+    "ManagedProcess",
+    "OutputLine",
+    "ProcessRecord",
+    "ProcessSupervisor",
+    "free_port",
+    "http_get",
+]

@@ -1,6 +1,6 @@
 """The `local` runtime: this machine is the cluster. GPUs come from NVML; each replica is the
 engine's real command as a subprocess, pinned to its GPUs with CUDA_VISIBLE_DEVICES (empty
-for CPU placements). Replicas are supervised by `a3s_core.procs`, recorded in `state_dir`
+for CPU placements). Replicas are supervised by `a3s_core.process_replicas`, recorded in `state_dir`
 and adopted by the next platform process after a restart."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Runtime
 from a3s_core.errors import InvalidRequest, RuntimeUnavailable
-from a3s_core.procs import ProcessReplicas
+from a3s_core.process_replicas import ProcessReplicas
 from a3s_core.types import GpuDevice, LogLine, Node, ReplicaObservation, ReplicaRequest
 from a3s_runtime_local.devices import Nvml, host_memory_bytes
 

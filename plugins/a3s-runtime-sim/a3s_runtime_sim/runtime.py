@@ -2,7 +2,7 @@
 
 Every replica, whatever its engine, runs `python -m a3s_engine_sim` on a loopback port with
 the GPU and model figures of its placement (`ReplicaRequest.sim`), speaking the dialect of
-the engine it stands in for. Processes are supervised by `a3s_core.procs`, recorded in
+the engine it stands in for. Processes are supervised by `a3s_core.process_replicas`, recorded in
 `state_dir`, and adopted by the next platform process after a restart.
 """
 
@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Runtime
 from a3s_core.errors import InvalidRequest, RuntimeUnavailable
-from a3s_core.procs import ProcessReplicas, http_get
+from a3s_core.process_replicas import ProcessReplicas
+from a3s_core.procs import http_get
 from a3s_core.types import LogLine, Node, ReplicaObservation, ReplicaRequest
 from a3s_runtime_sim.inventory import load_inventory
 
