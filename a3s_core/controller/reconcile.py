@@ -28,6 +28,7 @@ from a3s_core.types import DeploymentRequest, Level, ModelSpec, Node, ReplicaObs
 log = logging.getLogger("a3s.controller")
 
 LIVE = ("starting", "ready")
+FAST_INTERVAL_S = 0.1
 LOST_GRACE = timedelta(seconds=15)  # a fresh replica may not be visible to the runtime yet
 DRAIN_TIMEOUT = timedelta(seconds=60)
 STABLE_AFTER = timedelta(seconds=120)  # ready this long → earlier failures are forgiven
@@ -57,8 +58,15 @@ class Controller:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
+        self._busy = False
 
     # ------------------------------------------------------------------ loop
+
+    def _interval(self) -> float:
+        """Look again soon while replicas are starting (readiness is only seen by
+        observing), at the configured pace otherwise."""
+        base = self.p.settings.reconcile_interval_s
+        return min(base, FAST_INTERVAL_S) if self._busy else base
 
     def wake(self) -> None:
         """Ask for a pass now (safe from any thread)."""
@@ -76,7 +84,7 @@ class Controller:
             except Exception:
                 log.exception("reconcile pass failed; retrying")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.p.settings.reconcile_interval_s)
+                await asyncio.wait_for(self._wake.wait(), self._interval())
             self._wake.clear()
 
     async def reconcile_once(self) -> None:
@@ -85,6 +93,9 @@ class Controller:
             tick = Tick(observed=observed)
             deployments = await run_in_threadpool(self.store.list_deployments)
             rows = await run_in_threadpool(self.store.replicas)
+            self._busy = any(r.state == "starting" for r in rows) or any(
+                d.status in ("pending", "deleting") for d in deployments
+            )
             by_dep: dict[str, list[ReplicaRow]] = defaultdict(list)
             for r in rows:
                 by_dep[r.deployment_id].append(r)
