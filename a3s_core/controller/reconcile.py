@@ -12,34 +12,27 @@ import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from a3s_core.controller import launch
+from a3s_core.controller.common import aware, now
 from a3s_core.controller.placement import place, preview
+from a3s_core.controller.retire import Retiring
 from a3s_core.errors import A3SError, RuntimeUnavailable, Unschedulable
-from a3s_core.events.tracing import parent_context, step
+from a3s_core.events.tracing import step
 from a3s_core.platform import Platform
 from a3s_core.store import DeploymentRow, ReplicaRow, new_id
-from a3s_core.types import DeploymentRequest, Level, ModelSpec, Node, ReplicaObservation, SizingPlan
+from a3s_core.types import DeploymentRequest, ModelSpec, Node, ReplicaObservation, SizingPlan
 
 log = logging.getLogger("a3s.controller")
 
 LIVE = ("starting", "ready")
 FAST_INTERVAL_S = 0.1
 LOST_GRACE = timedelta(seconds=15)  # a fresh replica may not be visible to the runtime yet
-DRAIN_TIMEOUT = timedelta(seconds=60)
 STABLE_AFTER = timedelta(seconds=120)  # ready this long → earlier failures are forgiven
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 @dataclass
@@ -51,10 +44,9 @@ class Tick:
     allocations: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
-class Controller:
+class Controller(Retiring):
     def __init__(self, platform: Platform) -> None:
-        self.p = platform
-        self.store = platform.store
+        super().__init__(platform)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
@@ -255,56 +247,6 @@ class Controller:
             kept.append(r)
         return kept
 
-    async def _replica_failed(self, dep: DeploymentRow, r: ReplicaRow, why: str) -> None:
-        tail = await self._log_tail(r.id)
-        await self.p.runtime.delete_replica(r.id)
-        await run_in_threadpool(self.store.remove_replica, r.id)
-        self._invalidate()
-        fresh = await run_in_threadpool(self.store.get_deployment, dep.id)
-        failures = fresh.failures + 1
-        self.emit(
-            dep,
-            "replica.failed",
-            f"{dep.name}: replica {r.id} on {r.node} failed: {why}",
-            level="error",
-            data={"replica": r.id, "node": r.node, "failures": failures, "logTail": tail},
-        )
-        if failures >= self.p.settings.max_restarts:
-            reason = f"replica failed {failures} times in a row; last: {why}" + (
-                f"; last log lines: {' | '.join(tail[-5:])}" if tail else ""
-            )
-            if await run_in_threadpool(
-                self.store.transition, dep.id, status="failed", reason=reason, failures=failures
-            ):
-                self.emit(dep, "deployment.failed", f"{dep.name} failed: {reason}", level="error")
-            return
-        backoff = min(60.0, 2.0 ** (failures - 1))
-        await run_in_threadpool(
-            self.store.transition,
-            dep.id,
-            failures=failures,
-            retry_at=now() + timedelta(seconds=backoff),
-        )
-        self.emit(
-            dep,
-            "replica.restarting",
-            f"{dep.name}: replacing replica {r.id} in {backoff:.0f}s "
-            f"(failure {failures} of {self.p.settings.max_restarts})",
-            level="warning",
-            data={"backoffSeconds": backoff},
-        )
-
-    async def _log_tail(self, replica_id: str, n: int = 20) -> list[str]:
-        lines: list[str] = []
-        try:
-            async for line in self.p.runtime.logs(replica_id, tail=n, follow=False):
-                lines.append(line.line)
-        except Exception:  # logs are a courtesy; the failure itself is what matters
-            pass
-        return lines[-n:]
-
-    # ------------------------------------------------------------------ scale up
-
     async def _add_replica(
         self, dep: DeploymentRow, plan: SizingPlan, tick: Tick, first: bool
     ) -> ReplicaRow | None:
@@ -431,56 +373,6 @@ class Controller:
             row = await self._set(row, url=obs.url)
         return row
 
-    # ------------------------------------------------------------------ scale down / delete
-
-    async def _start_drain(self, dep: DeploymentRow, live: list[ReplicaRow], n: int) -> None:
-        # Not-ready replicas go first (they serve nothing), then the newest.
-        victims = sorted(
-            live,
-            key=lambda r: (r.state == "ready", -(aware(r.created_at) or now()).timestamp()),
-        )
-        for r in victims[:n]:
-            await self._set(r, state="draining")
-            live.remove(r)
-            self._invalidate()
-            self.emit(
-                dep,
-                "replica.draining",
-                f"{dep.name}: draining replica {r.id}; in-flight requests finish first",
-                data={"replica": r.id},
-            )
-
-    async def _finish_drain(self, dep: DeploymentRow, r: ReplicaRow) -> bool:
-        in_flight = self.p.gateway.in_flight(r.id) if self.p.gateway else 0
-        started = aware(r.updated_at) or now()
-        if in_flight and now() - started < DRAIN_TIMEOUT:
-            return False
-        await self._stop(dep, r, "scaled down")
-        return True
-
-    async def _stop(self, dep: DeploymentRow, r: ReplicaRow, why: str) -> None:
-        await self.p.runtime.delete_replica(r.id)
-        await run_in_threadpool(self.store.remove_replica, r.id)
-        self._invalidate()
-        self.emit(
-            dep,
-            "replica.stopped",
-            f"{dep.name}: replica {r.id} stopped ({why}); GPUs {r.gpu_indices} on {r.node} freed",
-            data={"replica": r.id},
-        )
-
-    async def _teardown(self, dep: DeploymentRow, replicas: list[ReplicaRow]) -> None:
-        for r in replicas:
-            await self._stop(dep, r, "deployment deleted")
-        await run_in_threadpool(self.store.update_deployment, dep.id, status="deleted")
-        self.emit(
-            dep,
-            "deployment.deleted",
-            f"{dep.name} deleted: {len(replicas)} replica(s) stopped, keys revoked",
-        )
-
-    # ------------------------------------------------------------------ status
-
     async def _update_status(self, dep: DeploymentRow, live: list[ReplicaRow]) -> None:
         fresh = await run_in_threadpool(self.store.get_deployment, dep.id)
         ready = sum(1 for r in live if r.state == "ready")
@@ -509,44 +401,6 @@ class Controller:
                     "endpoint": self.p.settings.endpoint_for(dep.namespace, dep.name),
                 },
             )
-
-    # ------------------------------------------------------------------ helpers
-
-    def _ids(self, dep: DeploymentRow) -> dict[str, Any]:
-        return {
-            "deployment_id": dep.id,
-            "deployment_name": dep.name,
-            "namespace": dep.namespace,
-            "parent": parent_context(dep.trace_id, dep.span_id),
-        }
-
-    def emit(
-        self,
-        dep: DeploymentRow,
-        type_: str,
-        message: str,
-        level: Level = "info",
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        self.p.bus.emit(
-            type_,
-            message,
-            deployment_id=dep.id,
-            name=dep.name,
-            namespace=dep.namespace,
-            level=level,
-            data=data,
-            trace_id=dep.trace_id,
-            span_id=dep.span_id,
-        )
-
-    async def _set(self, r: ReplicaRow, **fields: Any) -> ReplicaRow:
-        """Update a replica row; the old row stands if it vanished meanwhile."""
-        return await run_in_threadpool(self.store.update_replica, r.id, **fields) or r
-
-    def _invalidate(self) -> None:
-        if self.p.gateway is not None:
-            self.p.gateway.invalidate()
 
     async def preview(
         self, spec: ModelSpec, plan: SizingPlan, request: DeploymentRequest
