@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -38,6 +39,8 @@ from a3s_core.settings import Settings
 from a3s_core.types import ScalingSignals
 
 EMBEDDINGS = "/v1/embeddings"
+WANTED_HEADERS = frozenset({"authorization", "host", *FORWARDED_REQUEST_HEADERS})
+log = logging.getLogger(__name__)
 STALE_AFTER_INTERVALS = 3
 
 
@@ -80,7 +83,7 @@ class Gateway:
         self._forwarder = Forwarder(self._pool, self.book)
         self._scraper = Scraper(
             self._session, self.directory, self.book, self.plugins,
-            self.settings.scrape_interval_s, engine_for=self.engine,
+            self.settings.scrape_interval_s, engine_for=self.engine, after_round=self._prune,
         )
         if scrape:
             self._scrape_task = asyncio.get_running_loop().create_task(self._scraper.run())
@@ -98,6 +101,10 @@ class Gateway:
             await self._pool.close()
             self._pool = None
             self._forwarder = None
+
+    def _prune(self, live_deployments: set[str]) -> None:
+        for dep_id in [d for d in self._balancers if d not in live_deployments]:
+            del self._balancers[dep_id]
 
     def invalidate(self) -> None:
         """Deployments, replicas or keys changed: the next request reads the store."""
@@ -152,13 +159,24 @@ class Gateway:
             return await self._handle(request, path, namespace, name)
         except GatewayError as exc:
             return exc.response()
+        except Exception as exc:  # a bug here must still answer in the client's terms
+            log.exception("gateway failed on %s %s", request.method, request.url.path)
+            return GatewayError(
+                500, f"the gateway failed: {type(exc).__name__}: {exc}", type_="server_error",
+                code="internal_error",
+            ).response()
 
     async def _handle(
         self, request: Request, path: str, namespace: str | None, name: str | None
     ) -> Response:
         if self._forwarder is None:
             raise errors.unavailable("the gateway is not started")
-        headers = request.headers
+        # One pass over the raw headers instead of a scan per lookup (hot path).
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in request.scope["headers"]:
+            hname = raw_name.decode("latin-1").lower()
+            if hname in WANTED_HEADERS:
+                headers[hname] = raw_value.decode("latin-1")
         key = _bearer(headers.get("authorization"))
         if key is None:
             raise errors.missing_key()
@@ -179,7 +197,7 @@ class Gateway:
                     413, f"request body is {len(body)} bytes; at most "
                     f"{self.settings.max_body_bytes} are accepted", code="body_too_large",
                 )
-        target, snap = await self._target(request, snap, own, namespace, name, body)
+        target, snap = await self._target(headers, request, snap, own, namespace, name, body)
 
         if path == "/v1/models":
             return self._models(snap, target, request.path_params.get("model"))
@@ -202,7 +220,7 @@ class Gateway:
         )
 
     async def _target(
-        self, request: Request, snap: Snapshot, own: DeploymentInfo,
+        self, headers: dict[str, str], request: Request, snap: Snapshot, own: DeploymentInfo,
         namespace: str | None, name: str | None, body: bytes,
     ) -> tuple[DeploymentInfo, Snapshot]:
         """The deployment this request is for, or 404 / 403. The key is already valid."""
@@ -214,7 +232,7 @@ class Gateway:
                 if snap.by_path(namespace, name) is None:
                     raise errors.unknown_model(f"{namespace}/{name}")
             raise errors.foreign_key(f"{namespace}/{name}")
-        host_name = self._host_name(request)
+        host_name = self._host_name(headers.get("host"))
         if host_name is not None:  # <name>.<domain>/v1/...: the key picks the namespace
             return await self._by_name(snap, own, host_name)
         # Bare /v1/...: the `model` field names the deployment.
@@ -243,11 +261,11 @@ class Gateway:
                 raise errors.unknown_model(name)
         raise errors.foreign_key(name)
 
-    def _host_name(self, request: Request) -> str | None:
+    def _host_name(self, host_header: str | None) -> str | None:
         domain = self.settings.domain
         if not domain:
             return None
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower().rstrip(".")
+        host = (host_header or "").rsplit(":", 1)[0].lower().rstrip(".")
         suffix = "." + domain.lower().strip(".")
         if not host.endswith(suffix):
             return None

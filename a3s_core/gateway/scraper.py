@@ -34,6 +34,7 @@ class Scraper:
         plugins: Plugins,
         interval_s: float,
         engine_for: Callable[[str], Engine | None] | None = None,
+        after_round: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.session = session
         self.directory = directory
@@ -43,6 +44,7 @@ class Scraper:
         self._timeout = aiohttp.ClientTimeout(total=max(0.5, 2 * interval_s))
         self._engines: dict[str, Engine | None] = {}
         self.engine = engine_for or self._engine
+        self.after_round = after_round
 
     def _engine(self, name: str) -> Engine | None:
         """The engine plugin instance, or None when it is not installed here."""
@@ -74,6 +76,8 @@ class Scraper:
                 live.add(st.info.id)
                 jobs.append(self._one(st, engine))
         self.book.forget_except(live, set(snap.deployments))
+        if self.after_round is not None:
+            self.after_round(set(snap.deployments))
         if jobs:
             await asyncio.gather(*jobs)
 

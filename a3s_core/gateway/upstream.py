@@ -201,7 +201,10 @@ class UpstreamPool:
         """Send the request; returns once the status line and headers are in."""
         origin = self._origins.get(base_url)
         if origin is None:
-            origin = self._origins[base_url] = origin_of(base_url)
+            try:
+                origin = self._origins[base_url] = origin_of(base_url)
+            except ValueError as exc:
+                raise ConnectFailed(str(exc)) from None
         head = [f"{method} {path} HTTP/1.1\r\nHost: {origin[0]}:{origin[1]}\r\n"]
         head += [f"{k}: {v}\r\n" for k, v in headers.items()]
         if body or method in ("POST", "PUT", "PATCH"):

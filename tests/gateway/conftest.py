@@ -178,8 +178,9 @@ def make_plugins() -> Plugins:
 
 
 async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    # A bounded graceful shutdown: a failed test may leave a stream open.
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="off"))
+                                           lifespan="off", timeout_graceful_shutdown=2))
     task = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         if task.done():

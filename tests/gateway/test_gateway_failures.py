@@ -129,6 +129,7 @@ async def test_nothing_is_retried_after_bytes_were_sent(harness: Harness) -> Non
     victim = await harness.replica(model="s", tokens=50, token_s=0.05)
     spare = await harness.replica(model="s")
     dep = harness.deploy("s", [victim, spare])
+    await harness.client(dep).models.list()  # the gateway has seen it: the pin below stays
     harness.gateway._balancers[dep.id] = ("least-queue", _Always(dep.replica_ids[0]))
     stream = await harness.client(dep).chat.completions.create(
         model="s", messages=[], stream=True)
