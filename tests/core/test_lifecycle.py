@@ -24,9 +24,11 @@ def wait_for(
     d: dict[str, Any] = {}
     while time.monotonic() < deadline:
         d = client.get(f"/v1/deployments/{dep_id}").json()
-        if d["status"] in statuses and (
-            ready is None or (d["readyReplicas"] == ready and len(d["replicas"]) == ready)
-        ) and (until is None or until(d)):
+        if (
+            d["status"] in statuses
+            and (ready is None or (d["readyReplicas"] == ready and len(d["replicas"]) == ready))
+            and (until is None or until(d))
+        ):
             return d
         time.sleep(0.05)
     raise AssertionError(
@@ -158,8 +160,14 @@ def test_failed_replica_is_replaced_then_deployment_fails(make_app: Any) -> None
     d = wait_for(client, dep["id"], "running", ready=1)
     first = d["replicas"][0]["id"]
     platform.runtime.fail(first, "CUDA error: out of memory")
-    d = wait_for(client, dep["id"], "running", ready=1, timeout=30,
-                 until=lambda d: d["replicas"][0]["id"] != first)
+    d = wait_for(
+        client,
+        dep["id"],
+        "running",
+        ready=1,
+        timeout=30,
+        until=lambda d: d["replicas"][0]["id"] != first,
+    )
     types = [e["type"] for e in d["recentEvents"]]
     assert "replica.failed" in types and "replica.restarting" in types
     platform.runtime.fail(d["replicas"][0]["id"], "CUDA error: out of memory")
@@ -183,3 +191,16 @@ def test_unschedulable_waits_with_reason_then_places(make_app: Any, nodes: Any) 
     assert len(failed) == 1 and failed[0]["data"]["reason"] == d["reason"]
     client.delete(f"/v1/deployments/{small['id']}")
     wait_for(client, second["id"], "running", ready=1)
+
+
+def test_platform_on_postgresql(make_app: Any, pg_url: str) -> None:
+    """The production store: the same lifecycle, and a restart keeps everything."""
+    client = make_app(database_url=pg_url)
+    dep = client.post("/v1/deployments", json=MINIMAL).json()["deployments"][0]
+    wait_for(client, dep["id"], "running", ready=1)
+    client.__exit__(None, None, None)
+    again = make_app(database_url=pg_url, controllers=False)
+    d = again.get(f"/v1/deployments/{dep['id']}").json()
+    assert d["status"] == "running" and d["plan"]["parameters"] > 7e10
+    assert again.app.state.platform.store.verify_key(dep["apiKey"]) == dep["id"]
+    assert [e["type"] for e in d["recentEvents"]][0] == "deployment.accepted"
