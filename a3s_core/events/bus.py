@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -143,6 +143,16 @@ class EventBus:
     ) -> AsyncIterator[Event]:
         """Events after `since` (None: only new ones), then live ones, in seq order.
         Raises SubscriberOverflow when the consumer falls `queue_size` events behind."""
+        async with contextlib.aclosing(self.subscribe_batches(since, accept)) as batches:
+            async for batch in batches:
+                for e in batch:
+                    yield e
+
+    async def subscribe_batches(
+        self, since: int | None = None, accept: EventFilter | None = None, max_batch: int = 500
+    ) -> AsyncGenerator[list[Event], None]:
+        """As `subscribe`, but hands over everything already waiting at once (up to
+        `max_batch`), so a consumer that sends over a network can write it in one go."""
         accept = accept or EventFilter()
         sub = _Subscriber(asyncio.get_running_loop(), self.queue_size, accept)
         with self._lock:
@@ -155,12 +165,12 @@ class EventBus:
                     last,
                     namespace=accept.namespace,
                     deployment_id=accept.deployment_id,
-                    limit=500,
+                    limit=max_batch,
                 )
-                for e in page:
-                    last = e.seq
-                    yield e
-                if len(page) == 500:
+                if page:
+                    last = page[-1].seq
+                    yield page
+                if len(page) == max_batch:
                     continue
                 if not sub.overflowed:
                     break
@@ -176,18 +186,21 @@ class EventBus:
                     sub.wake.clear()
                     await sub.wake.wait()
                     continue
-                e = sub.buffer.popleft()
-                if e.seq <= last:
-                    continue  # already sent from the backlog
-                if e.seq > last + 1 and accept == EventFilter():
-                    # A gap means another platform process wrote events: fill it from the store.
-                    for missed in await asyncio.to_thread(
-                        self.store.events_since, last, limit=e.seq - last - 1
-                    ):
-                        last = missed.seq
-                        yield missed
-                last = e.seq
-                yield e
+                batch: list[Event] = []
+                while sub.buffer and len(batch) < max_batch:
+                    e = sub.buffer.popleft()
+                    if e.seq <= last:
+                        continue  # already sent from the backlog
+                    if e.seq > last + 1 and accept == EventFilter():
+                        # A gap means another platform process wrote events: fill it from
+                        # the store.
+                        batch += await asyncio.to_thread(
+                            self.store.events_since, last, limit=e.seq - last - 1
+                        )
+                    batch.append(e)
+                    last = e.seq
+                if batch:
+                    yield batch
         finally:
             with self._lock:
                 self._subs.discard(sub)
