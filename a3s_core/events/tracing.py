@@ -10,7 +10,7 @@ through `EventBus.emit`, which also records them as span events.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
+from a3s_core.errors import A3SError
 from a3s_core.events.bus import EventBus
 
 STEP = "a3s.step"  # attribute marking a span as a pipeline step that becomes events
@@ -89,21 +90,74 @@ def _plain(v: Any) -> Any:
 
 def make_tracer_provider(bus: EventBus, exporter: SpanExporter | None = None) -> TracerProvider:
     """A provider of our own (not the global one), so several apps can live in one process
-    (tests). OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT (or …_TRACES_ENDPOINT) is set."""
+    (tests). The envelope processor is always on; span export follows `exporter` when given,
+    else the standard variables (see `exporters_from_env`)."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "a3s")})
     )
     provider.add_span_processor(EnvelopeSpanProcessor(bus))
-    if exporter is None and (
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    ):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter()
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for exp in [exporter] if exporter is not None else exporters_from_env(os.environ):
+        provider.add_span_processor(BatchSpanProcessor(exp))
     return provider
+
+
+def exporters_from_env(env: Mapping[str, str]) -> list[SpanExporter]:
+    """Span exporters from the standard OpenTelemetry variables:
+    `OTEL_SDK_DISABLED=true` → none; `OTEL_TRACES_EXPORTER` = comma list of `otlp`,
+    `console`, `none` (default: `otlp` when an OTLP endpoint is set, else none);
+    `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` = `http/protobuf` (default) or `grpc` (needs
+    opentelemetry-exporter-otlp-proto-grpc). Endpoint, headers, timeout, compression and
+    batching (`OTEL_BSP_*`) are read by the exporter and processor themselves."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    raw = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()] or (
+        ["otlp"] if endpoint else []
+    )
+    out: list[SpanExporter] = []
+    for name in names:
+        if name == "none":
+            return []
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            out.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            out.append(_otlp(env))
+        else:
+            raise A3SError(
+                f"OTEL_TRACES_EXPORTER: {name!r} is not supported; use otlp, console or none"
+            )
+    return out
+
+
+def _otlp(env: Mapping[str, str]) -> SpanExporter:
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError as exc:
+            raise A3SError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc "
+                "(pip install it), or use http/protobuf"
+            ) from exc
+        return GrpcExporter()  # type: ignore[no-any-return]
+    if protocol != "http/protobuf":
+        raise A3SError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use http/protobuf or grpc"
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 def parent_context(trace_id: str | None, span_id: str | None) -> Context | None:

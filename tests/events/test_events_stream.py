@@ -83,6 +83,22 @@ def test_live_only_without_since_and_backlog_only_without_follow(app: Any) -> No
     assert len(backlog) >= last + 1
 
 
+def test_batch_mode_sends_arrays_of_envelopes_in_order(app: Any) -> None:
+    dep = deploy(app, "chat")["deployments"][0]["id"]
+    wait_status(app, dep, "running")
+    total = app.app.state.platform.store.last_seq()
+    with app.websocket_connect("/v1/events?since=0&follow=false&batch=true") as ws:
+        frames = []
+        with pytest.raises(WebSocketDisconnect):
+            while True:
+                frames.append(ws.receive_json())
+    assert frames and all(isinstance(f, list) for f in frames)
+    assert [e["seq"] for f in frames for e in f] == list(range(1, total + 1))
+    with app.websocket_connect(f"/v1/deployments/{dep}/events?batch=true&heartbeat=0.2") as ws:
+        first = ws.receive_json()
+    assert isinstance(first, list) and first[0]["type"] == "deployment.accepted"
+
+
 def test_filters_by_namespace_and_deployment(app: Any) -> None:
     a = deploy(app, "a", namespace="team-a")["deployments"][0]["id"]
     b = deploy(app, "b", namespace="team-b")["deployments"][0]["id"]

@@ -13,6 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from a3s_core.api.app import create_app
+from a3s_core.errors import A3SError
+from a3s_core.events.tracing import exporters_from_env
 from a3s_core.testing import ADMIN_TOKEN
 
 
@@ -100,3 +102,36 @@ def test_each_request_is_its_own_trace_and_failures_mark_the_span(
     span = spans[failed["spanId"]]
     assert span.name == "sizing" and not span.status.is_ok
     assert span.status.description == failed["message"]
+
+
+@pytest.mark.parametrize(
+    ("env", "kinds"),
+    [
+        ({}, []),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, ["OTLPSpanExporter"]),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, ["OTLPSpanExporter"]),
+        ({"OTEL_TRACES_EXPORTER": "console"}, ["ConsoleSpanExporter"]),
+        ({"OTEL_TRACES_EXPORTER": "otlp,console"}, ["OTLPSpanExporter", "ConsoleSpanExporter"]),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, []),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "console"}, []),
+    ],
+)
+def test_exporters_follow_the_standard_otel_variables(
+    env: dict[str, str], kinds: list[str]
+) -> None:
+    assert [type(e).__name__ for e in exporters_from_env(env)] == kinds
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: 'zipkin' is not supported"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' is not supported",
+        ),
+    ],
+)
+def test_unsupported_otel_settings_say_which_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(A3SError, match=message):
+        exporters_from_env(env)
