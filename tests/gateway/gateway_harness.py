@@ -1,5 +1,6 @@
-"""A gateway on a temp SQLite store behind a real uvicorn server on 127.0.0.1, with fake
-replicas, a test engine speaking vLLM's metrics dialect and the standard balancers."""
+"""The gateway test kit: a gateway on a temp SQLite store behind a real uvicorn server on
+127.0.0.1, with fake replicas, a test engine speaking vLLM's metrics dialect and the standard
+balancers. The fixtures are re-exported by this directory's conftest."""
 
 from __future__ import annotations
 

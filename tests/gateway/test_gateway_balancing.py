@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import Deployed, Harness
 from gateway_fake_replica import FakeReplica
+from gateway_harness import Deployed, Harness
 
 
 async def drive(harness: Harness, dep: Deployed, workers: int, each: int) -> None:

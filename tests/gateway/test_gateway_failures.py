@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import Harness
+from gateway_harness import Harness
 
 from a3s_core.contracts import Balancer
 from a3s_core.types import ReplicaLoad

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import Harness
+from gateway_harness import Harness
 
 
 async def test_chat_non_streaming_through_path_endpoint(harness: Harness) -> None:
