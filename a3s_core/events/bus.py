@@ -74,13 +74,20 @@ class EventBus:
         store: Store,
         observers: Callable[[Event], None] | None = None,
         queue_size: int = 1000,
+        poll_interval_s: float | None = None,
     ) -> None:
+        """`poll_interval_s`: when several platform processes share the store, how often
+        an idle bus looks for events the others wrote (None: only when it emits itself)."""
         self.store = store
         self.observers = observers
         self.queue_size = queue_size
+        self.poll_interval_s = poll_interval_s
         self._subs: set[_Subscriber] = set()
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
+        self._published = store.last_seq()  # highest seq handed to subscribers
+        self._poller: threading.Thread | None = None
+        self._closed = threading.Event()
 
     # ------------------------------------------------------------------ emit
 
@@ -119,14 +126,46 @@ class EventBus:
         )
         with self._emit_lock:  # seq order == delivery order, whatever thread emits
             event = self.store.append_event(event)
+            self._catch_up(event.seq - 1)
             self.publish(event)
         if self.observers:
             self.observers(event)
         return event
 
+    def _catch_up(self, upto: int | None = None) -> None:
+        """Deliver, in order, events other processes wrote since the last one delivered
+        here (up to `upto`, default: the newest). Caller holds the emit lock."""
+        if upto is None:
+            upto = self.store.last_seq()
+        while upto > self._published:
+            missed = self.store.events_since(
+                self._published, limit=min(upto - self._published, 500)
+            )
+            if not missed:
+                self._published = upto  # rolled back or deleted: nothing to deliver
+                break
+            for e in missed:
+                self.publish(e)
+
+    def _poll(self) -> None:
+        assert self.poll_interval_s is not None
+        while not self._closed.wait(self.poll_interval_s):
+            try:
+                with self._emit_lock:
+                    self._catch_up()
+            except Exception as exc:  # the store may be briefly unreachable; keep polling
+                log.warning("event bus poll failed: %s", exc)
+
+    def close(self) -> None:
+        """Stop polling (if it runs). Subscribers already iterating are not interrupted."""
+        self._closed.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
     def publish(self, event: Event) -> None:
         """Deliver an already-persisted event to live subscribers (no store write).
         One loop callback per event and loop, however many subscribers that loop serves."""
+        self._published = max(self._published, event.seq)
         with self._lock:
             subs = [s for s in self._subs if s.accept(event)]
         by_loop: dict[asyncio.AbstractEventLoop, list[_Subscriber]] = defaultdict(list)
@@ -157,6 +196,9 @@ class EventBus:
         sub = _Subscriber(asyncio.get_running_loop(), self.queue_size, accept)
         with self._lock:
             self._subs.add(sub)
+            if self.poll_interval_s and self._poller is None and not self._closed.is_set():
+                self._poller = threading.Thread(target=self._poll, name="a3s-bus-poll", daemon=True)
+                self._poller.start()
         try:
             last = since if since is not None else await asyncio.to_thread(self.store.last_seq)
             while True:  # backlog, in pages, straight from the store

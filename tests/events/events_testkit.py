@@ -20,6 +20,7 @@ from a3s_core.errors import SizingError
 from a3s_core.testing import FakeRuntime
 from a3s_core.types import Candidate, GpuType, LogLine, ModelProfile, ModelSpec, SizingPlan
 
+REAL_MODEL = "Qwen/Qwen2.5-7B-Instruct"  # sized by the platform's own knowledge base
 TEST_MODEL = "a3s-test/events-7b"
 BROKEN_MODEL = "a3s-test/broken"  # sizing fails for it, without asking any hub
 
@@ -145,11 +146,13 @@ class LogRuntimePlugin:
         registry.register(LogRuntime)
 
 
-def deploy(client: Any, name: str, replicas: int = 1, namespace: str = "team-ai") -> Any:
+def deploy(
+    client: Any, name: str, replicas: int = 1, namespace: str = "team-ai", model: str = TEST_MODEL
+) -> Any:
     r = client.post(
         "/v1/deployments",
         json={
-            "models": [{"name": name, "model": TEST_MODEL, "replicas": replicas}],
+            "models": [{"name": name, "model": model, "replicas": replicas}],
             "namespace": namespace,
         },
     )

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from events_testkit import TO_RUNNING, Server, TinySizing, deploy
+from events_testkit import REAL_MODEL, TO_RUNNING, Server, TinySizing, deploy
 from rich.console import Console
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -38,7 +38,7 @@ def client_of(server: Server, token: str | None = ADMIN_TOKEN) -> Client:
 
 async def test_deploy_watch_ends_running_and_events_print_in_order(server: Server) -> None:
     client = client_of(server)
-    dep = deploy(client.http, "chat")["deployments"][0]
+    dep = deploy(client.http, "chat", model=REAL_MODEL)["deployments"][0]
     con, out = console()
     assert await watch_deployments(client, [dep["id"]], con) is True
     text = out.getvalue()

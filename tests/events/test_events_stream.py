@@ -7,7 +7,15 @@ import time
 from typing import Any
 
 import pytest
-from events_testkit import TO_RUNNING, TinySizing, deploy, read_until, refused, wait_status
+from events_testkit import (
+    REAL_MODEL,
+    TO_RUNNING,
+    TinySizing,
+    deploy,
+    read_until,
+    refused,
+    wait_status,
+)
 from starlette.websockets import WebSocketDisconnect
 
 
@@ -18,7 +26,7 @@ def app(make_app: Any, a3s_plugins: Any, register_plugin: Any) -> Any:
 
 
 def test_watch_from_post_to_running_sees_every_step_in_order(app: Any) -> None:
-    out = deploy(app, "chat")
+    out = deploy(app, "chat", model=REAL_MODEL)  # the real sizing, not the test plugin
     dep = out["deployments"][0]
     assert dep["eventsUrl"].endswith(f"/v1/deployments/{dep['id']}/events")
     with app.websocket_connect(f"/v1/deployments/{dep['id']}/events?heartbeat=0.2") as ws:
