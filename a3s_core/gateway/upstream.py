@@ -86,11 +86,21 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.complete and exc is None and self._delimited_by_close():
+            self.complete = True  # HTTP/1.0 style: the body ends where the connection does
+            self._wake()
+            return
         if not self.complete:
             self._fail(UpstreamError(
                 "replica closed the connection before the answer was complete"
                 + (f" ({exc})" if exc else "")
             ))
+
+    def _delimited_by_close(self) -> bool:
+        if not self.status:  # no status line yet: nothing to complete
+            return False
+        chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        return not chunked and "content-length" not in self.headers
 
     # -- httptools callbacks ----------------------------------------------------------------
 

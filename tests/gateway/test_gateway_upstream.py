@@ -100,3 +100,25 @@ async def test_failures_are_upstream_errors() -> None:
     finally:
         await pool.close()
         await crashing.stop()
+
+
+async def test_a_body_delimited_by_closing_the_connection() -> None:
+    async def old_style(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+        writer.write(b"whole body")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(old_style, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool()
+    try:
+        resp = await pool.request(f"http://127.0.0.1:{port}", "GET", "/", {}, b"")
+        assert await resp.read() == b"whole body"
+        resp.release()
+        assert not pool._idle.get(("127.0.0.1", port, False))  # not reusable
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
