@@ -256,8 +256,9 @@ def _table(rows: list[Progress]) -> RenderableType:
 def summary(p: Progress) -> RenderableType:
     if p.status == "running":
         return Text.assemble(("✓ ", "green"), (p.name, "bold"), f" is running at {p.endpoint}")
+    verb = {"failed": "failed", "deleted": "was deleted"}.get(p.status, f"is {p.status}")
     lines: list[RenderableType] = [
-        Text.assemble(("✗ ", "red"), (p.name or p.id, "bold"), f" is {p.status}: {p.reason}")
+        Text.assemble(("✗ ", "red"), (p.name or p.id, "bold"), f" {verb}: {p.reason}")
     ]
     lines += [Text(f"  try: {s}", "yellow") for s in p.suggestions]
     return Group(*lines)

@@ -171,3 +171,14 @@ def test_watch_folds_events_into_status_reason_and_suggestions() -> None:
     q = Progress(id="dep-2")
     q.fold({"type": "sizing.failed", "name": "big", "message": "no config.json"})
     assert (q.status, q.reason) == ("failed", "no config.json")
+
+
+def test_summary_reads_as_a_sentence_for_each_outcome() -> None:
+    con, out = console()
+    for status, reason in [("failed", "no config.json"), ("deleted", "deleted by the API")]:
+        p = Progress(id="dep-1", name="big", status=status, reason=reason)
+        con.print(summary(p))
+    assert out.getvalue().splitlines() == [
+        "✗ big failed: no config.json",
+        "✗ big was deleted: deleted by the API",
+    ]
