@@ -289,7 +289,8 @@ class Gateway:
     # -- figures for the API and the autoscaler ---------------------------------------------
 
     def stats(self, deployment_id: str) -> dict[str, Any]:
-        """Live load and latency of a deployment and each of its ready replicas."""
+        """Live load and latency of a deployment and each of its ready replicas (those
+        the gateway has seen: routed to or scraped). Safe to call from any thread."""
         now = time.monotonic()
         stale = self.book.stale_after_s
         replicas = []
@@ -323,16 +324,18 @@ class Gateway:
         }
 
     def signals(self, deployment_id: str) -> ScalingSignals:
-        """The autoscaler's view now (it keeps `queue_zero_for_s` itself)."""
+        """The autoscaler's view now (it keeps `queue_zero_for_s` itself). Any thread."""
         now = time.monotonic()
         stale = self.book.stale_after_s
         loads = [st.as_load(now, stale) for st in self._replica_stats(deployment_id)]
+        snap = self.directory.current
+        ready = len(snap.ready_replicas(deployment_id)) if snap is not None else 0
         fresh = [r for r in loads if r.metrics_fresh]
         utils = [r.gpu_utilization for r in fresh if r.gpu_utilization is not None]
         dep = self.book.deployments.get(deployment_id)
         p99 = dep.first_byte.summary(now)["p99_s"] if dep else None
         return ScalingSignals(
-            replicas=len(loads),
+            replicas=ready,
             gpu_utilization=sum(utils) / len(utils) if utils else None,
             queue_depth=sum(r.waiting for r in fresh) if fresh else None,
             p99_latency_s=float(p99) if p99 is not None else None,
@@ -340,10 +343,12 @@ class Gateway:
         )
 
     def _replica_stats(self, deployment_id: str) -> list[ReplicaStats]:
+        # Read-only: the API calls stats() from a worker thread; only the loop mutates.
         snap = self.directory.current
         if snap is None:
             return []
-        return self.book.sync(snap.ready_replicas(deployment_id))
+        known = self.book.replicas
+        return [st for r in snap.ready_replicas(deployment_id) if (st := known.get(r.id))]
 
 
 def _bearer(value: str | None) -> str | None:

@@ -1,9 +1,9 @@
 """Sliding-window latency samples with percentiles on demand.
 
-Samples are appended in time order, so expiry pops from the left; percentiles sort a copy
-only when asked (the API and the autoscaler ask every few seconds, requests append
-thousands of times a second). The window is bounded in samples too, so a flood cannot
-grow memory without limit.
+Samples are appended in time order, so expiry pops from the left, on append, so only the
+event loop mutates a window. Percentiles sort a copy only when asked (the API and the
+autoscaler ask every few seconds, requests append thousands of times a second). The window
+is bounded in samples too, so a flood cannot grow memory without limit.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ class LatencyWindow:
         self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
 
     def add(self, seconds: float, now: float | None = None) -> None:
-        self._samples.append((time.monotonic() if now is None else now, seconds))
-
-    def _expire(self, now: float) -> None:
-        cutoff = now - self.window_s
+        now = time.monotonic() if now is None else now
         samples = self._samples
-        while samples and samples[0][0] < cutoff:
+        samples.append((now, seconds))
+        cutoff = now - self.window_s
+        while samples[0][0] < cutoff:  # expiry happens here only, on the event loop
             samples.popleft()
 
     def values(self, now: float | None = None) -> list[float]:
-        self._expire(time.monotonic() if now is None else now)
-        return [v for _, v in self._samples]
+        """The samples of the window. Reads a copy (list() of a deque is one C call under
+        the GIL), so the API may ask from a worker thread while the loop appends."""
+        cutoff = (time.monotonic() if now is None else now) - self.window_s
+        return [v for t, v in list(self._samples) if t >= cutoff]
 
     def count(self, now: float | None = None) -> int:
-        self._expire(time.monotonic() if now is None else now)
-        return len(self._samples)
+        return len(self.values(now))
 
     def summary(self, now: float | None = None) -> dict[str, float | int | None]:
         values = sorted(self.values(now))
