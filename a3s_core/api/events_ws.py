@@ -1,24 +1,13 @@
-"""WebSocket streams: deployment events and replica logs (admin token).
+"""WebSocket streams (admin token): deployment events and replica logs.
 
-- `WS /v1/events?namespace=&deployment=&since=&follow=` — envelopes (`Event.envelope()`),
-  in `seq` order. With `since=N`: everything after N from the store, then live, with no gap
-  and no duplicate; without it: live events only. `follow=false` sends the backlog and
-  closes (1000).
-- `WS /v1/deployments/{id}/events?since=` — the same for one deployment; `since` defaults
-  to 0 (its whole history), so a watcher that connects after the POST misses nothing.
-- `batch=true` (either stream): each message is a JSON array of the envelopes ready at
-  that moment, so a busy stream costs one frame per batch rather than one per event.
-- `WS /v1/deployments/{id}/logs?tail=&follow=` — replica log lines of the deployment,
-  merged: `{"type": "log", "replica", "ts", "line"}`.
+- `WS /v1/events?namespace=&deployment=&since=&follow=&batch=&heartbeat=`
+- `WS /v1/deployments/{id}/events?since=…` (one deployment; `since` defaults to 0)
+- `WS /v1/deployments/{id}/logs?tail=&follow=&heartbeat=`
 
-Idle connections get `{"type": "heartbeat", "ts", "seq"}` every `heartbeat` seconds
-(default 15; `seq` is the last one this connection delivered, so it is safe to resume
-from). A client too slow to keep up gets `{"type": "stream.overflow", "resumeFrom": N}`
-and a close (1013); it reconnects with `since=N`.
-
-Refusals (wrong or missing token, unknown deployment, bad parameter) happen before the
-upgrade: an HTTP denial response (401 / 404 / 422, the API's JSON error body), or, on a
-server without the denial extension, a close before accept with 4401 / 4404 / 4422.
+Envelopes in `seq` order; `since=N` resumes with no gap and no duplicate; idle sockets get
+heartbeats; a client too slow to keep up is told where to resume and closed (1013).
+Refusals (token, unknown deployment, bad parameter) happen before the upgrade, as an HTTP
+response with the API's error body. The protocol is described in docs/events.md.
 """
 
 from __future__ import annotations
@@ -30,13 +19,14 @@ import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from a3s_core.api.deps import admin_token_of_socket, check_admin
 from a3s_core.errors import A3SError, InvalidRequest, NotFound
@@ -214,29 +204,51 @@ async def _run(sock: _Socket, *jobs: Callable[[], Awaitable[None]]) -> None:
 
 
 def _is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, WebSocketDisconnect | OSError) or type(exc).__name__ in (
-        "ClientDisconnected",
-        "ConnectionClosed",
-        "ConnectionClosedOK",
-        "ConnectionClosedError",
-        "WebSocketDisconnected",
-    )
+    # uvicorn raises ClientDisconnected (an OSError); Starlette WebSocketDisconnect(ed).
+    return isinstance(exc, WebSocketDisconnect | WebSocketDisconnected | OSError)
 
 
 # ---------------------------------------------------------------------- events
 
 
-async def _stream_events(
-    ws: WebSocket, platform: Platform, since: int | None, accept: EventFilter, follow: bool
-) -> None:
-    heartbeat = _heartbeat(ws)
-    batched = _bool(ws, "batch", False)
+@dataclass
+class _Stream:
+    """What an event socket asked for (validated before the upgrade)."""
+
+    since: int | None
+    accept: EventFilter
+    follow: bool
+    batched: bool
+    heartbeat: float
+
+    @classmethod
+    def parse(cls, ws: WebSocket, accept: EventFilter, default_since: int | None) -> _Stream:
+        return cls(
+            since=_int(ws, "since", default_since, 0, 2**63 - 1),
+            accept=accept,
+            follow=_bool(ws, "follow", True),
+            batched=_bool(ws, "batch", False),
+            heartbeat=_heartbeat(ws),
+        )
+
+
+async def _stream_events(ws: WebSocket, platform: Platform, want: _Stream) -> None:
+    since, accept = want.since, want.accept
     if since is None:  # "live only": pin the start so heartbeats carry a resumable seq
         since = await run_in_threadpool(platform.store.last_seq)
     await ws.accept()
     sock = _Socket(ws)
     sock.seq = since
     wire = _wire_of(platform.bus)
+
+    async def deliver(events: list[Event]) -> None:
+        if want.batched:
+            await sock.send("[" + ",".join(wire(e) for e in events) + "]")
+        else:
+            for e in events:
+                await sock.send(wire(e))
+                sock.seq = e.seq
+        sock.seq = events[-1].seq
 
     async def backlog_only() -> None:
         while True:
@@ -247,12 +259,8 @@ async def _stream_events(
                 deployment_id=accept.deployment_id,
                 limit=500,
             )
-            if batched and page:
-                await sock.send("[" + ",".join(wire(e) for e in page) + "]")
-                sock.seq = page[-1].seq
-            for e in page if not batched else []:
-                await sock.send(wire(e))
-                sock.seq = e.seq
+            if page:
+                await deliver(page)
             if len(page) < 500:
                 await sock.close(1000, f"caught up at seq {sock.seq}")
                 return
@@ -261,13 +269,7 @@ async def _stream_events(
         batches = platform.bus.subscribe_batches(since, accept)
         try:
             async for batch in batches:
-                if batched:
-                    await sock.send("[" + ",".join(wire(e) for e in batch) + "]")
-                else:
-                    for e in batch:
-                        await sock.send(wire(e))
-                        sock.seq = e.seq
-                sock.seq = batch[-1].seq
+                await deliver(batch)
         except SubscriberOverflow as exc:
             message = f"client too slow; reconnect with since={exc.resume_from}"
             await sock.send_json(
@@ -277,44 +279,34 @@ async def _stream_events(
         finally:
             await batches.aclose()
 
-    await _run(
-        sock,
-        backlog_only if not follow else pump,
-        lambda: sock.heartbeats(heartbeat),
-        sock.until_disconnect,
-    )
+    beats = lambda: sock.heartbeats(want.heartbeat)  # noqa: E731
+    await _run(sock, pump if want.follow else backlog_only, beats, sock.until_disconnect)
 
 
 @router.websocket("/v1/events")
 async def events(ws: WebSocket) -> None:
     try:
         platform = await _admit(ws)
-        since = _int(ws, "since", None, 0, 2**63 - 1)
-        follow = _bool(ws, "follow", True)
-        _bool(ws, "batch", False)
         accept = EventFilter(
             namespace=ws.query_params.get("namespace") or None,
             deployment_id=ws.query_params.get("deployment") or None,
         )
-        _heartbeat(ws)
+        want = _Stream.parse(ws, accept, default_since=None)
     except A3SError as exc:
         await _refuse(ws, exc)
         return
-    await _stream_events(ws, platform, since, accept, follow)
+    await _stream_events(ws, platform, want)
 
 
 @router.websocket("/v1/deployments/{deployment_id}/events")
 async def deployment_events(ws: WebSocket, deployment_id: str) -> None:
     try:
         platform = await _admit(ws, deployment_id)
-        since = _int(ws, "since", 0, 0, 2**63 - 1)
-        follow = _bool(ws, "follow", True)
-        _bool(ws, "batch", False)
-        _heartbeat(ws)
+        want = _Stream.parse(ws, EventFilter(deployment_id=deployment_id), default_since=0)
     except A3SError as exc:
         await _refuse(ws, exc)
         return
-    await _stream_events(ws, platform, since, EventFilter(deployment_id=deployment_id), follow)
+    await _stream_events(ws, platform, want)
 
 
 # ---------------------------------------------------------------------- logs
