@@ -63,7 +63,6 @@ def _option_error(exc: ValidationError) -> InvalidRequest:
 class LocalRuntime(Runtime):
     name = "local"
     runs_images = False  # engines run as processes on this machine
-    runs_images = False  # the engine command runs as a process here
 
     def __init__(self, options: dict[str, object] | None = None) -> None:
         super().__init__(options)
