@@ -93,7 +93,6 @@ def _invalid(exc: ValidationError, prefix: str) -> InvalidRequest:
 
 class SimRuntime(Runtime):
     name = "sim"
-    runs_images = False  # engines run as processes on this machine
     runs_images = False  # a simulator process stands in for the engine
 
     def __init__(self, options: dict[str, object] | None = None) -> None:
