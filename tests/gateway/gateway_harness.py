@@ -183,9 +183,13 @@ async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=2))
     task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
+    deadline = asyncio.get_running_loop().time() + 30
+    while not server.started:  # bounded: a server that cannot start fails the test, loudly
         if task.done():
             task.result()
+        if asyncio.get_running_loop().time() > deadline:
+            task.cancel()
+            raise RuntimeError("uvicorn did not start within 30 s")
         await asyncio.sleep(0.01)
     return server, task
 
