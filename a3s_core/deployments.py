@@ -172,6 +172,8 @@ def request_delete(platform: Platform, deployment_id: str) -> DeploymentRow:
         deployment_id=row.id,
         name=row.name,
         namespace=row.namespace,
+        trace_id=row.trace_id,
+        span_id=row.span_id,
     )
     if platform.gateway:
         platform.gateway.invalidate()

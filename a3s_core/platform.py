@@ -40,7 +40,15 @@ class Platform:
         self.admin_token, self.admin_token_created = settings.ensure_admin_token()
         self.catalog: GpuCatalog = load_catalog(settings.gpu_catalog)
         self.store = Store.open(settings.db_url)
-        self.bus = EventBus(self.store, observers=self._observe)
+        poll = settings.events_poll_interval_s
+        if poll is None and self.store.is_postgres:
+            poll = 1.0  # other API replicas may write events to the same store
+        self.bus = EventBus(
+            self.store,
+            observers=self._observe,
+            queue_size=settings.events_queue_size,
+            poll_interval_s=poll,
+        )
         self.tracer_provider: TracerProvider = make_tracer_provider(self.bus, span_exporter)
         self.tracer = self.tracer_provider.get_tracer("a3s")
         runtime_cls = self.plugins.runtimes.get(settings.runtime)
@@ -85,6 +93,7 @@ class Platform:
         if self.gateway:
             await self.gateway.stop()
         await self.runtime.close()
+        self.bus.close()
         self.tracer_provider.shutdown()
         self.store.close()
 

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     max_restarts: int = 3
     controllers: bool = Field(True, description="run reconcile/autoscale loops in this process")
     hf_timeout_s: float = 10.0
+    events_heartbeat_s: float = Field(15.0, gt=0, description="idle WebSocket heartbeat")
+    events_queue_size: int = Field(
+        1000, ge=10, description="events a slow WebSocket client may lag before it is cut off"
+    )
+    events_poll_interval_s: float | None = Field(
+        None, gt=0, description="pick up other platform processes' events when idle; "
+        "default 1 s on PostgreSQL (shared store), off on SQLite"
+    )
 
     @property
     def db_url(self) -> str:

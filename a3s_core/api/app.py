@@ -43,6 +43,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.events_heartbeat_s = settings.events_heartbeat_s
     errors.install(app)
 
     @app.middleware("http")

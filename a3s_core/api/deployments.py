@@ -161,6 +161,8 @@ async def scale_deployment(
             deployment_id=row.id,
             name=row.name,
             namespace=row.namespace,
+            trace_id=row.trace_id,
+            span_id=row.span_id,
             data={"from": before, "to": body.replicas},
         )
         if platform.controller:
@@ -188,6 +190,8 @@ async def rotate_key(platform: PlatformDep, deployment_id: str) -> KeyResponse:
             deployment_id=row.id,
             name=row.name,
             namespace=row.namespace,
+            trace_id=row.trace_id,
+            span_id=row.span_id,
         )
         if platform.gateway:
             platform.gateway.invalidate()
@@ -207,6 +211,8 @@ async def revoke_keys(platform: PlatformDep, deployment_id: str) -> dict[str, An
             deployment_id=row.id,
             name=row.name,
             namespace=row.namespace,
+            trace_id=row.trace_id,
+            span_id=row.span_id,
         )
         if platform.gateway:
             platform.gateway.invalidate()

@@ -169,9 +169,16 @@ class Controller(Retiring):
                     maxModelLen=plan.max_model_len,
                 )
         except A3SError as exc:
-            await run_in_threadpool(
+            if await run_in_threadpool(
                 self.store.transition, dep.id, status="failed", reason=exc.message
-            )
+            ):
+                self.emit(
+                    dep,
+                    "deployment.failed",
+                    f"{dep.name} failed: {exc.message}",
+                    level="error",
+                    data={"reason": exc.message, "step": "sizing"},
+                )
             return None
         await run_in_threadpool(
             self.store.transition, dep.id, plan=plan.model_dump(mode="json"), status="scheduling"
@@ -316,6 +323,8 @@ class Controller(Retiring):
                 f"{dep.name}: cannot place {'a' if first else 'another'} replica: {full.message}",
                 reason=full.message,
                 suggestions=full.suggestions,
+                status="unschedulable" if first else dep.status,
+                first=first,
             )
         if first:
             await run_in_threadpool(
