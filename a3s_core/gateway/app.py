@@ -295,7 +295,7 @@ class Gateway:
         stale = self.book.stale_after_s
         replicas = []
         for st in self._replica_stats(deployment_id):
-            load = st.as_load(now, stale)
+            load = st.as_load(now, stale, live=False)
             replicas.append({
                 "id": st.info.id, "url": st.info.url, "gpu": st.info.gpu,
                 "tensorParallelSize": st.info.tensor_parallel_size, "weight": st.weight,
@@ -327,7 +327,7 @@ class Gateway:
         """The autoscaler's view now (it keeps `queue_zero_for_s` itself). Any thread."""
         now = time.monotonic()
         stale = self.book.stale_after_s
-        loads = [st.as_load(now, stale) for st in self._replica_stats(deployment_id)]
+        loads = [st.as_load(now, stale, live=False) for st in self._replica_stats(deployment_id)]
         snap = self.directory.current
         ready = len(snap.ready_replicas(deployment_id)) if snap is not None else 0
         fresh = [r for r in loads if r.metrics_fresh]

@@ -23,6 +23,7 @@ class ReplicaStats:
     in_flight: int = 0
     figures: LoadFigures = field(default_factory=LoadFigures)
     scraped_at: float | None = None
+    in_flight_at_scrape: int = 0
     failures: int = 0
     ejected_until: float | None = None
     backoff_s: float = BACKOFF_START_S
@@ -37,15 +38,30 @@ class ReplicaStats:
     def ejected(self, now: float) -> bool:
         return self.ejected_until is not None and now < self.ejected_until
 
-    def as_load(self, now: float, stale_after_s: float) -> ReplicaLoad:
+    def as_load(self, now: float, stale_after_s: float, live: bool = True) -> ReplicaLoad:
+        """This replica as a balancer sees it. With `live`, the engine's figures are moved
+        on by what this gateway started and finished since the scrape: a replica that
+        answered a burst 50 ms ago no longer looks busy until the next scrape, and one that
+        was just sent a burst already looks busy. `live=False` gives the figures as
+        scraped (what the API and the autoscaler report)."""
         fresh = self.fresh(now, stale_after_s)
         f = self.figures
+        waiting = (f.waiting or 0.0) if fresh else 0.0
+        running = (f.running or 0.0) if fresh else 0.0
+        if fresh and live:
+            delta = float(self.in_flight - self.in_flight_at_scrape)
+            if delta >= 0:
+                running += delta
+            else:  # finished ones leave the running set; the queue refills it first
+                freed = min(running, -delta)
+                running -= freed
+                waiting = max(0.0, waiting - (-delta - freed))
         # model_construct: this runs per replica per request; the values are already typed.
         return ReplicaLoad.model_construct(
             replica_id=self.info.id,
             url=self.info.url,
-            waiting=(f.waiting or 0.0) if fresh else 0.0,
-            running=(f.running or 0.0) if fresh else 0.0,
+            waiting=waiting,
+            running=running,
             in_flight=self.in_flight,
             kv_cache_usage=f.kv_cache_usage if fresh else None,
             gpu_utilization=f.gpu_utilization if fresh else None,
@@ -165,3 +181,4 @@ class LoadBook:
     def scraped(self, st: ReplicaStats, figures: LoadFigures, now: float | None = None) -> None:
         st.figures = figures
         st.scraped_at = time.monotonic() if now is None else now
+        st.in_flight_at_scrape = st.in_flight
