@@ -53,6 +53,7 @@ def serve(
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (PostgreSQL)")] = None,
     runtime: Annotated[str | None, typer.Option(help="sim / local / kubernetes")] = None,
     domain: Annotated[str | None, typer.Option(help="wildcard domain for endpoints")] = None,
+    access_log: Annotated[bool, typer.Option(help="log every HTTP request")] = False,
 ) -> None:
     """Run the platform (API, gateway, controllers) on its embedded defaults."""
     import uvicorn
@@ -90,7 +91,9 @@ def serve(
         f"store {settings.db_url.split('@')[-1]}",
         highlight=False,
     )
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+    # No per-request access log: it costs time on every data-plane request.
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
+                access_log=access_log)
 
 
 @app.command()

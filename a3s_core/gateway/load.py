@@ -131,14 +131,16 @@ class LoadBook:
         return st
 
     def _weigh(self, replicas: list[ReplicaStats]) -> None:
-        """weight = bf16 TFLOPS * TP from the GPU catalog. A replica on a GPU the catalog
-        does not know gets the mean weight of its known peers (not 1, which next to 312
-        would starve it), or TP when none is known."""
+        """weight = memory bandwidth (GB/s) × TP from the GPU catalog: decoding streams the
+        weights once per token, so serving throughput follows bandwidth, not peak TFLOPS
+        (an A100's 2039 GB/s outweighs an L40S's 864, as the seed expects, though the
+        L40S has more dense bf16 TFLOPS). A replica on a GPU the catalog does not know
+        gets the mean per-GPU weight of its known peers (not 1, which would starve it)."""
         known: list[float] = []
         for st in replicas:
             gpu = self.catalog.get(st.info.gpu) if st.info.gpu else None
             if gpu is not None:
-                st.weight = gpu.bf16_tflops * st.info.tensor_parallel_size
+                st.weight = gpu.bandwidth_gbs * st.info.tensor_parallel_size
                 known.append(st.weight / st.info.tensor_parallel_size)
             else:
                 st.weight = 0.0

@@ -24,5 +24,5 @@ class ReplicaLoad(BaseModel):
     in_flight: int = 0
     kv_cache_usage: float | None = None
     gpu_utilization: float | None = None
-    weight: float = Field(1.0, description="relative compute: bf16 TFLOPS × TP")
+    weight: float = Field(1.0, description="relative serving speed: memory bandwidth × TP")
     metrics_fresh: bool = False

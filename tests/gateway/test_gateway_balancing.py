@@ -51,15 +51,15 @@ async def test_least_queue_sends_less_to_a_slow_replica_than_round_robin(
 
 async def test_weighted_splits_in_proportion_to_gpu_compute(harness: Harness) -> None:
     replicas = [await harness.replica(model="w") for _ in range(4)]
-    # bf16 TFLOPS x TP from the catalog: A100 312 (x4, x2, x1) and an unknown GPU, which
-    # gets its peers' mean per-GPU figure (312) rather than a weight that starves it.
+    # Memory bandwidth x TP from the catalog: A100 2039 GB/s (x4, x2, x1) and an unknown
+    # GPU, which gets its peers' mean per-GPU figure (2039) rather than one that starves it.
     dep = harness.deploy("w", replicas, balancer="weighted",
                          gpus=[("A100-80GB", 4), ("A100-80GB", 2), ("A100-80GB", 1),
                                ("Mystery-GPU", 1)])
     await drive(harness, dep, workers=1, each=80)
     assert [r.hits["chat"] for r in replicas] == [40, 20, 10, 10]
     weights = [r["weight"] for r in harness.gateway.stats(dep.id)["replicas"]]
-    assert weights == [1248, 624, 312, 312]
+    assert weights == [8156, 4078, 2039, 2039]
 
 
 async def test_weighted_favours_the_stronger_gpu(harness: Harness) -> None:
