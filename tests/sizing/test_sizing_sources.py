@@ -158,9 +158,10 @@ max_position_embeddings = 2048
     assert find_profile("Qwen/Qwen2.5-7B-Instruct") is not None  # built-ins still there
 
 
+@pytest.mark.llamacpp  # runs in the tox env that builds llama-cpp-python
 def test_sizing_gguf_agrees_with_llama_cpp(tmp_path):
-    """llama.cpp's own count of the tiny GGUF equals ours (when llama-cpp-python is built)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    """llama.cpp's own count of the tiny GGUF equals ours."""
+    import llama_cpp
     w = tiny.write_tiny_gguf(tmp_path / "tiny.gguf")
     llm = llama_cpp.Llama(model_path=str(tmp_path / "tiny.gguf"), n_ctx=64, verbose=False)
     try:
