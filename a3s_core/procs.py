@@ -23,16 +23,17 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
 from pydantic import BaseModel, Field
+
+from a3s_core.net import free_port, http_get
 
 log = logging.getLogger(__name__)
 
@@ -95,28 +96,6 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         return None
     fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[19])
-
-
-def free_port(host: str = "127.0.0.1", avoid: Iterable[int] = ()) -> int:
-    """A port nothing listens on now, chosen by the kernel, not one of `avoid`."""
-    avoided = set(avoid)
-    for _ in range(64):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
-        if port not in avoided:
-            return port
-    raise RuntimeError(f"no free port on {host} outside {len(avoided)} reserved ones")
-
-
-async def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    """GET `url` → (status, body). Raises aiohttp.ClientError / TimeoutError on failure."""
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with (
-        aiohttp.ClientSession(timeout=client_timeout) as session,
-        session.get(url, allow_redirects=False) as response,
-    ):
-        return response.status, await response.text(errors="replace")
 
 
 class ManagedProcess:
