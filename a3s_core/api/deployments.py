@@ -155,14 +155,11 @@ async def scale_deployment(
             )
         before = row.desired_replicas
         row = platform.store.update_deployment(row.id, desired_replicas=body.replicas)
-        platform.bus.emit(
+        service.emit_for(
+            platform,
+            row,
             "scaling.manual",
             f"{row.name}: desired replicas set to {body.replicas} (was {before}) by the API",
-            deployment_id=row.id,
-            name=row.name,
-            namespace=row.namespace,
-            trace_id=row.trace_id,
-            span_id=row.span_id,
             data={"from": before, "to": body.replicas},
         )
         if platform.controller:
@@ -184,14 +181,11 @@ async def rotate_key(platform: PlatformDep, deployment_id: str) -> KeyResponse:
         if row.status in ("deleting", "deleted"):
             raise Conflict(f"deployment {row.name!r} is {row.status}; it has no keys")
         key = platform.store.rotate_key(row.id)
-        platform.bus.emit(
+        service.emit_for(
+            platform,
+            row,
             "apikey.rotated",
             f"{row.name}: API key rotated; old keys revoked",
-            deployment_id=row.id,
-            name=row.name,
-            namespace=row.namespace,
-            trace_id=row.trace_id,
-            span_id=row.span_id,
         )
         if platform.gateway:
             platform.gateway.invalidate()
@@ -205,14 +199,11 @@ async def revoke_keys(platform: PlatformDep, deployment_id: str) -> dict[str, An
     def work() -> dict[str, Any]:
         row = platform.store.get_deployment(deployment_id)
         n = platform.store.revoke_keys(row.id)
-        platform.bus.emit(
+        service.emit_for(
+            platform,
+            row,
             "apikey.revoked",
             f"{row.name}: {n} API key(s) revoked",
-            deployment_id=row.id,
-            name=row.name,
-            namespace=row.namespace,
-            trace_id=row.trace_id,
-            span_id=row.span_id,
         )
         if platform.gateway:
             platform.gateway.invalidate()
