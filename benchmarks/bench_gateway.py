@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,23 +48,24 @@ def free_port() -> int:
 
 
 def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_dir: str) -> None:
-    """Child process: a store with one deployment, its key and its replicas, and the
-    gateway on uvicorn (uvloop + httptools), the way `a3s serve` runs it."""
+    """Child process: the platform app exactly as `a3s serve` builds it (create_app: API,
+    gateway, store, events), on uvicorn with uvloop + httptools, with controllers off and
+    one running deployment, its key and its replicas written to its store beforehand."""
     import uvicorn
-    from fastapi import FastAPI
-    from sqlmodel import Session, SQLModel
+    from sqlmodel import Session
 
-    from a3s_core.gateway import Gateway
+    from a3s_core.api.app import create_app
     from a3s_core.keys import display_prefix, hash_key
     from a3s_core.plugins import Plugins
     from a3s_core.settings import Settings
-    from a3s_core.store.db import make_engine
+    from a3s_core.store import Store
     from a3s_core.store.tables import ApiKeyRow, DeploymentRow, ReplicaRow
+    from a3s_core.testing import FakeRuntimePlugin
 
-    settings = Settings(data_dir=Path(db_dir), port=port)
-    db = make_engine(f"sqlite:///{db_dir}/a3s.db")
-    SQLModel.metadata.create_all(db)
-    with Session(db) as s:
+    settings = Settings(data_dir=Path(db_dir), port=port, runtime="fake", controllers=False,
+                        admin_token="bench-admin-token")
+    store = Store.open(settings.db_url)  # creates and migrates the schema
+    with Session(store.engine) as s:
         s.add(DeploymentRow(  # type: ignore[call-arg]
             id="dep-bench", name=MODEL, namespace=NAMESPACE, model="bench/model", engine=engine,
             spec={"name": MODEL, "model": "bench/model", "engine": engine}, status="running",
@@ -76,20 +77,12 @@ def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_
         s.add(ApiKeyRow(id="key-bench", deployment_id="dep-bench", key_hash=hash_key(key),
                         prefix=display_prefix(key)))
         s.commit()
+    store.close()
 
     plugins = Plugins()
-    gateway = Gateway(settings, db, plugins)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gateway.start()
-        yield
-        await gateway.stop()
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(gateway.router())
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    plugins.register(FakeRuntimePlugin(), name="bench-fake-runtime")
+    app = create_app(settings, plugins)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # ---------------------------------------------------------------- processes

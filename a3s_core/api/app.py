@@ -2,18 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from a3s_core import __version__
 from a3s_core.api import autoscaling, deployments, errors, system
+from a3s_core.gateway.asgi import Receive, Scope, Send, match
 from a3s_core.platform import Platform
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
+
+if TYPE_CHECKING:
+    from a3s_core.gateway.app import Gateway
+
+
+class PlatformApp(FastAPI):
+    """FastAPI, with the gateway's data-plane paths answered before routing and middleware
+    (raw ASGI: see a3s_core/gateway/asgi.py for why) and the control plane's body limit
+    checked as plain ASGI (Starlette's BaseHTTPMiddleware costs a task per request)."""
+
+    data_plane: Gateway | None = None
+    max_body_bytes: int = 1 << 20
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            gateway = self.data_plane
+            if gateway is not None and (route := match(scope["path"])) is not None:
+                return await gateway.serve(scope, receive, send, route)
+            if scope["path"].startswith("/v1/deployments") and self._too_large(scope):
+                return await self._refuse_body(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+    def _too_large(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return value.isdigit() and int(value) > self.max_body_bytes
+        return False
+
+    async def _refuse_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size = next(int(v) for n, v in scope["headers"] if n == b"content-length")
+        response = JSONResponse(
+            {
+                "error": {
+                    "code": "invalid_request",
+                    "message": f"body: {size} bytes is over the limit of "
+                    f"{self.max_body_bytes} bytes",
+                    "details": [{"field": "body", "value": size, "message": "too large"}],
+                }
+            },
+            status_code=422,
+        )
+        await response(scope, receive, send)
 
 
 def create_app(
@@ -32,7 +76,7 @@ def create_app(
         finally:
             await platform.stop()
 
-    app = FastAPI(
+    app = PlatformApp(
         title="A3S GPU inference platform",
         version=__version__,
         description=(
@@ -43,36 +87,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.max_body_bytes = settings.max_body_bytes
     app.state.events_heartbeat_s = settings.events_heartbeat_s
     errors.install(app)
-
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Refuse bodies over the limit before reading them (1 MiB by default)."""
-        size = request.headers.get("content-length")
-        control = request.url.path.startswith("/v1/deployments")  # prompts may be larger
-        if control and size and size.isdigit() and int(size) > settings.max_body_bytes:
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "invalid_request",
-                        "message": f"body: {int(size)} bytes is over the limit of "
-                        f"{settings.max_body_bytes} bytes",
-                        "details": [{"field": "body", "value": int(size), "message": "too large"}],
-                    }
-                },
-                status_code=422,
-            )
-        return await call_next(request)
 
     app.include_router(system.router)
     app.include_router(system.admin_router)
     app.include_router(deployments.router)
     app.include_router(autoscaling.router)
-    if platform.gateway is not None:
-        app.include_router(platform.gateway.router())
+    app.data_plane = platform.gateway
     try:  # the event stream routes (WebSocket) live in their own module
         from a3s_core.api import events_ws
 

@@ -2,7 +2,7 @@
 
     gateway = Gateway(settings, db_engine, plugins)
     await gateway.start()                 # pooled HTTP client + metrics scraper
-    app.include_router(gateway.router())  # /v1/... and /d/{namespace}/{name}/v1/...
+    app = gateway.asgi(control_app)       # /v1/... and /d/{namespace}/{name}/v1/... here
     gateway.invalidate()                  # after deployments, replicas or keys change
     gateway.stats(deployment_id)          # per-replica load, latency percentiles (dict)
     gateway.signals(deployment_id)        # ScalingSignals for the autoscaler
@@ -19,15 +19,13 @@ import time
 from typing import Any
 
 import aiohttp
-from fastapi import APIRouter
 from sqlalchemy.engine import Engine as DbEngine
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Balancer, Engine
 from a3s_core.errors import UnknownPlugin
 from a3s_core.gateway import errors
+from a3s_core.gateway.asgi import MODELS, ASGIApp, Receive, Reply, Route, Scope, Send, match
 from a3s_core.gateway.directory import DeploymentInfo, Directory, Snapshot
 from a3s_core.gateway.errors import GatewayError
 from a3s_core.gateway.load import LoadBook, ReplicaStats
@@ -39,6 +37,7 @@ from a3s_core.settings import Settings
 from a3s_core.types import ScalingSignals
 
 EMBEDDINGS = "/v1/embeddings"
+JSON = [(b"content-type", b"application/json")]
 WANTED_HEADERS = frozenset({"authorization", "host", *FORWARDED_REQUEST_HEADERS})
 log = logging.getLogger(__name__)
 STALE_AFTER_INTERVALS = 3
@@ -121,10 +120,9 @@ class Gateway:
             raise RuntimeError("Gateway.start() has not been called")
         await self._scraper.scrape_once()
 
-    def router(self) -> APIRouter:
-        from a3s_core.gateway.routes import build_router
-
-        return build_router(self)
+    def asgi(self, app: ASGIApp | None = None) -> ASGIApp:
+        """An ASGI app: the data-plane paths here, anything else to `app` (else 404)."""
+        return GatewayApp(self, app)
 
     # -- plugins --------------------------------------------------------------------------
 
@@ -152,29 +150,40 @@ class Gateway:
 
     # -- the request path -----------------------------------------------------------------
 
-    async def handle(
-        self, request: Request, path: str, namespace: str | None = None, name: str | None = None
-    ) -> Response:
+    async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        """Answer one data-plane request (raw ASGI; `route` is `asgi.match(path)`)."""
+        reply = Reply(send)
         try:
-            return await self._handle(request, path, namespace, name)
+            await self._serve(scope, receive, reply, route)
+        except ClientGone:
+            return  # left before the body was in: nobody to answer
         except GatewayError as exc:
-            return exc.response()
+            if reply.started:
+                raise
+            await exc.send(reply)
         except Exception as exc:  # a bug here must still answer in the client's terms
-            log.exception("gateway failed on %s %s", request.method, request.url.path)
-            return GatewayError(
+            log.exception("gateway failed on %s %s", scope["method"], scope["path"])
+            if reply.started:
+                raise  # the server closes the connection: the answer is cut short
+            await GatewayError(
                 500, f"the gateway failed: {type(exc).__name__}: {exc}", type_="server_error",
                 code="internal_error",
-            ).response()
+            ).send(reply)
 
-    async def _handle(
-        self, request: Request, path: str, namespace: str | None, name: str | None
-    ) -> Response:
+    async def _serve(self, scope: Scope, receive: Receive, reply: Reply, route: Route) -> None:
         if self._forwarder is None:
             raise errors.unavailable("the gateway is not started")
-        # One pass over the raw headers instead of a scan per lookup (hot path).
+        method = scope["method"]
+        if not route.path:
+            raise GatewayError(404, f"{route.asked} is not an endpoint of the OpenAI API "
+                               "this gateway serves", code="unknown_endpoint")
+        if method != route.method:
+            raise GatewayError(405, f"{route.asked} takes {route.method}, not {method}",
+                               code="method_not_allowed", headers={"Allow": route.method})
+        # One pass over the raw headers (ASGI names are lower-case already).
         headers: dict[str, str] = {}
-        for raw_name, raw_value in request.scope["headers"]:
-            hname = raw_name.decode("latin-1").lower()
+        for raw_name, raw_value in scope["headers"]:
+            hname = raw_name.decode("latin-1")
             if hname in WANTED_HEADERS:
                 headers[hname] = raw_value.decode("latin-1")
         key = _bearer(headers.get("authorization"))
@@ -189,23 +198,16 @@ class Gateway:
                 raise errors.invalid_key(key, found.revoked)
         own = snap.deployments[found.deployment_id]
 
-        body = b""
-        if request.method == "POST":
-            body = await request.body()
-            if len(body) > self.settings.max_body_bytes:
-                raise GatewayError(
-                    413, f"request body is {len(body)} bytes; at most "
-                    f"{self.settings.max_body_bytes} are accepted", code="body_too_large",
-                )
-        target, snap = await self._target(headers, request, snap, own, namespace, name, body)
+        body = await self._body(receive, headers) if method == "POST" else b""
+        target, snap = await self._target(headers, method, snap, own, route, body)
 
-        if path == "/v1/models":
-            return self._models(snap, target, request.path_params.get("model"))
+        if route.path == MODELS:
+            return await self._models(reply, snap, target, route.model)
         engine = self.engine(target.engine)
-        if engine is not None and path not in _paths(engine):
+        if engine is not None and route.path not in _paths(engine):
             raise GatewayError(
                 404, f"deployment {target.namespace}/{target.name} (engine {target.engine}) "
-                f"does not serve {path}", code="unsupported_endpoint",
+                f"does not serve {route.path}", code="unsupported_endpoint",
             )
         replicas = self.book.sync(snap.ready_replicas(target.id))
         if not replicas:
@@ -214,16 +216,36 @@ class Gateway:
                 f"(status: {target.status}); try again when it is running", retry_after_s=5,
             )
         fwd = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := headers.get(k)) is not None}
-        return await self._forwarder.forward(
-            target, replicas, self.balancer(target), path, request.method, body, fwd,
-            request.receive,
+        await self._forwarder.forward(
+            target, replicas, self.balancer(target), route.path, method, body, fwd, reply,
+            receive,
         )
 
+    async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            part = message.get("body", b"")
+            size += len(part)
+            if size > limit:
+                raise _too_large(size, limit)
+            parts.append(part)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
     async def _target(
-        self, headers: dict[str, str], request: Request, snap: Snapshot, own: DeploymentInfo,
-        namespace: str | None, name: str | None, body: bytes,
+        self, headers: dict[str, str], method: str, snap: Snapshot, own: DeploymentInfo,
+        route: Route, body: bytes,
     ) -> tuple[DeploymentInfo, Snapshot]:
         """The deployment this request is for, or 404 / 403. The key is already valid."""
+        namespace, name = route.namespace, route.name
         if namespace is not None and name is not None:  # /d/{namespace}/{name}/v1/...
             if (own.namespace, own.name) == (namespace, name):
                 return own, snap
@@ -236,7 +258,7 @@ class Gateway:
         if host_name is not None:  # <name>.<domain>/v1/...: the key picks the namespace
             return await self._by_name(snap, own, host_name)
         # Bare /v1/...: the `model` field names the deployment.
-        if request.method != "POST":
+        if method != "POST":
             return own, snap
         try:
             model = json.loads(body).get("model") if body else None
@@ -272,7 +294,9 @@ class Gateway:
         label = host[: -len(suffix)]
         return label if label and "." not in label else None
 
-    def _models(self, snap: Snapshot, dep: DeploymentInfo, model: str | None) -> Response:
+    async def _models(
+        self, reply: Reply, snap: Snapshot, dep: DeploymentInfo, model: str | None
+    ) -> None:
         replicas = snap.ready_replicas(dep.id)
         card: dict[str, Any] = {
             "id": dep.name, "object": "model", "created": dep.created,
@@ -283,8 +307,8 @@ class Gateway:
         if model is not None:
             if model != dep.name:
                 raise errors.unknown_model(model)
-            return JSONResponse(card)
-        return JSONResponse({"object": "list", "data": [card]})
+            return await reply.whole(200, JSON, json.dumps(card).encode())
+        await reply.whole(200, JSON, json.dumps({"object": "list", "data": [card]}).encode())
 
     # -- figures for the API and the autoscaler ---------------------------------------------
 
@@ -349,6 +373,38 @@ class Gateway:
             return []
         known = self.book.replicas
         return [st for r in snap.ready_replicas(deployment_id) if (st := known.get(r.id))]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+class GatewayApp:
+    """The gateway in front of another ASGI app (the control API, or nothing)."""
+
+    def __init__(self, gateway: Gateway, app: ASGIApp | None = None) -> None:
+        self.gateway = gateway
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = match(scope["path"])
+            if route is not None:
+                return await self.gateway.serve(scope, receive, send, route)
+            if self.app is None:
+                return await GatewayError(404, f"{scope['path']} is not found",
+                                          code="unknown_endpoint").send(Reply(send))
+        if self.app is not None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "lifespan":  # nothing to start: say so and wait for the end
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+
+
+def _too_large(size: int, limit: int) -> GatewayError:
+    return GatewayError(413, f"request body is {size} bytes; at most {limit} are accepted",
+                        code="body_too_large")
 
 
 def _bearer(value: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from starlette.responses import Response
+from a3s_core.gateway.asgi import Reply, encode_headers
 
 
 class GatewayError(Exception):
@@ -32,11 +32,9 @@ class GatewayError(Exception):
                       "code": self.code}
         }
 
-    def response(self) -> Response:
-        return Response(
-            json.dumps(self.body()), status_code=self.status,
-            media_type="application/json", headers=self.headers,
-        )
+    async def send(self, reply: Reply) -> None:
+        headers = encode_headers({"content-type": "application/json", **self.headers})
+        await reply.whole(self.status, headers, json.dumps(self.body()).encode())
 
 
 def missing_key() -> GatewayError:

@@ -3,7 +3,8 @@
 The rule that keeps retries safe: nothing is retried once the client has received a byte.
 Non-streaming answers are read whole before anything is sent (so a replica dying
 mid-generation is still retried); streaming answers are held until their first chunk
-arrives, then passed through chunk by chunk as they come.
+arrives, then passed through chunk by chunk as they come, in the request's own task (so
+a client that leaves cancels the upstream read, and no per-answer task is spawned).
 """
 
 from __future__ import annotations
@@ -11,30 +12,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
-
-from starlette.responses import Response, StreamingResponse
 
 from a3s_core.contracts import Balancer
+from a3s_core.gateway.asgi import Headers, Receive, Reply
 from a3s_core.gateway.directory import DeploymentInfo
 from a3s_core.gateway.errors import GatewayError, unavailable
 from a3s_core.gateway.load import DeploymentStats, LoadBook, ReplicaStats
 from a3s_core.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-
 ATTEMPTS = 2  # the first try and one retry on another replica
 WATCH_AFTER_S = 0.25
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-request-id", "traceparent")
 PASSED_RESPONSE_HEADERS = ("content-type", "x-request-id", "content-encoding")
+STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
 @dataclass
 class Failure:
     reason: str
-    response: Response | None = None  # an upstream 5xx/429 to pass on if no retry helps
+    # An upstream 5xx/429 (status, headers, body) to pass on if no retry helps.
+    answer: tuple[int, Headers, bytes] | None = None
 
 
 def _fmt_error(exc: BaseException) -> str:
@@ -96,11 +94,12 @@ class Forwarder:
         method: str,
         body: bytes,
         headers: dict[str, str],
+        reply: Reply,
         receive: Receive | None = None,
-    ) -> Response:
+    ) -> None:
+        """Answer the request through `reply` from one replica (a second on failure)."""
         dstats = self.book.deployment(dep.id)
         dstats.arrivals.add(0.0)
-        fwd_headers = {k: headers[k] for k in FORWARDED_REQUEST_HEADERS if k in headers}
         tried: set[str] = set()
         failure: Failure | None = None
         watch = DisconnectWatch(receive)
@@ -110,25 +109,25 @@ class Forwarder:
                 if st is None:
                     break
                 tried.add(st.info.id)
-                result = await self._attempt(st, dstats, path, method, body, fwd_headers)
-                if isinstance(result, Response):
-                    return result
-                failure = result
+                failure = await self._attempt(st, dstats, path, method, body, headers, reply)
+                if failure is None:
+                    return
         except asyncio.CancelledError:
             if not watch.left:
                 raise  # cancelled from outside (shutdown): not ours to swallow
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            return Response(status_code=499)  # nobody reads it; nginx's "client closed"
+            return  # the client left; there is nobody to answer
         finally:
             watch.close()
         dstats.errors.add(0.0)
         where = f"{dep.namespace}/{dep.name}"
         if failure is None:
             raise self._none_routable(where, replicas)
-        if failure.response is not None:
-            return failure.response
+        if failure.answer is not None:
+            await reply.whole(*failure.answer)
+            return
         raise unavailable(
             f"no replica of deployment {where} could be reached "
             f"({len(tried)} tried; last: {failure.reason})"
@@ -170,12 +169,13 @@ class Forwarder:
         method: str,
         body: bytes,
         headers: dict[str, str],
-    ) -> Response | Failure:
+        reply: Reply,
+    ) -> Failure | None:
+        """None once the client has its answer; a Failure if nothing was sent yet."""
         book = self.book
         st.in_flight += 1
         st.requests += 1
         started = time.monotonic()
-        handed_off = False
         resp: UpstreamResponse | None = None
         try:
             resp = await self.pool.request(st.info.url, method, path, headers, body)
@@ -184,24 +184,17 @@ class Forwarder:
                 payload = await resp.read()
                 if status >= 500:
                     book.failed(st, f"HTTP {status} from {st.info.url}")
-                return Failure(
-                    f"HTTP {status} from replica {st.info.id}",
-                    Response(payload, status, self._headers(resp, st)),
-                )
+                return Failure(f"HTTP {status} from replica {st.info.id}",
+                               (status, self._headers(resp, st), payload))
             if resp.content_type == "text/event-stream":
                 first = await resp.next_chunk()
-                first_at = time.monotonic()
-                handed_off = True  # from here the stream owns resp and the in-flight count
-                return StreamingResponse(
-                    self._stream(resp, first, st, dstats, started, first_at),
-                    status_code=status,
-                    headers={**self._headers(resp, st), "cache-control": "no-cache",
-                             "x-accel-buffering": "no"},
-                )
+                await self._stream(resp, first, st, dstats, started, reply)
+                return None
             payload = await resp.read()
             took = time.monotonic() - started
             self._record(st, dstats, None, took, ok=status < 400)
-            return Response(payload, status, self._headers(resp, st))
+            await reply.whole(status, self._headers(resp, st), payload)
+            return None
         except (UpstreamError, TimeoutError) as exc:
             # Connect refused, reset, or the replica died before its answer was complete:
             # the client has received nothing, so another replica may answer instead.
@@ -209,10 +202,9 @@ class Forwarder:
             book.failed(st, reason)
             return Failure(reason)
         finally:
-            if not handed_off:
-                st.in_flight -= 1
-                if resp is not None:
-                    resp.release()  # closes the connection if the body was not read whole
+            st.in_flight -= 1
+            if resp is not None:
+                resp.release()  # closes the connection if the body was not read whole
 
     async def _stream(
         self,
@@ -221,26 +213,25 @@ class Forwarder:
         st: ReplicaStats,
         dstats: DeploymentStats,
         started: float,
-        first_at: float,
-    ) -> AsyncIterator[bytes]:
-        complete = False
+        reply: Reply,
+    ) -> None:
+        """Pass the stream on as it comes; from the first byte on there is no retry."""
+        first_at = time.monotonic()
+        await reply.start(resp.status, [*self._headers(resp, st), *STREAM_HEADERS])
         try:
             if first:
-                yield first
-            async for chunk in resp.chunks():
-                yield chunk
-            complete = True
+                await reply.chunk(first)
+            while chunk := await resp.next_chunk():
+                await reply.chunk(chunk)
         except (UpstreamError, TimeoutError) as exc:
             # Bytes already went out; the best left is to say so in the stream's own
             # terms (vLLM sends the same shape), so clients raise instead of hanging.
             self.book.failed(st, f"{_fmt_error(exc)} mid-stream from {st.info.url}")
-            yield _sse_error(f"replica {st.info.id} failed mid-stream: {_fmt_error(exc)}")
-        finally:
-            st.in_flight -= 1
-            # An unfinished exchange closes the connection: the replica stops generating.
-            resp.release()
-            if complete:
-                self._record(st, dstats, first_at - started, time.monotonic() - started, ok=True)
+            await reply.end(_sse_error(f"replica {st.info.id} failed mid-stream: "
+                                       f"{_fmt_error(exc)}"))
+            return
+        await reply.end()
+        self._record(st, dstats, first_at - started, time.monotonic() - started, ok=True)
 
     def _record(
         self, st: ReplicaStats, dstats: DeploymentStats, ttft: float | None, total: float,
@@ -260,9 +251,10 @@ class Forwarder:
         dstats.first_byte.add(total if ttft is None else ttft, now)
 
     @staticmethod
-    def _headers(resp: UpstreamResponse, st: ReplicaStats) -> dict[str, str]:
-        out = {k: resp.headers[k] for k in PASSED_RESPONSE_HEADERS if k in resp.headers}
-        out["x-a3s-replica"] = st.info.id
+    def _headers(resp: UpstreamResponse, st: ReplicaStats) -> Headers:
+        out = [(k.encode(), resp.headers[k].encode("latin-1"))
+               for k in PASSED_RESPONSE_HEADERS if k in resp.headers]
+        out.append((b"x-a3s-replica", st.info.id.encode()))
         return out
 
 

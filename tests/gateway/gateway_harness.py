@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import a3s_balancer_standard
 import pytest
 import uvicorn
-from fastapi import FastAPI
 from gateway_fake_replica import FakeReplica
 from openai import AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +23,7 @@ from sqlmodel import Session, SQLModel
 from a3s_core import hookimpl
 from a3s_core.contracts import Balancer, Engine, LaunchContext
 from a3s_core.gateway import Gateway
+from a3s_core.gateway.asgi import ASGIApp
 from a3s_core.keys import display_prefix, generate_key, hash_key
 from a3s_core.plugins import Plugins, build_plugin_manager
 from a3s_core.registry import BalancerRegistry, EngineRegistry
@@ -178,7 +178,7 @@ def make_plugins() -> Plugins:
     return plugins
 
 
-async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def serve(app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     # A bounded graceful shutdown: a failed test may leave a stream open.
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=2))
@@ -201,9 +201,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     SQLModel.metadata.create_all(db)
     gateway = Gateway(settings, db, make_plugins())
     await gateway.start()
-    app = FastAPI()
-    app.include_router(gateway.router())
-    server, task = await serve(app)
+    server, task = await serve(gateway.asgi())
     port = server.servers[0].sockets[0].getsockname()[1]
     h = Harness(gateway, db, f"http://127.0.0.1:{port}", settings)
     try:

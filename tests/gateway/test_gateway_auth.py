@@ -131,3 +131,35 @@ async def test_a_key_made_elsewhere_is_found_without_invalidate(harness: Harness
     await asyncio.sleep(0.15)
     models = [m.id async for m in harness.client(dep).models.list()]
     assert models == ["late"]
+
+
+async def test_wrong_method_unknown_endpoint_and_oversized_body_answer_in_openai_shape(
+    harness: Harness, two: tuple[Deployed, Deployed]
+) -> None:
+    alpha, _ = two
+    auth = {"Authorization": f"Bearer {alpha.key}"}
+    base = f"/d/{alpha.namespace}/alpha/v1"
+    async with httpx.AsyncClient(base_url=harness.base_url) as http:
+        wrong = await http.get(base + "/chat/completions", headers=auth)
+        assert_openai_error(wrong, 405, "method_not_allowed")
+        assert wrong.headers["allow"] == "POST"
+        assert_openai_error(await http.post(base + "/fine_tuning/jobs", json={}, headers=auth),
+                            404, "unknown_endpoint")
+        limit = harness.settings.max_body_bytes
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * (limit + 1)}]}
+        too_big = assert_openai_error(
+            await http.post(base + "/chat/completions", json=big, headers=auth),
+            413, "body_too_large",
+        )
+        assert str(limit) in str(too_big["message"])
+
+        # A body sent in pieces without Content-Length (chunked) is read whole.
+        async def pieces() -> Any:
+            text = httpx.Request("POST", "/", json=CHAT).content
+            for i in range(0, len(text), 7):
+                yield text[i : i + 7]
+
+        chunked = await http.post(base + "/chat/completions", content=pieces(),
+                                  headers={**auth, "content-type": "application/json"})
+        assert chunked.status_code == 200, chunked.text
+        assert chunked.json()["choices"][0]["message"]["content"]

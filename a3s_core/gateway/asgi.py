@@ -1,0 +1,91 @@
+"""The data plane at the ASGI level: which paths are the gateway's, and how it answers.
+
+The gateway's paths are matched before FastAPI's routing and middleware and answered with
+raw ASGI messages. Bodies are forwarded as bytes, never parsed into models, so routing,
+dependency solving, Starlette's Request/Response objects and the task group a
+StreamingResponse spawns per answer would be pure cost on the hot path — together more
+than half of the gateway's 1 ms budget (benchmarks/bench_gateway.py).
+
+    route = match(scope["path"])          # None: not a data-plane path
+    reply = Reply(send)
+    await reply.whole(200, headers, body)  # or start() + chunk() ... + end()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+MODELS = "/v1/models"
+BY_PATH = "/d/"  # /d/{namespace}/{name}/v1/...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A data-plane request: the path the replica serves, and what the URL names."""
+
+    path: str  # "/v1/chat/completions", "/v1/models", … ("" for an unknown /d/ path)
+    method: str  # the one method this path takes
+    namespace: str | None = None  # set on /d/{namespace}/{name}/v1/...
+    name: str | None = None
+    model: str | None = None  # set on /v1/models/{model}
+    asked: str = ""  # the path as the client sent it (for messages)
+
+
+def match(path: str) -> Route | None:
+    """The route for a URL path, or None when the path belongs to the control plane."""
+    asked = path
+    namespace = name = None
+    if path.startswith(BY_PATH):
+        parts = path.split("/", 4)  # "", "d", namespace, name, rest
+        if len(parts) < 4 or not parts[2] or not parts[3]:
+            return None
+        namespace, name = parts[2], parts[3]
+        path = "/" + parts[4] if len(parts) == 5 else ""
+    if path in POST_PATHS:
+        return Route(path, "POST", namespace, name, asked=asked)
+    if path == MODELS:
+        return Route(MODELS, "GET", namespace, name, asked=asked)
+    if path.startswith(MODELS + "/"):
+        return Route(MODELS, "GET", namespace, name, path[len(MODELS) + 1 :], asked=asked)
+    if namespace is not None:  # everything under /d/ is the gateway's, known or not
+        return Route("", "", namespace, name, asked=asked)
+    return None
+
+
+class Reply:
+    """One HTTP answer over ASGI `send`; remembers whether it has begun."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def start(self, status: int, headers: Headers) -> None:
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def chunk(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, data: bytes = b"") -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": False})
+
+    async def whole(self, status: int, headers: Headers, body: bytes) -> None:
+        """A complete answer with its Content-Length."""
+        await self.start(status, [*headers, (b"content-length", str(len(body)).encode())])
+        await self.end(body)
+
+
+def encode_headers(headers: dict[str, str]) -> Headers:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
