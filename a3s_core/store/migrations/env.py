@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-from a3s_core.store import tables  # noqa: F401  (registers the tables on the metadata)
+from a3s_core.store import leases, tables  # noqa: F401  (registers the tables on the metadata)
 
 target_metadata = SQLModel.metadata
 connection = context.config.attributes.get("connection")
