@@ -20,6 +20,7 @@ from a3s_core.store import Store
 from a3s_core.types import Event
 
 if TYPE_CHECKING:
+    from a3s_core.controller.leader import LeaderElection
     from a3s_core.controller.reconcile import Controller
     from a3s_core.gateway.app import Gateway
     from a3s_core.scaling.autoscaler import Autoscaler
@@ -59,6 +60,7 @@ class Platform:
         self.gateway: Gateway | None = _make_gateway(self)
         self.controller: Controller | None = None
         self.autoscaler: Autoscaler | None = None
+        self.leader: LeaderElection | None = None  # None: controllers off in this process
         self._tasks: list[asyncio.Task[None]] = []
 
     def _observe(self, event: Event) -> None:
@@ -67,29 +69,51 @@ class Platform:
         )
 
     async def start(self) -> None:
+        from a3s_core.controller.leader import LeaderElection
         from a3s_core.controller.reconcile import Controller
 
         await self.runtime.start()
         if self.gateway:
             await self.gateway.start()
         self.controller = Controller(self)
-        if self.settings.controllers:
-            self._tasks.append(asyncio.create_task(self.controller.run(), name="a3s-reconcile"))
-            try:
-                from a3s_core.scaling.autoscaler import Autoscaler
-            except ImportError:  # the autoscaler lands separately
-                Autoscaler = None  # type: ignore[assignment,misc]
-            if Autoscaler is not None:
-                self.autoscaler = Autoscaler(self)
-                self._tasks.append(asyncio.create_task(self.autoscaler.run(), name="a3s-autoscale"))
+        if self.settings.controllers:  # run the loops only while this process leads
+            self.leader = LeaderElection(
+                self.store,
+                on_elected=self._start_loops,
+                on_deposed=self._stop_loops,
+                duration_s=self.settings.lease_duration_s,
+                renew_s=self.settings.lease_renew_interval_s,
+            )
+            await self.leader.start()
 
-    async def stop(self) -> None:
+    async def _start_loops(self) -> None:
+        """Reconcile and autoscale, fresh for each term: no in-memory state from an earlier
+        term (another process led meanwhile) is trusted."""
+        from a3s_core.controller.reconcile import Controller
+
+        self.controller = Controller(self)
+        self._tasks.append(asyncio.create_task(self.controller.run(), name="a3s-reconcile"))
+        try:
+            from a3s_core.scaling.autoscaler import Autoscaler
+        except ImportError:  # the autoscaler lands separately
+            Autoscaler = None  # type: ignore[assignment,misc]
+        if Autoscaler is not None:
+            self.autoscaler = Autoscaler(self)
+            self._tasks.append(asyncio.create_task(self.autoscaler.run(), name="a3s-autoscale"))
+
+    async def _stop_loops(self) -> None:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        self.autoscaler = None
+
+    async def stop(self) -> None:
+        if self.leader is not None:
+            await self.leader.stop()  # stops the loops and releases the lease
+        await self._stop_loops()
         if self.gateway:
             await self.gateway.stop()
         await self.runtime.close()

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,7 +46,20 @@ class Settings(BaseSettings):
     scrape_interval_s: float = 0.5
     replica_start_timeout_s: float = 900.0
     max_restarts: int = 3
-    controllers: bool = Field(True, description="run reconcile/autoscale loops in this process")
+    controllers: bool = Field(
+        True,
+        description="campaign for the controllers' lease and run the reconcile/autoscale "
+        "loops while holding it; false: this process never runs them",
+    )
+    lease_duration_s: float = Field(
+        15.0, gt=0, description="how long the controllers' lease lasts without a renewal"
+    )
+    lease_renew_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often the leader renews its lease and the others try to take it; "
+        "at most half of lease_duration_s",
+    )
     hf_timeout_s: float = 10.0
     events_heartbeat_s: float = Field(15.0, gt=0, description="idle WebSocket heartbeat")
     events_queue_size: int = Field(
@@ -56,6 +69,16 @@ class Settings(BaseSettings):
         None, gt=0, description="pick up other platform processes' events when idle; "
         "default 1 s on PostgreSQL (shared store), off on SQLite"
     )
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        if self.lease_renew_interval_s * 2 > self.lease_duration_s:
+            raise ValueError(
+                f"lease_renew_interval_s ({self.lease_renew_interval_s}) must be at most half "
+                f"of lease_duration_s ({self.lease_duration_s}): a leader that misses a "
+                "renewal must still have time to stop its loops before the lease expires"
+            )
+        return self
 
     @property
     def db_url(self) -> str:
