@@ -1,4 +1,5 @@
-"""Health, the platform's own Prometheus metrics, installed plugins, and the cluster view."""
+"""Health, the platform's own Prometheus metrics, installed plugins, who leads the controllers,
+and the cluster view."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from starlette.concurrency import run_in_threadpool
 
+from a3s_core import __version__
 from a3s_core.api.deps import Admin, PlatformDep
 from a3s_core.cluster import cluster_view
+from a3s_core.controller.leader import LEASE_NAME, lease_view
 from a3s_core.platform import Platform
+from a3s_core.store.leases import Leases
 
 router = APIRouter(tags=["system"])
 admin_router = APIRouter(prefix="/v1", dependencies=[Admin], tags=["system"])
@@ -46,6 +50,12 @@ class _StoreCollector:
         seq = GaugeMetricFamily("a3s_event_seq", "Last event sequence number")
         seq.add_metric([], store.last_seq())
         yield seq
+        leads = GaugeMetricFamily(
+            "a3s_controller_leader", "1 while this process leads the controllers, else 0"
+        )
+        leader = self.platform.leader
+        leads.add_metric([], 1 if leader is not None and leader.leading else 0)
+        yield leads
 
 
 def metrics_registry(platform: Platform) -> CollectorRegistry:
@@ -67,6 +77,27 @@ async def plugins(platform: PlatformDep) -> list[dict[str, Any]]:
         {"name": p.name, "version": p.version, "distribution": p.distribution, "hooks": p.hooks}
         for p in platform.plugins.describe()
     ]
+
+
+@admin_router.get("/system")
+async def system(platform: PlatformDep) -> dict[str, Any]:
+    """This process and the controllers' leader: `controllers.leading` is this process's
+    own view (its loops run), `controllers.leader` the live holder in the store."""
+    lease = await run_in_threadpool(Leases(platform.store).get, LEASE_NAME)
+    elector = platform.leader
+    return {
+        "version": __version__,
+        "runtime": platform.settings.runtime,
+        "store": platform.store.engine.dialect.name,
+        "controllers": {
+            "enabled": platform.settings.controllers,
+            "identity": elector.identity if elector else None,
+            "leading": bool(elector and elector.leading),
+            "leaseDurationSeconds": platform.settings.lease_duration_s,
+            "renewIntervalSeconds": platform.settings.lease_renew_interval_s,
+            **(lease_view(lease) if lease else lease_view(None)),
+        },
+    }
 
 
 @admin_router.get("/cluster")
