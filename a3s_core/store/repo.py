@@ -292,27 +292,28 @@ class Store:
     # ------------------------------------------------------------------ events
 
     def append_event(self, event: Event) -> Event:
-        """Persist with the next global seq. Commits are serialised so seq order is commit
-        order: a reader that saw seq N never later finds a new event below N. A Core
-        INSERT … RETURNING (not the ORM) because every pipeline step pays for it."""
-        values = {
-            "ts": event.ts,
-            "type": event.type,
-            "deployment_id": event.deployment_id,
-            "name": event.name,
-            "namespace": event.namespace,
-            "level": event.level,
-            "message": event.message,
-            "trace_id": event.trace_id,
-            "span_id": event.span_id,
-            "data": event.data,
-        }
-        stmt = insert(EventRow.__table__).values(**values).returning(EventRow.__table__.c.seq)  # type: ignore[attr-defined]
+        """Persist one event with the next global seq (see `append_events`)."""
+        return self.append_events([event])[0]
+
+    def append_events(self, events: list[Event]) -> list[Event]:
+        """Persist events in one transaction, with consecutive global seqs in list order;
+        returns them with their seqs. Commits are serialised (a lock here, an advisory
+        lock on PostgreSQL for other processes) so seq order is commit order: a reader
+        that saw seq N never later finds a new event below N. One pre-built Core
+        `INSERT … RETURNING` (executemany for a batch), because every event pays for it."""
+        if not events:
+            return []
+        rows = [_event_values(e) for e in events]
         with self._event_lock, self.engine.begin() as conn:
             if self.is_postgres:  # serialise across platform processes too
-                conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
-            seq = conn.execute(stmt).scalar_one()
-        return event.model_copy(update={"seq": seq})
+                conn.execute(_PG_EVENT_LOCK)
+            if len(rows) == 1:
+                seqs = [conn.execute(_INSERT_EVENT, rows[0]).scalar_one()]
+            else:  # sort_by_parameter_order: seqs come back in the order of `rows`
+                seqs = list(conn.execute(_INSERT_EVENTS, rows).scalars())
+        if len(seqs) != len(events):  # pragma: no cover - a driver that lost rows
+            raise RuntimeError(f"stored {len(seqs)} events of {len(events)}")
+        return [e.model_copy(update={"seq": seq}) for e, seq in zip(events, seqs, strict=True)]
 
     def events_since(
         self,
@@ -335,6 +336,27 @@ class Store:
         with self.session() as s:
             row = s.exec(select(EventRow).order_by(col(EventRow.seq).desc()).limit(1)).first()
         return row.seq or 0 if row else 0
+
+
+_EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.seq)
+_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+_PG_EVENT_LOCK = text("SELECT pg_advisory_xact_lock(4242)")
+
+
+def _event_values(e: Event) -> dict[str, Any]:
+    return {
+        "ts": e.ts,
+        "type": e.type,
+        "deployment_id": e.deployment_id,
+        "name": e.name,
+        "namespace": e.namespace,
+        "level": e.level,
+        "message": e.message,
+        "trace_id": e.trace_id,
+        "span_id": e.span_id,
+        "data": e.data,
+    }
 
 
 def row_to_event(r: EventRow) -> Event:

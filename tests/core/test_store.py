@@ -116,6 +116,22 @@ def test_event_seq_is_global_and_ordered(store: Store) -> None:
     assert store.last_seq() == seqs[-1]
 
 
+def test_append_events_stores_a_batch_in_order(store: Store) -> None:
+    """One transaction, consecutive seqs in list order, each seq on its own event."""
+    first = store.append_event(Event(ts=datetime.now(UTC), type="t", message="first"))
+    batch = [
+        Event(ts=datetime.now(UTC), type="t", message=f"m{i}", data={"i": i}) for i in range(25)
+    ]
+    stored = store.append_events(batch)
+    assert [e.seq for e in stored] == list(range(first.seq + 1, first.seq + 26))
+    assert [e.message for e in stored] == [e.message for e in batch]
+    back = store.events_since(first.seq)
+    assert [(e.seq, e.message, e.data) for e in back] == [
+        (e.seq, e.message, e.data) for e in stored
+    ]
+    assert store.append_events([]) == []
+
+
 def test_reopen_keeps_data(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a3s.db'}"
     s = Store.open(url)
