@@ -6,9 +6,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from a3s_core.contracts import Engine, LaunchContext
+from a3s_core.contracts.argv import CONSUMED, check_context, key_of
 from a3s_core.errors import InvalidRequest
 from a3s_core.types import ModelProfile, SizingPlan
-from a3s_core.contracts.argv import CONSUMED, check_context, key_of
 from a3s_engine_ollama.library import library
 from a3s_engine_ollama.script import entry_script
 

@@ -6,9 +6,9 @@ import json
 from typing import Any, ClassVar
 
 from a3s_core.contracts import Engine, LaunchContext
-from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 from a3s_core.contracts.argv import Option, check_context, merge, number, user_options
 from a3s_core.contracts.metrics import Samples
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 
 RESERVED = frozenset({"model", "model_path", "served_model_name", "host", "port", "api_key"})
 
@@ -18,6 +18,8 @@ CHECKPOINT_DEFINED = frozenset({"awq", "gptq"})
 
 DECODER_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 ENCODER_PATHS = frozenset({"/v1/embeddings", "/v1/models"})
+# The gauges parse_metrics reads; Samples.parse passes over every other line.
+METRICS = ("sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage")
 
 
 class SglangEngine(Engine):
@@ -75,7 +77,7 @@ class SglangEngine(Engine):
         return ["python3", "-m", "sglang.launch_server", *merge(own, user, self.superseded_by)]
 
     def parse_metrics(self, text: str) -> LoadFigures:
-        samples = Samples.parse(text, self.name)
+        samples = Samples.parse(text, self.name, METRICS)
         return LoadFigures(
             waiting=samples.total("sglang:num_queue_reqs"),
             running=samples.total("sglang:num_running_reqs"),

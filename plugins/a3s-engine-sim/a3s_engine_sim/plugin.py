@@ -32,7 +32,7 @@ _OWN = frozenset({"host", "port", "served_model_name", "model", "kind", "max_mod
 def parse_load(text: str) -> LoadFigures:
     """Prometheus text in any simulator dialect → common load figures: counts summed over
     label sets, ratios (KV usage, GPU utilisation) averaged."""
-    samples = Samples.parse(text, "sim")
+    samples = Samples.parse(text, "sim", (*_WAITING, *_RUNNING, *_KV, *_GPU))
     return LoadFigures(
         waiting=samples.total(*_WAITING),
         running=samples.total(*_RUNNING),

@@ -8,8 +8,8 @@ its sequence length from the model, and has no memory-fraction setting.
 from __future__ import annotations
 
 from a3s_core.contracts import LaunchContext
-from a3s_core.errors import InvalidRequest
 from a3s_core.contracts.argv import Option, merge, user_options
+from a3s_core.errors import InvalidRequest
 from a3s_engine_tgi.render import render_clap
 
 RESERVED = frozenset(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from a3s_core.contracts import Engine, LaunchContext
-from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 from a3s_core.contracts.argv import check_context
 from a3s_core.contracts.metrics import Samples
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 from a3s_engine_tgi.embeddings import tei_argv
 from a3s_engine_tgi.launcher import Launcher
 
 DECODER_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 # TEI has no /v1/models; the gateway answers it from the deployment's own name.
 ENCODER_PATHS = frozenset({"/v1/embeddings"})
+# What parse_metrics reads (TGI, then TEI); Samples.parse passes over every other line.
+METRICS = ("tgi_queue_size", "tgi_batch_current_size", "te_queue_size", "te_request_count",
+           "te_request_success", "te_request_failure")
 
 
 class TgiEngine(Engine):
@@ -65,7 +68,7 @@ class TgiEngine(Engine):
         return Launcher.argv(ctx)
 
     def parse_metrics(self, text: str) -> LoadFigures:
-        samples = Samples.parse(text, self.name)
+        samples = Samples.parse(text, self.name, METRICS)
         if samples.has("tgi_queue_size") or samples.has("tgi_batch_current_size"):
             # TGI does not expose KV-cache occupancy.
             return LoadFigures(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from a3s_core.contracts import LaunchContext
-from a3s_core.errors import InvalidRequest
 from a3s_core.contracts.argv import Option, merge, number, user_options
+from a3s_core.errors import InvalidRequest
 from a3s_engine_tgi.render import render_clap
 
 RESERVED = frozenset(

@@ -6,9 +6,9 @@ import json
 from typing import Any, ClassVar
 
 from a3s_core.contracts import Engine, LaunchContext
-from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 from a3s_core.contracts.argv import Option, check_context, merge, number, user_options
 from a3s_core.contracts.metrics import Samples
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 
 # Flags the platform owns: routing and health checks depend on them.
 RESERVED = frozenset({"model", "served_model_name", "host", "port", "api_key"})
@@ -20,6 +20,9 @@ CHECKPOINT_DEFINED = frozenset({"awq", "gptq"})
 
 DECODER_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 ENCODER_PATHS = frozenset({"/v1/embeddings", "/v1/models"})
+# The gauges parse_metrics reads; Samples.parse passes over every other line.
+METRICS = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+           "vllm:gpu_cache_usage_perc")
 
 
 class VllmEngine(Engine):
@@ -82,7 +85,7 @@ class VllmEngine(Engine):
         return env
 
     def parse_metrics(self, text: str) -> LoadFigures:
-        samples = Samples.parse(text, self.name)
+        samples = Samples.parse(text, self.name, METRICS)
         return LoadFigures(
             waiting=samples.total("vllm:num_requests_waiting"),
             running=samples.total("vllm:num_requests_running"),
