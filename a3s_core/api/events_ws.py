@@ -161,6 +161,13 @@ class _Socket:
             await self.ws.send_text(text)
         self.last_sent = self.loop.time()
 
+    async def send_all(self, texts: list[str]) -> None:
+        """One message each, back to back (the lock taken once for the lot)."""
+        async with self.lock:
+            for text in texts:
+                await self.ws.send_text(text)
+        self.last_sent = self.loop.time()
+
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
 
@@ -242,12 +249,11 @@ async def _stream_events(ws: WebSocket, platform: Platform, want: _Stream) -> No
     wire = _wire_of(platform.bus)
 
     async def deliver(events: list[Event]) -> None:
+        texts = [wire(e) for e in events]
         if want.batched:
-            await sock.send("[" + ",".join(wire(e) for e in events) + "]")
+            await sock.send("[" + ",".join(texts) + "]")
         else:
-            for e in events:
-                await sock.send(wire(e))
-                sock.seq = e.seq
+            await sock.send_all(texts)
         sock.seq = events[-1].seq
 
     async def backlog_only() -> None:
