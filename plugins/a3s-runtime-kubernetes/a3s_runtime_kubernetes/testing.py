@@ -3,8 +3,10 @@
 Serves the REST paths the runtime uses, over real HTTP on 127.0.0.1, so the official
 client is exercised end to end: list with label and field selectors, create (validated
 against the official schema when `kubernetes-validate` is installed), get, replace,
-delete, pod logs (tail, timestamps, previous, follow). Not a scheduler and not a kubelet:
-tests move pods through their states with `set_pod_status`.
+delete, pod logs (tail, timestamps, previous, follow), and watches (`?watch=true` from a
+list's resourceVersion, chunked JSON lines; `compact()` forgets history, so resuming from
+before it answers an ERROR event with 410 Expired, as the real server does). Not a
+scheduler and not a kubelet: tests move pods through their states with `set_pod_status`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +50,10 @@ class FakeKubeApi:
         # namespace "" meaning the cluster-wide (all namespaces) request.
         self.denied: set[tuple[str, ...]] = set()
         self._version = 0
+        # (resourceVersion, type, resource, namespace, object) for watches
+        self.history: list[tuple[int, str, str, str, dict[str, Any]]] = []
+        self._compacted = 0  # watches from a version below this get 410 Expired
+        self._epoch = 0  # compact() ends the watches open at the time
         self._lock = threading.Condition()
         self._stopping = False
         self._server: ThreadingHTTPServer | None = None
@@ -97,9 +104,31 @@ class FakeKubeApi:
             if resource == "pods":
                 obj.setdefault("status", {"phase": "Pending"})
             ns = meta.get("namespace", "") if resource in NAMESPACED else ""
+            kind = "MODIFIED" if (resource, ns, meta["name"]) in self.store else "ADDED"
             self.store[(resource, ns, meta["name"])] = obj
-            self._lock.notify_all()
+            self._record(kind, resource, ns, obj)
             return obj
+
+    def _record(self, kind: str, resource: str, ns: str, obj: dict[str, Any]) -> None:
+        """Remember a change for watches (under the lock) and wake them."""
+        self.history.append((self._version, kind, resource, ns, json.loads(json.dumps(obj))))
+        self._lock.notify_all()
+
+    def _remove(self, key: tuple[str, str, str]) -> dict[str, Any]:
+        obj = self.store.pop(key)
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        self._record("DELETED", key[0], key[1], obj)
+        return obj
+
+    def compact(self) -> None:
+        """Forget the change history, as etcd compaction does, and end the open watches: a
+        watch resuming from an earlier resourceVersion is told 410 Expired."""
+        with self._lock:
+            self.history.clear()
+            self._compacted = self._version
+            self._epoch += 1
+            self._lock.notify_all()
 
     def add_namespace(self, name: str) -> None:
         self.put("namespaces", {"metadata": {"name": name}, "status": {"phase": "Active"}})
@@ -137,10 +166,17 @@ class FakeKubeApi:
         return [o for (r, ns, _), o in sorted(self.store.items())
                 if r == resource and (namespace is None or ns == namespace)]
 
-    def set_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def set_pod_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, unwatched: bool = False
+    ) -> None:
+        """`unwatched`: no watch sees the change (one lost to compaction; `compact()` next)."""
         with self._lock:
-            self.store[("pods", namespace, name)]["status"] = status
-            self._lock.notify_all()
+            pod = self.store[("pods", namespace, name)]
+            pod["status"] = status
+            self._version += 1
+            pod["metadata"]["resourceVersion"] = str(self._version)
+            if not unwatched:
+                self._record("MODIFIED", "pods", namespace, pod)
 
     def append_log(self, namespace: str, name: str, line: str, ts: str | None = None,
                    previous: bool = False) -> None:
@@ -174,6 +210,8 @@ class FakeKubeApi:
             return _status(404, "NotFound", f"unknown resource {resource}")
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
                 "DELETE": "delete", "PATCH": "patch"}[method]
+        if verb == "list" and query.get("watch") in ("true", "1"):
+            verb = "watch"
         what = resource + (f"/{sub}" if sub else "")
         if (verb, what) in self.denied or (verb, what, ns) in self.denied:
             return _status(403, "Forbidden", f'{resource} is forbidden: User "fake" cannot '
@@ -181,6 +219,8 @@ class FakeKubeApi:
         with self._lock:
             if sub == "log" and name:
                 return self._log_headers(ns, name, query)
+            if verb == "watch":
+                return 200, _WatchRequest(resource, ns, query)
             if verb == "list":
                 return self._list(resource, ns, query)
             if verb == "create":
@@ -192,7 +232,7 @@ class FakeKubeApi:
             if verb == "get":
                 return 200, self.store[key]
             if verb == "delete":
-                return 200, self.store.pop(key)
+                return 200, self._remove(key)
             if verb == "update":
                 return self._replace(resource, ns, name, body)
         return _status(405, "MethodNotAllowed", f"{method} is not supported by the fake")
@@ -292,6 +332,45 @@ class FakeKubeApi:
                 yield f"{ts} {text}\n" if stamps else f"{text}\n"
 
 
+    def watch_events(self, req: _WatchRequest) -> Iterator[dict[str, Any]]:
+        """Changes after the request's resourceVersion (its selectors applied) until
+        `timeoutSeconds`, the client going, or the server stopping."""
+        q = req.query
+        deadline = time.monotonic() + float(q.get("timeoutSeconds") or 1800)
+        with self._lock:
+            epoch = self._epoch
+            since = int(q.get("resourceVersion") or self._version)
+            if since < self._compacted:
+                status = _status(410, "Expired", f"too old resource version: {since} "
+                                 f"({self._compacted})")[1]
+                yield {"type": "ERROR", "object": status}
+                return
+        while True:
+            with self._lock:
+                self._lock.wait_for(
+                    lambda seen=since: self._stopping  # type: ignore[misc]
+                    or time.monotonic() >= deadline
+                    or self._epoch != epoch
+                    or (bool(self.history) and self.history[-1][0] > seen),
+                    timeout=0.2,
+                )
+                if self._stopping or time.monotonic() >= deadline or self._epoch != epoch:
+                    return
+                new = [h for h in self.history if h[0] > since]
+            for version, kind, resource, ns, obj in new:
+                since = version
+                if resource != req.resource or (req.ns and ns != req.ns):
+                    continue
+                labels = obj["metadata"].get("labels") or {}
+                if label_match(q.get("labelSelector"), labels):
+                    yield {"type": kind, "object": obj}
+
+
+class _WatchRequest:
+    def __init__(self, resource: str, ns: str, query: dict[str, str]) -> None:
+        self.resource, self.ns, self.query = resource, ns, query
+
+
 class _LogRequest:
     def __init__(self, ns: str, name: str, query: dict[str, str], previous: bool) -> None:
         self.ns, self.name, self.query, self.previous = ns, name, query, previous
@@ -332,6 +411,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         code, payload = self.api.handle(self.command, url.path, query, body)
+        if isinstance(payload, _WatchRequest):
+            self._chunked("application/json",
+                          (json.dumps(e) + "\n" for e in self.api.watch_events(payload)))
+            return
         if isinstance(payload, _LogRequest):
             # Chunked, as the API server streams logs.
             self.send_response(200)
@@ -353,6 +436,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _chunked(self, content_type: str, lines: Iterable[str]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for line in lines:
+                data = line.encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
