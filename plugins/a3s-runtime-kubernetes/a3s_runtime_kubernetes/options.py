@@ -32,6 +32,13 @@ class KubernetesOptions(BaseModel):
     token: str | None = Field(None, description="bearer token, with `host`")
     verify_ssl: bool = True
     request_timeout_s: float = Field(30.0, gt=0)
+    watch_pods: bool = Field(
+        False, description="keep the replicas' pods in a watch-fed cache instead of listing "
+        "them on every reconcile pass (needs `watch` on pods)"
+    )
+    watch_timeout_s: int = Field(
+        300, gt=0, description="server-side length of one watch; it resumes where it ended"
+    )
 
     instance: str = Field(
         "default", description="this platform installation's name; several installations "

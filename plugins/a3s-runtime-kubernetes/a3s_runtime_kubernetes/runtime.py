@@ -23,6 +23,7 @@ from a3s_runtime_kubernetes.client import build_api_client, call, raw_json
 from a3s_runtime_kubernetes.inventory import build_inventory
 from a3s_runtime_kubernetes.objects import Json, labels_of, meta, name_of, namespace_of
 from a3s_runtime_kubernetes.options import KubernetesOptions, parse_options
+from a3s_runtime_kubernetes.podcache import PodCache
 from a3s_runtime_kubernetes.render import (
     render_hf_secret,
     render_namespace,
@@ -55,6 +56,7 @@ class KubernetesRuntime(Runtime):
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._warned_foreign = False
         self._selector = n.managed_selector(self.opts.instance)
+        self.pod_cache: PodCache | None = None  # with `watch_pods`
 
     # -- connection ---------------------------------------------------------------------
 
@@ -72,8 +74,18 @@ class KubernetesRuntime(Runtime):
         version = await self._call("read the server version", version_api.get_code)
         log.info("kubernetes runtime connected to %s (Kubernetes %s)",
                  self._api_client.configuration.host, version.git_version)
+        if self.opts.watch_pods:
+            self.pod_cache = PodCache(
+                self._core, self._selector, self.opts.watch_namespaces,
+                request_timeout_s=self.opts.request_timeout_s,
+                watch_timeout_s=self.opts.watch_timeout_s,
+            )
+            self.pod_cache.start()
 
     async def close(self) -> None:
+        if self.pod_cache is not None:
+            self.pod_cache.stop()
+            self.pod_cache = None
         if self._api_client is not None:
             await asyncio.to_thread(self._api_client.close)
         self._core = None
@@ -151,7 +163,10 @@ class KubernetesRuntime(Runtime):
                 try:
                     await self._ensure_hf_secret(ns)
                     await self._ensure_service(request, ns)
-                    return observe_pod(await self._create_pod(pod, ns, name, request.replica_id))
+                    created = await self._create_pod(pod, ns, name, request.replica_id)
+                    if self.pod_cache is not None:
+                        self.pod_cache.upsert(created)  # observed before its watch event
+                    return observe_pod(created)
                 except ApiException as exc:  # 404: the namespace went since we cached it
                     self._namespaces.discard(ns)
                     self._secrets.discard(ns)
@@ -202,7 +217,8 @@ class KubernetesRuntime(Runtime):
                 await self._drop_service_if_unused(ns, deployment_id)
 
     async def observe(self) -> list[ReplicaObservation]:
-        pods = await self._managed_pods()
+        cache = self.pod_cache
+        pods = cache.pods() if cache is not None and cache.synced else await self._managed_pods()
         pending = [p for p in pods if (p.get("status") or {}).get("phase") in (None, "Pending")]
         warnings = await asyncio.gather(*(self._latest_warning(p) for p in pending))
         by_uid = {meta(p).get("uid"): w for p, w in zip(pending, warnings, strict=True)}
