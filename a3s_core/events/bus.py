@@ -222,8 +222,12 @@ class EventBus:
             subs = list(self._subs)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Subscriber, list[Event]]]]
         by_loop = defaultdict(list)
+        matching: dict[tuple[str | None, str | None], list[Event]] = {}  # per distinct filter
         for sub in subs:
-            mine = [e for e in events if sub.accept(e)]
+            key = (sub.accept.namespace, sub.accept.deployment_id)
+            mine = matching.get(key)
+            if mine is None:
+                mine = matching[key] = [e for e in events if sub.accept(e)]
             if mine:
                 by_loop[sub.loop].append((sub, mine))
         for loop, group in by_loop.items():
@@ -276,6 +280,7 @@ class EventBus:
                 sub.overflowed = False
                 sub.buffer.clear()
             sub.live = True
+            unfiltered = accept == EventFilter()
             while True:
                 if sub.overflowed:
                     raise SubscriberOverflow(last)
@@ -288,7 +293,7 @@ class EventBus:
                     e = sub.buffer.popleft()
                     if e.seq <= last:
                         continue  # already sent from the backlog
-                    if e.seq > last + 1 and accept == EventFilter():
+                    if e.seq > last + 1 and unfiltered:
                         # A gap means another platform process wrote events: fill it from
                         # the store.
                         batch += await asyncio.to_thread(
