@@ -138,7 +138,9 @@ def a3s_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+    """A fresh PostgreSQL schema for one test, dropped afterwards. Connections are tagged
+    with the schema's name as application_name, so that any a test leaves open (a
+    background thread still finishing) are ended first instead of deadlocking the drop."""
     psycopg = pytest.importorskip("psycopg")
     dsn = PG_BASE.replace("postgresql+psycopg://", "postgresql://")
     schema = "t_" + secrets.token_hex(6)
@@ -148,8 +150,12 @@ def pg_url() -> Iterator[str]:
         pytest.skip(f"PostgreSQL not reachable at {dsn}: {exc}")
     conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}&application_name={schema}"
     finally:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()", (schema,),
+        )
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()
 
