@@ -203,4 +203,4 @@ def test_platform_on_postgresql(make_app: Any, pg_url: str) -> None:
     d = again.get(f"/v1/deployments/{dep['id']}").json()
     assert d["status"] == "running" and d["plan"]["parameters"] > 7e10
     assert again.app.state.platform.store.verify_key(dep["apiKey"]) == dep["id"]
-    assert [e["type"] for e in d["recentEvents"]][0] == "deployment.accepted"
+    assert d["recentEvents"][0]["type"] == "deployment.accepted"
