@@ -273,6 +273,9 @@ def main() -> None:
         server_cpu = _cpu_seconds(server.pid) - server_cpu0
         all_cpu, own_cpu = _all_cpu() - all_cpu0, _own_cpu() - own_cpu0
         emitted = httpx.get(f"{base}/bench/emitted", timeout=30).json()
+        while "commits" not in emitted:  # clients cut off early: wait for the emitter
+            time.sleep(0.2)
+            emitted = httpx.get(f"{base}/bench/emitted", timeout=30).json()
         for w in workers:
             w.join(10)
         server.terminate()
