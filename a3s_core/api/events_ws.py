@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from a3s_core.api.deps import admin_token_of_socket, check_admin
+from a3s_core.api.ws_protocol import SEND_MANY
 from a3s_core.errors import A3SError, InvalidRequest, NotFound
 from a3s_core.events import EventBus, EventFilter, SubscriberOverflow
 from a3s_core.platform import Platform
@@ -41,6 +42,10 @@ HEARTBEAT_S = 15.0  # app.state.events_heartbeat_s overrides it; `?heartbeat=` p
 OVERFLOW_CLOSE = 1013  # "try again later": reconnect with since=resumeFrom
 LOG_POLL_S = 1.0  # how often a following log stream looks for new replicas
 LATE_TAIL = 1000  # lines of a replica that starts while a client follows the logs
+# While events come faster than this apart, a socket sends what has gathered at most this
+# often (a quiet stream still gets each event at once): a few envelopes per write instead
+# of one, which is what lets one process feed 50 clients at 1,000 events/s.
+LINGER_S = 0.004
 
 
 # ---------------------------------------------------------------------- admission
@@ -151,6 +156,8 @@ class _Socket:
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
+        # One socket write for many messages, where the server offers it (a3s serve does).
+        self._send_many = ws.scope.get("extensions", {}).get(SEND_MANY, {}).get("send")
         self.lock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         self.last_sent = self.loop.time()
@@ -164,8 +171,11 @@ class _Socket:
     async def send_all(self, texts: list[str]) -> None:
         """One message each, back to back (the lock taken once for the lot)."""
         async with self.lock:
-            for text in texts:
-                await self.ws.send_text(text)
+            if self._send_many is not None:
+                await self._send_many(texts)
+            else:
+                for text in texts:
+                    await self.ws.send_text(text)
         self.last_sent = self.loop.time()
 
     async def send_json(self, payload: dict[str, Any]) -> None:
@@ -272,7 +282,7 @@ async def _stream_events(ws: WebSocket, platform: Platform, want: _Stream) -> No
                 return
 
     async def pump() -> None:
-        batches = platform.bus.subscribe_batches(since, accept)
+        batches = platform.bus.subscribe_batches(since, accept, linger_s=LINGER_S)
         try:
             async for batch in batches:
                 await deliver(batch)

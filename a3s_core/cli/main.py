@@ -59,6 +59,7 @@ def serve(
     import uvicorn
 
     from a3s_core.api.app import create_app
+    from a3s_core.api.ws_protocol import A3SWebSocketProtocol
     from a3s_core.errors import A3SError
     from a3s_core.settings import Settings
 
@@ -92,8 +93,10 @@ def serve(
         highlight=False,
     )
     # No per-request access log: it costs time on every data-plane request.
+    # ws: uvicorn's sans-I/O WebSocket protocol plus one socket write for many event
+    # envelopes (a3s_core/api/ws_protocol.py).
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=access_log)
+                access_log=access_log, ws=A3SWebSocketProtocol)
 
 
 @app.command()

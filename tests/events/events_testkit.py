@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.testclient import WebSocketDenialResponse
 
 from a3s_core import hookimpl
+from a3s_core.api.ws_protocol import A3SWebSocketProtocol
 from a3s_core.errors import SizingError
 from a3s_core.testing import FakeRuntime
 from a3s_core.types import Candidate, GpuType, LogLine, ModelProfile, ModelSpec, SizingPlan
@@ -202,13 +203,14 @@ def free_port() -> int:
 
 
 class Server:
-    """A real uvicorn server on 127.0.0.1 in a thread (runs the app's lifespan)."""
+    """A real uvicorn server on 127.0.0.1 in a thread (runs the app's lifespan), with the
+    WebSocket protocol `a3s serve` uses unless `ws` names another."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, ws: Any = A3SWebSocketProtocol) -> None:
         self.port = free_port()
         self.app = app
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws=ws)
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
