@@ -49,6 +49,7 @@ class Platform:
             observers=self._observe,
             queue_size=settings.events_queue_size,
             poll_interval_s=poll,
+            linger_s=settings.events_linger_s,
         )
         self.tracer_provider: TracerProvider = make_tracer_provider(self.bus, span_exporter)
         self.tracer = self.tracer_provider.get_tracer("a3s")

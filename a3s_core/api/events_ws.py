@@ -42,10 +42,6 @@ HEARTBEAT_S = 15.0  # app.state.events_heartbeat_s overrides it; `?heartbeat=` p
 OVERFLOW_CLOSE = 1013  # "try again later": reconnect with since=resumeFrom
 LOG_POLL_S = 1.0  # how often a following log stream looks for new replicas
 LATE_TAIL = 1000  # lines of a replica that starts while a client follows the logs
-# While events come faster than this apart, a socket sends what has gathered at most this
-# often (a quiet stream still gets each event at once): a few envelopes per write instead
-# of one, which is what lets one process feed 50 clients at 1,000 events/s.
-LINGER_S = 0.004
 
 
 # ---------------------------------------------------------------------- admission
@@ -282,7 +278,7 @@ async def _stream_events(ws: WebSocket, platform: Platform, want: _Stream) -> No
                 return
 
     async def pump() -> None:
-        batches = platform.bus.subscribe_batches(since, accept, linger_s=LINGER_S)
+        batches = platform.bus.subscribe_batches(since, accept)
         try:
             async for batch in batches:
                 await deliver(batch)

@@ -85,6 +85,18 @@ class _Subscriber:
         self.wake.set()
 
 
+_Group = list[tuple[_Subscriber, list[Event]]]
+
+
+@dataclass(eq=False)
+class _Outbox:
+    """Deliveries gathered for one loop's subscribers while a flush is due."""
+
+    groups: _Group = field(default_factory=list)
+    armed: bool = False  # a flush is scheduled
+    flushed_at: float = -math.inf
+
+
 class EventBus:
     def __init__(
         self,
@@ -92,10 +104,14 @@ class EventBus:
         observers: Callable[[Event], None] | None = None,
         queue_size: int = 1000,
         poll_interval_s: float | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         """`poll_interval_s`: when several platform processes share the store, how often
         an idle bus looks for events the others wrote (None: only when it emits itself)."""
         self.store = store
+        self.linger_s = linger_s
+        self._outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}
+        self._outbox_lock = threading.Lock()
         self.observers = observers
         self.queue_size = queue_size
         self.poll_interval_s = poll_interval_s
@@ -232,8 +248,42 @@ class EventBus:
             if mine:
                 by_loop[sub.loop].append((sub, mine))
         for loop, group in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: its subscribers are gone
+            self._post(loop, group)
+
+    def _post(self, loop: asyncio.AbstractEventLoop, group: _Group) -> None:
+        """Hand a loop its subscribers' events. With `linger_s`, deliveries that come
+        within `linger_s` of the loop's last one wait and go together: under load every
+        subscriber wakes (and its socket writes) once per `linger_s` with what gathered,
+        instead of once per event; a quiet stream is delivered at once."""
+        try:
+            if self.linger_s <= 0:
                 loop.call_soon_threadsafe(_offer_all, group)
+                return
+            with self._outbox_lock:
+                box = self._outboxes.get(loop)
+                if box is None:
+                    box = self._outboxes[loop] = _Outbox()
+                box.groups.extend(group)
+                if box.armed:
+                    return
+                box.armed = True
+            loop.call_soon_threadsafe(self._arm, loop, box)
+        except RuntimeError:  # a closed loop: its subscribers are gone
+            with self._outbox_lock:
+                self._outboxes.pop(loop, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, box: _Outbox) -> None:
+        wait_s = box.flushed_at + self.linger_s - loop.time()
+        if wait_s > 0:
+            loop.call_later(wait_s, self._flush, loop, box)
+        else:
+            self._flush(loop, box)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, box: _Outbox) -> None:
+        with self._outbox_lock:
+            groups, box.groups, box.armed = box.groups, [], False
+        box.flushed_at = loop.time()
+        _offer_all(groups)
 
     # ------------------------------------------------------------------ subscribe
 
@@ -252,14 +302,9 @@ class EventBus:
         since: int | None = None,
         accept: EventFilter | None = None,
         max_batch: int = 500,
-        linger_s: float = 0.0,
     ) -> AsyncGenerator[list[Event], None]:
         """As `subscribe`, but hands over everything already waiting at once (up to
-        `max_batch`), so a consumer that sends over a network can write it in one go.
-        `linger_s`: while events come faster than that apart, hand them over at most once
-        per `linger_s` (a quiet stream still gets each event at once): under load a socket
-        then writes a few events per wake-up instead of one, at the cost of at most
-        `linger_s` of added latency."""
+        `max_batch`), so a consumer that sends over a network can write it in one go."""
         accept = accept or EventFilter()
         sub = _Subscriber(asyncio.get_running_loop(), self.queue_size, accept)
         with self._lock:
@@ -290,8 +335,6 @@ class EventBus:
                 sub.buffer.clear()
             sub.live = True
             unfiltered = accept == EventFilter()
-            loop = asyncio.get_running_loop()
-            handed_at = -math.inf
             while True:
                 if sub.overflowed:
                     raise SubscriberOverflow(last)
@@ -299,10 +342,6 @@ class EventBus:
                     sub.wake.clear()
                     await sub.wake.wait()
                     continue
-                if (wait_s := handed_at + linger_s - loop.time()) > 0:
-                    await asyncio.sleep(wait_s)  # let the next few events join this batch
-                    if sub.overflowed:
-                        continue
                 batch: list[Event] = []
                 while sub.buffer and len(batch) < max_batch:
                     e = sub.buffer.popleft()
@@ -317,7 +356,6 @@ class EventBus:
                     batch.append(e)
                     last = e.seq
                 if batch:
-                    handed_at = loop.time()
                     yield batch
         finally:
             with self._lock:
@@ -333,6 +371,6 @@ class EventBus:
         return sum(1 for s in list(self._subs) if s.live)
 
 
-def _offer_all(group: list[tuple[_Subscriber, list[Event]]]) -> None:
+def _offer_all(group: _Group) -> None:
     for sub, events in group:
         sub.offer(events)

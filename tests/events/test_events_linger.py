@@ -1,5 +1,5 @@
-"""`subscribe_batches(linger_s=…)`: a quiet stream hands each event over at once; events
-that come while a batch was just handed over wait for the next one together."""
+"""`EventBus(linger_s=…)`: a quiet stream is delivered at once; events that come within
+`linger_s` of the last delivery wait and go together."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from a3s_core.store import Store
 
 async def test_quiet_events_go_at_once_and_a_burst_gathers(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'a3s.db'}")
-    bus = EventBus(store)
-    batches = bus.subscribe_batches(linger_s=30.0)  # long: the grouping, not the clock
+    bus = EventBus(store, linger_s=30.0)  # long: this tests the grouping, not the clock
+    batches = bus.subscribe_batches()
     try:
         first = asyncio.ensure_future(anext(batches))
         while bus.live_subscriber_count < 1:
