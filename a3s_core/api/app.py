@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from a3s_core import __version__
 from a3s_core.api import autoscaling, deployments, errors, system
-from a3s_core.gateway.asgi import Receive, Scope, Send, match
+from a3s_core.gateway.asgi import Receive, Scope, Send, route_of
 from a3s_core.platform import Platform
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
@@ -32,7 +32,7 @@ class PlatformApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             gateway = self.data_plane
-            if gateway is not None and (route := match(scope["path"])) is not None:
+            if gateway is not None and (route := route_of(scope)) is not None:
                 return await gateway.serve(scope, receive, send, route)
             if scope["path"].startswith("/v1/deployments") and self._too_large(scope):
                 return await self._refuse_body(scope, receive, send)

@@ -25,7 +25,7 @@ from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Balancer, Engine
 from a3s_core.errors import UnknownPlugin
 from a3s_core.gateway import errors
-from a3s_core.gateway.asgi import MODELS, ASGIApp, Receive, Reply, Route, Scope, Send, match
+from a3s_core.gateway.asgi import MODELS, ASGIApp, Receive, Reply, Route, Scope, Send, route_of
 from a3s_core.gateway.directory import DeploymentInfo, Directory, Snapshot
 from a3s_core.gateway.errors import GatewayError
 from a3s_core.gateway.load import LoadBook, ReplicaStats
@@ -151,7 +151,7 @@ class Gateway:
     # -- the request path -----------------------------------------------------------------
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
-        """Answer one data-plane request (raw ASGI; `route` is `asgi.match(path)`)."""
+        """Answer one data-plane request (raw ASGI; `route` is `asgi.route_of(scope)`)."""
         reply = Reply(send)
         try:
             await self._serve(scope, receive, reply, route)
@@ -388,7 +388,7 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            route = match(scope["path"])
+            route = route_of(scope)
             if route is not None:
                 return await self.gateway.serve(scope, receive, send, route)
             if self.app is None:

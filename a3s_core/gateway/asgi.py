@@ -6,7 +6,7 @@ dependency solving, Starlette's Request/Response objects and the task group a
 StreamingResponse spawns per answer would be pure cost on the hot path — together more
 than half of the gateway's 1 ms budget (benchmarks/bench_gateway.py).
 
-    route = match(scope["path"])          # None: not a data-plane path
+    route = route_of(scope)               # None: not a data-plane path
     reply = Reply(send)
     await reply.whole(200, headers, body)  # or start() + chunk() ... + end()
 """
@@ -60,6 +60,16 @@ def match(path: str) -> Route | None:
     if namespace is not None:  # everything under /d/ is the gateway's, known or not
         return Route("", "", namespace, name, asked=asked)
     return None
+
+
+def route_of(scope: Scope) -> Route | None:
+    """`match` on the request's path below the app's mount point (ASGI `root_path`, set
+    when a proxy serves the platform under a prefix)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return match(path)
 
 
 class Reply:
