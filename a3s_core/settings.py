@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         1000, ge=10, description="events a slow WebSocket client may lag before it is cut off"
     )
     events_linger_s: float = Field(
-        0.004, ge=0, le=1, description="while events come faster than this apart, deliver "
+        0.008, ge=0, le=1, description="while events come faster than this apart, deliver "
         "them to subscribers at most this often, gathered (a quiet stream is not delayed)"
     )
     events_poll_interval_s: float | None = Field(
