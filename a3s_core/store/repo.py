@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from a3s_core import keys
 from a3s_core.errors import Conflict, NotFound
 from a3s_core.store.db import make_engine, upgrade
+from a3s_core.store.event_writer import SqliteEventWriter
 from a3s_core.store.tables import (
     ApiKeyRow,
     DeploymentRow,
@@ -37,6 +38,11 @@ class Store:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._event_lock = threading.Lock()
+        # SQLite: appends through the driver (event_writer.py says why); PostgreSQL: Core.
+        self._event_writer = (
+            None if self.is_postgres or engine.dialect.name != "sqlite"
+            else SqliteEventWriter(engine, _EVENTS)
+        )
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -45,6 +51,8 @@ class Store:
         return cls(engine)
 
     def close(self) -> None:
+        if self._event_writer is not None:
+            self._event_writer.close()
         self.engine.dispose()
 
     @contextmanager
@@ -304,6 +312,10 @@ class Store:
         if not events:
             return []
         rows = [_event_values(e) for e in events]
+        if self._event_writer is not None:
+            with self._event_lock:
+                seqs = self._event_writer.append(rows)
+            return [e.model_copy(update={"seq": s}) for e, s in zip(events, seqs, strict=True)]
         with self._event_lock, self.engine.begin() as conn:
             if self.is_postgres:  # serialise across platform processes too
                 conn.execute(_PG_EVENT_LOCK)
