@@ -73,8 +73,10 @@ class LeaderElection:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """One try now (a lone process leads from its first moment), then campaign."""
-        await self.attempt()
+        """One try now (a lone process leads from its first moment), then campaign. The
+        first try may take as long as a lease stays safe to rely on: at start-up the store
+        connection is new (PostgreSQL: connect and pre-ping), often slower than `renew_s`."""
+        await self.attempt(timeout_s=self.duration_s * STEP_DOWN_AT)
         self._task = asyncio.create_task(self._campaign(), name="a3s-leader-election")
 
     async def stop(self) -> None:
@@ -127,15 +129,16 @@ class LeaderElection:
 
     # ------------------------------------------------------------------ one try
 
-    async def attempt(self) -> None:
-        """Take or renew the lease once, and start or stop the loops to match."""
+    async def attempt(self, timeout_s: float | None = None) -> None:
+        """Take or renew the lease once, and start or stop the loops to match. Waits at
+        most `timeout_s` (default `renew_s`) for the store's answer."""
         if self._inflight is None or self._inflight.done():
             self._inflight_started = time.monotonic()
             self._inflight = asyncio.ensure_future(
                 asyncio.to_thread(self.leases.acquire, self.name, self.identity, self.duration_s)
             )
         started = self._inflight_started
-        timeout = self.renew_s
+        timeout = self.renew_s if timeout_s is None else timeout_s
         if self.leading:
             timeout = min(timeout, self._valid_until - time.monotonic())
         try:
