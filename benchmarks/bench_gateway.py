@@ -1,9 +1,15 @@
 """What the gateway costs: the same load against (a) a replica directly, (b) the A3S gateway
 in front of it (API-key auth, least-queue policy, metrics scraping all on), and (c)
-vllm-router (Rust) in front of the same replica, at 4 and 32 concurrent requests.
+vllm-router (Rust) in front of the same replica, at 4 and 32 concurrent requests, and at
+4 clients paced to --paced-rate requests/s (so the added latency is also measured with CPU
+to spare: on a small machine the closed-loop levels keep every core busy).
 
     /work/venv/bin/python benchmarks/bench_gateway.py            # streaming and plain chat
     /work/venv/bin/python benchmarks/bench_gateway.py --mode stream --requests 2000
+    /work/venv/bin/python benchmarks/bench_gateway.py --fake-replica --paced-rate 0
+    pip install vllm-router                                       # to compare with it
+
+The gateway is the app `a3s serve` runs (create_app, on uvicorn with uvloop + httptools).
 
 The replica is the engine simulator (`a3s_engine_sim`, vLLM dialect) when it is installed,
 else the fake replica of the gateway tests. Every piece runs in its own process on
