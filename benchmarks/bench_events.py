@@ -7,6 +7,7 @@ benchmark on the machine at the same time, and the clients share its CPUs):
     /work/venv/bin/python benchmarks/bench_events.py --batch    # clients ask for batch=true
     /work/venv/bin/python benchmarks/bench_events.py --emitters 4  # from 4 threads instead
     /work/venv/bin/python benchmarks/bench_events.py --clients 10 --rate 200
+    /work/venv/bin/python benchmarks/bench_events.py --client library  # websockets' asyncio client
     /work/venv/bin/python benchmarks/bench_events.py --help
 
 A real platform (SQLite store, fake runtime, no controllers) runs under uvicorn on
@@ -17,6 +18,12 @@ schedule as API handlers do (concurrent emits then share a commit: group commit,
 docs/events.md).
 Latency = client receive time - the event's `ts` (stamped by emit before it is persisted),
 so it includes the store write, the fan-out and the socket.
+
+The clients run on the same CPUs as the platform, so they are kept light: by default each
+is websockets' own sans-I/O protocol (handshake, frame parser, compression) on a bare
+asyncio Protocol; `--client library` uses websockets' asyncio client instead, whose
+connection layer costs about as much CPU per message as the platform's whole fan-out and
+so mostly measures the clients competing with the platform for the two CPUs.
 
 It prints what the emitters achieved (events/s, commits and events per commit, how long
 emit held its caller, how far behind schedule they fell), the CPU the platform and the
@@ -163,45 +170,109 @@ def serve(port: int, data_dir: str, ready: Any) -> None:
 # ---------------------------------------------------------------------- the clients
 
 
-def clients(
-    port: int, n: int, expect: int, compression: bool, batch: bool, out: Any, start: Any
-) -> None:
-    from websockets.asyncio.client import connect
+class Tally:
+    """What one measuring client saw: a latency per bench event, and whether it was cut
+    off (overflow). `on_text` returns True once the client is done."""
 
-    async def one(latencies: list[float], counts: list[int], overflowed: list[int]) -> None:
-        url = f"ws://127.0.0.1:{port}/v1/events?namespace=bench&heartbeat=60&batch={batch}"
+    def __init__(self, expect: int, batch: bool, latencies: list[float]) -> None:
+        self.expect, self.batch, self.latencies = expect, batch, latencies
+        self.got = 0
+        self.overflowed = False
+
+    def on_text(self, text: str, now: float) -> bool:
+        if not self.batch and '"type":"bench.tick"' in text:
+            # The measuring clients share the platform's two CPUs: read the one field
+            # needed instead of parsing every envelope whole.
+            at = text.index('"ts":"') + 6
+            ts = datetime.fromisoformat(text[at : text.index('"', at)])
+            self.latencies.append(now - ts.timestamp())
+            self.got += 1
+            return self.got >= self.expect
+        msg = json.loads(text)
+        for e in msg if isinstance(msg, list) else [msg]:
+            if e.get("type") == "stream.overflow":
+                self.overflowed = True  # cut off: it fell queue-size events behind
+                return True
+            if e.get("type") == "bench.tick":
+                self.latencies.append(now - datetime.fromisoformat(e["ts"]).timestamp())
+                self.got += 1
+        return self.got >= self.expect
+
+
+def clients(
+    port: int, n: int, expect: int, compression: bool, batch: bool, kind: str, out: Any,
+    start: Any,
+) -> None:
+    url = f"ws://127.0.0.1:{port}/v1/events?namespace=bench&heartbeat=60&batch={batch}"
+
+    async def with_library(tally: Tally) -> None:
+        """websockets' asyncio client, as an application would use it."""
+        from websockets.asyncio.client import connect
+
         async with connect(
             url,
             additional_headers={"Authorization": f"Bearer {TOKEN}"},
             compression="deflate" if compression else None,
             max_queue=None,
         ) as ws:
-            got = 0
             async for raw in ws:
+                if tally.on_text(raw if isinstance(raw, str) else raw.decode(), time.time()):
+                    return
+
+    async def with_sansio(tally: Tally) -> None:
+        """websockets' own sans-I/O protocol (the same handshake, frame parser and
+        compression) on a bare asyncio Protocol: the library's connection layer costs the
+        shared CPUs about as much per message as the platform's whole fan-out."""
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+        from websockets.frames import Frame, Opcode
+        from websockets.uri import parse_uri
+
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        ws = ClientProtocol(
+            parse_uri(url),
+            extensions=[ClientPerMessageDeflateFactory()] if compression else None,
+            max_size=None,
+        )
+
+        class Reader(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+                request = ws.connect()
+                request.headers["Authorization"] = f"Bearer {TOKEN}"
+                ws.send_request(request)
+                transport.write(b"".join(ws.data_to_send()))
+
+            def data_received(self, data: bytes) -> None:
                 now = time.time()
-                text = raw if isinstance(raw, str) else raw.decode()
-                if not batch and '"type":"bench.tick"' in text:
-                    # The measuring clients share the platform's two CPUs: read the one
-                    # field needed instead of parsing every envelope whole.
-                    at = text.index('"ts":"') + 6
-                    ts = datetime.fromisoformat(text[at : text.index('"', at)])
-                    latencies.append(now - ts.timestamp())
-                    got += 1
-                    if got >= expect:
-                        break
-                    continue
-                msg = json.loads(text)
-                for e in msg if isinstance(msg, list) else [msg]:
-                    if e.get("type") == "stream.overflow":
-                        overflowed.append(got)  # cut off: it fell queue-size events behind
-                        counts.append(got)
-                        return
-                    if e.get("type") == "bench.tick":
-                        latencies.append(now - datetime.fromisoformat(e["ts"]).timestamp())
-                        got += 1
-                if got >= expect:
-                    break
-            counts.append(got)
+                ws.receive_data(data)
+                for event in ws.events_received():
+                    if (isinstance(event, Frame) and event.opcode is Opcode.TEXT
+                            and tally.on_text(event.data.decode(), now)
+                            and not finished.done()):
+                        finished.set_result(None)
+                if pending := ws.data_to_send():  # pongs, the closing handshake
+                    self.transport.write(b"".join(pending))
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if not finished.done():
+                    finished.set_result(None)
+
+        transport, _ = await loop.create_connection(Reader, "127.0.0.1", port)
+        try:
+            await finished
+        finally:
+            transport.close()
+
+    async def one(latencies: list[float], counts: list[int], overflowed: list[int]) -> None:
+        tally = Tally(expect, batch, latencies)
+        try:
+            await (with_sansio if kind == "sansio" else with_library)(tally)
+        finally:
+            counts.append(tally.got)
+            if tally.overflowed:
+                overflowed.append(tally.got)
 
     async def main() -> None:
         latencies: list[float] = []
@@ -236,6 +307,12 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="client processes")
     ap.add_argument("--compression", action="store_true", help="permessage-deflate on")
     ap.add_argument("--batch", action="store_true", help="batch=true: arrays of envelopes")
+    ap.add_argument(
+        "--client", choices=["sansio", "library"], default="sansio",
+        help="sansio (default): websockets' sans-I/O protocol on a bare asyncio Protocol;\n"
+        "library: websockets' asyncio client (about as much CPU per message as the\n"
+        "platform's fan-out, on the same two CPUs)",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -258,7 +335,8 @@ def main() -> None:
         ]
         workers = [
             ctx.Process(
-                target=clients, args=(port, k, expect, args.compression, args.batch, out, start)
+                target=clients,
+                args=(port, k, expect, args.compression, args.batch, args.client, out, start),
             )
             for k in per
             if k
@@ -307,7 +385,8 @@ def main() -> None:
         f"{args.clients} clients, {args.rate:.0f} events/s asked for {args.seconds:.0f} s from "
         f"{f'{args.emitters} threads' if args.emitters else 'the event loop'} "
         f"(compression {_on(args.compression)}, batch "
-        f"{_on(args.batch)}, {cpus} CPUs, load average {load_before:.1f} before the run)"
+        f"{_on(args.batch)}, {args.client} clients, {cpus} CPUs, load average {load_before:.1f} "
+        "before the run)"
     )
     rate = emitted["count"] / max(emitted["seconds"], 1e-9)
     commits = max(emitted["commits"], 1)
