@@ -13,9 +13,11 @@ The gateway is the app `a3s serve` runs (create_app, on uvicorn with uvloop + ht
 
 The replica is the engine simulator (`a3s_engine_sim`, vLLM dialect) when it is installed,
 else the fake replica of the gateway tests. Every piece runs in its own process on
-127.0.0.1; the load generator is this process (aiohttp, keep-alive, one connection per
-concurrent client). Targets: the gateway adds at most 1 ms p50 over direct at 4
-concurrent requests, and reaches at least half of vllm-router's requests/s at 32.
+127.0.0.1; the load generator is this process (one keep-alive connection per concurrent
+client; asyncio + httptools by default, `--client aiohttp` for aiohttp, which costs
+several times the CPU per request on the same CPUs). Targets: the gateway adds at most
+1 ms p50 over direct at 4 concurrent requests, and reaches at least half of vllm-router's
+requests/s at 32.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+import httptools
 
 HERE = Path(__file__).resolve().parent
 FAKE_REPLICA = HERE.parent / "tests" / "gateway" / "gateway_fake_replica.py"
@@ -195,6 +199,104 @@ class Result:
         return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))] * 1000
 
 
+class LightConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection that sends a prepared request and reads the
+    answer with httptools (the parser uvicorn uses), counting nothing but its end. The
+    load generator shares the machine's CPUs with the replica and the proxy; aiohttp
+    costs several times more per request and per streamed chunk, and that cost lands on
+    every target's latency as run-queue wait."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[int] | None = None
+        self.status = 0
+        self.parser = httptools.HttpResponseParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._end(exc)
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_message_complete(self) -> None:
+        self._end(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._end(exc or ConnectionError("closed by the server"))
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self.done is not None and not self.done.done():
+            if exc is None:
+                self.done.set_result(self.status)
+            else:
+                self.done.set_exception(exc)
+
+    async def exchange(self, payload: bytes) -> int:
+        assert self.transport is not None
+        self.parser = httptools.HttpResponseParser(self)
+        self.done = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        return await self.done
+
+
+async def run_load_light(
+    url: str, headers: dict[str, str], concurrency: int, requests: int, stream: bool,
+    max_tokens: int, warmup: int, rate: float | None = None,
+) -> tuple[int, int, float, list[float]]:
+    """As `run_load`, with `LightConnection`s instead of aiohttp."""
+    parts = urlsplit(url)
+    body = json.dumps({
+        "model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
+        "max_tokens": max_tokens, "stream": stream,
+    }).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    payload = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{head}\r\n"
+               ).encode() + body
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    failed = 0
+
+    async def worker(n: int, record: bool, offset: float) -> None:
+        nonlocal failed
+        conn: LightConnection | None = None
+        interval = concurrency / rate if rate else 0.0
+        due = time.perf_counter() + offset * interval
+        for _ in range(n):
+            if interval:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                due += interval
+            t0 = time.perf_counter()
+            try:
+                if conn is None or conn.transport is None:
+                    _, conn = await loop.create_connection(
+                        LightConnection, parts.hostname, parts.port)
+                ok = await conn.exchange(payload) == 200
+            except (OSError, httptools.HttpParserError):
+                ok, conn = False, None
+            if record:
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    failed += 1
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+
+    await asyncio.gather(*(worker(max(1, warmup // concurrency), False, i / concurrency)
+                           for i in range(concurrency)))
+    per = max(1, requests // concurrency)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(per, True, i / concurrency) for i in range(concurrency)))
+    return len(latencies), failed, time.perf_counter() - t0, latencies
+
+
 async def run_load(
     url: str, headers: dict[str, str], concurrency: int, requests: int, stream: bool,
     max_tokens: int, warmup: int, rate: float | None = None,
@@ -305,6 +407,7 @@ async def bench(args: argparse.Namespace) -> int:
               f"at {replica_url}, {args.max_tokens} tokens per answer")
         print(f"gateway: A3S (uvicorn+uvloop, 1 process, auth + least-queue + scraping) at "
               f"{gateway_base}")
+        print(f"load generator: {args.client} (this process)")
         if router_note:
             print(router_note)
         elif "vllm-router" in targets:
@@ -331,7 +434,8 @@ async def bench(args: argparse.Namespace) -> int:
                     for name, (url, headers) in targets.items():
                         pid = pids.get(name)
                         cpu0 = cpu_seconds(pid) if pid else None
-                        ok, failed, secs, lat = await run_load(
+                        load = run_load_light if args.client == "light" else run_load
+                        ok, failed, secs, lat = await load(
                             url, headers, conc, requests // args.rounds, mode == "stream",
                             args.max_tokens, args.warmup // args.rounds, rate)
                         cpu1 = cpu_seconds(pid) if pid else None
@@ -403,6 +507,9 @@ def main() -> None:
                         help="interleave the targets in this many rounds per level")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--mode", choices=["stream", "plain", "both"], default="both")
+    parser.add_argument("--client", choices=["light", "aiohttp"], default="light",
+                        help="load generator: light (asyncio + httptools, the default) or "
+                             "aiohttp (several times the CPU per request, on the same CPUs)")
     parser.add_argument("--paced-rate", type=float, default=80.0,
                         help="also run 4 clients paced to this many requests/s in all "
                              "(0: skip), so the latency is measured with spare CPU")
