@@ -37,15 +37,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
-import httptools
+from http_load import run_load
 
 HERE = Path(__file__).resolve().parent
 FAKE_REPLICA = HERE.parent / "tests" / "gateway" / "gateway_fake_replica.py"
 MODEL = "bench"
 NAMESPACE = "bench"
+
+
+def chat_body(max_tokens: int, stream: bool) -> bytes:
+    return json.dumps({
+        "model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
+        "max_tokens": max_tokens, "stream": stream,
+    }).encode()
 
 
 def free_port() -> int:
@@ -199,159 +205,6 @@ class Result:
         return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))] * 1000
 
 
-class LightConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection that sends a prepared request and reads the
-    answer with httptools (the parser uvicorn uses), counting nothing but its end. The
-    load generator shares the machine's CPUs with the replica and the proxy; aiohttp
-    costs several times more per request and per streamed chunk, and that cost lands on
-    every target's latency as run-queue wait."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.done: asyncio.Future[int] | None = None
-        self.status = 0
-        self.parser = httptools.HttpResponseParser(self)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._end(exc)
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-
-    def on_message_complete(self) -> None:
-        self._end(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self._end(exc or ConnectionError("closed by the server"))
-
-    def _end(self, exc: BaseException | None) -> None:
-        if self.done is not None and not self.done.done():
-            if exc is None:
-                self.done.set_result(self.status)
-            else:
-                self.done.set_exception(exc)
-
-    async def exchange(self, payload: bytes) -> int:
-        assert self.transport is not None
-        self.parser = httptools.HttpResponseParser(self)
-        self.done = asyncio.get_running_loop().create_future()
-        self.transport.write(payload)
-        return await self.done
-
-
-async def run_load_light(
-    url: str, headers: dict[str, str], concurrency: int, requests: int, stream: bool,
-    max_tokens: int, warmup: int, rate: float | None = None,
-) -> tuple[int, int, float, list[float]]:
-    """As `run_load`, with `LightConnection`s instead of aiohttp."""
-    parts = urlsplit(url)
-    body = json.dumps({
-        "model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
-        "max_tokens": max_tokens, "stream": stream,
-    }).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    payload = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{head}\r\n"
-               ).encode() + body
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    failed = 0
-
-    async def worker(n: int, record: bool, offset: float) -> None:
-        nonlocal failed
-        conn: LightConnection | None = None
-        interval = concurrency / rate if rate else 0.0
-        due = time.perf_counter() + offset * interval
-        for _ in range(n):
-            if interval:
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                due += interval
-            t0 = time.perf_counter()
-            try:
-                if conn is None or conn.transport is None:
-                    _, conn = await loop.create_connection(
-                        LightConnection, parts.hostname, parts.port)
-                ok = await conn.exchange(payload) == 200
-            except (OSError, httptools.HttpParserError):
-                ok, conn = False, None
-            if record:
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    failed += 1
-        if conn is not None and conn.transport is not None:
-            conn.transport.close()
-
-    await asyncio.gather(*(worker(max(1, warmup // concurrency), False, i / concurrency)
-                           for i in range(concurrency)))
-    per = max(1, requests // concurrency)
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(per, True, i / concurrency) for i in range(concurrency)))
-    return len(latencies), failed, time.perf_counter() - t0, latencies
-
-
-async def run_load(
-    url: str, headers: dict[str, str], concurrency: int, requests: int, stream: bool,
-    max_tokens: int, warmup: int, rate: float | None = None,
-) -> tuple[int, int, float, list[float]]:
-    """`concurrency` clients on keep-alive connections. Without `rate`, each sends its
-    next request as soon as the last is answered (closed loop: as fast as the machine
-    goes). With `rate` (requests/s in all), each starts requests on a fixed schedule, so
-    the machine keeps spare CPU and the figures show the path, not the run queue."""
-    body = json.dumps({
-        "model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
-        "max_tokens": max_tokens, "stream": stream,
-    }).encode()
-    hdrs = {"Content-Type": "application/json", **headers}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    latencies: list[float] = []
-    failed = 0
-    async with aiohttp.ClientSession(connector=connector) as http:
-
-        async def one() -> bool:
-            async with http.post(url, data=body, headers=hdrs) as resp:
-                if stream:
-                    async for _ in resp.content.iter_any():
-                        pass
-                else:
-                    await resp.read()
-                return resp.status == 200
-
-        async def worker(n: int, record: bool, offset: float) -> None:
-            nonlocal failed
-            interval = concurrency / rate if rate else 0.0
-            due = time.perf_counter() + offset * interval
-            for _ in range(n):
-                if interval:
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    due += interval
-                t0 = time.perf_counter()
-                try:
-                    ok = await one()
-                except aiohttp.ClientError:
-                    ok = False
-                if record:
-                    if ok:
-                        latencies.append(time.perf_counter() - t0)
-                    else:
-                        failed += 1
-
-        await asyncio.gather(*(worker(max(1, warmup // concurrency), False, i / concurrency)
-                               for i in range(concurrency)))
-        per = max(1, requests // concurrency)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(per, True, i / concurrency) for i in range(concurrency)))
-        seconds = time.perf_counter() - t0
-    return len(latencies), failed, seconds, latencies
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -434,10 +287,11 @@ async def bench(args: argparse.Namespace) -> int:
                     for name, (url, headers) in targets.items():
                         pid = pids.get(name)
                         cpu0 = cpu_seconds(pid) if pid else None
-                        load = run_load_light if args.client == "light" else run_load
-                        ok, failed, secs, lat = await load(
-                            url, headers, conc, requests // args.rounds, mode == "stream",
-                            args.max_tokens, args.warmup // args.rounds, rate)
+                        stream = mode == "stream"
+                        ok, failed, secs, lat = await run_load(
+                            args.client, url, headers, chat_body(args.max_tokens, stream),
+                            stream, conc, requests // args.rounds, args.warmup // args.rounds,
+                            rate)
                         cpu1 = cpu_seconds(pid) if pid else None
                         r = acc[name]
                         r.ok, r.failed, r.seconds = r.ok + ok, r.failed + failed, r.seconds + secs
