@@ -15,7 +15,7 @@ from a3s_core.platform import Platform
 from a3s_core.registry import Registry
 from a3s_core.store import DeploymentRow, new_id
 from a3s_core.store.tables import utcnow
-from a3s_core.types import DeploymentRequest, Level, ModelSpec
+from a3s_core.types import DeploymentRequest, ModelSpec
 
 
 def check_names(platform: Platform, request: DeploymentRequest) -> None:
@@ -107,28 +107,6 @@ def _row(
     )
 
 
-def emit_for(
-    platform: Platform,
-    row: DeploymentRow,
-    type_: str,
-    message: str,
-    level: Level = "info",
-    data: dict[str, Any] | None = None,
-) -> None:
-    """An event about a deployment, in the deployment's own trace."""
-    platform.bus.emit(
-        type_,
-        message,
-        deployment_id=row.id,
-        name=row.name,
-        namespace=row.namespace,
-        level=level,
-        data=data,
-        trace_id=row.trace_id,
-        span_id=row.span_id,
-    )
-
-
 def events_url(platform: Platform, deployment_id: str) -> str:
     base = platform.settings.base_url.replace("http://", "ws://").replace("https://", "wss://")
     return f"{base}/v1/deployments/{deployment_id}/events"
@@ -187,8 +165,7 @@ def request_delete(platform: Platform, deployment_id: str) -> DeploymentRow:
         return row
     platform.store.revoke_keys(row.id)
     row = platform.store.update_deployment(row.id, status="deleting", deleted_at=utcnow())
-    emit_for(
-        platform,
+    platform.emit_for(
         row,
         "deployment.deleting",
         f"deleting {row.name}: keys revoked, stopping {len(platform.store.replicas(row.id))} "

@@ -16,8 +16,8 @@ from a3s_core.events import EventBus
 from a3s_core.events.tracing import make_tracer_provider
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
-from a3s_core.store import Store
-from a3s_core.types import Event
+from a3s_core.store import DeploymentRow, Store
+from a3s_core.types import Event, Level
 
 if TYPE_CHECKING:
     from a3s_core.controller.leader import LeaderElection
@@ -63,6 +63,28 @@ class Platform:
         self.autoscaler: Autoscaler | None = None
         self.leader: LeaderElection | None = None  # None: controllers off in this process
         self._tasks: list[asyncio.Task[None]] = []
+
+    def emit_for(
+        self,
+        dep: DeploymentRow,
+        type_: str,
+        message: str,
+        level: Level = "info",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """An event about a deployment, in the deployment's own trace (API and controller
+        alike)."""
+        self.bus.emit(
+            type_,
+            message,
+            deployment_id=dep.id,
+            name=dep.name,
+            namespace=dep.namespace,
+            level=level,
+            data=data,
+            trace_id=dep.trace_id,
+            span_id=dep.span_id,
+        )
 
     def _observe(self, event: Event) -> None:
         self.plugins.on_event(

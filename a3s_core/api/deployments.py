@@ -155,8 +155,7 @@ async def scale_deployment(
             )
         before = row.desired_replicas
         row = platform.store.update_deployment(row.id, desired_replicas=body.replicas)
-        service.emit_for(
-            platform,
+        platform.emit_for(
             row,
             "scaling.manual",
             f"{row.name}: desired replicas set to {body.replicas} (was {before}) by the API",
@@ -181,8 +180,7 @@ async def rotate_key(platform: PlatformDep, deployment_id: str) -> KeyResponse:
         if row.status in ("deleting", "deleted"):
             raise Conflict(f"deployment {row.name!r} is {row.status}; it has no keys")
         key = platform.store.rotate_key(row.id)
-        service.emit_for(
-            platform,
+        platform.emit_for(
             row,
             "apikey.rotated",
             f"{row.name}: API key rotated; old keys revoked",
@@ -199,8 +197,7 @@ async def revoke_keys(platform: PlatformDep, deployment_id: str) -> dict[str, An
     def work() -> dict[str, Any]:
         row = platform.store.get_deployment(deployment_id)
         n = platform.store.revoke_keys(row.id)
-        service.emit_for(
-            platform,
+        platform.emit_for(
             row,
             "apikey.revoked",
             f"{row.name}: {n} API key(s) revoked",

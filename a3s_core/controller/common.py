@@ -42,17 +42,7 @@ class ControllerBase:
         level: Level = "info",
         data: dict[str, Any] | None = None,
     ) -> None:
-        self.p.bus.emit(
-            type_,
-            message,
-            deployment_id=dep.id,
-            name=dep.name,
-            namespace=dep.namespace,
-            level=level,
-            data=data,
-            trace_id=dep.trace_id,
-            span_id=dep.span_id,
-        )
+        self.p.emit_for(dep, type_, message, level, data)
 
     async def _set(self, r: ReplicaRow, **fields: Any) -> ReplicaRow:
         """Update a replica row; the old row stands if it vanished meanwhile."""
