@@ -70,8 +70,9 @@ class Settings(BaseSettings):
         "them to subscribers at most this often, gathered (a quiet stream is not delayed)"
     )
     events_poll_interval_s: float | None = Field(
-        None, gt=0, description="pick up other platform processes' events when idle; "
-        "default 1 s on PostgreSQL (shared store), off on SQLite"
+        None, gt=0, description="how often an idle bus looks for other platform "
+        "processes' events itself: default 1 s on PostgreSQL (a fallback: notifications "
+        "wake it at once), off on SQLite"
     )
 
     @model_validator(mode="after")

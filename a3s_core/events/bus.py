@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry import trace
 
 from a3s_core.store import Store
+from a3s_core.store.event_listener import EventListener
 from a3s_core.types import Event, Level
 
 log = logging.getLogger(__name__)
@@ -211,13 +212,35 @@ class EventBus:
             self.publish_many(missed)
 
     def _poll(self) -> None:
-        assert self.poll_interval_s is not None
-        while not self._closed.wait(self.poll_interval_s):
+        """Deliver other processes' events: woken by the store's notifications where it
+        has them (PostgreSQL), else every `poll_interval_s`, which stays the fallback (a
+        notification lost with a dropped connection delays delivery, nothing more)."""
+        interval = self.poll_interval_s
+        assert interval is not None
+        listener: EventListener | None = None
+        listening = True
+        while not self._closed.is_set():
             try:
+                if listener is None and listening:
+                    listener = self.store.event_listener()
+                    listening = listener is not None
+                if listener is not None:
+                    seq = listener.wait(interval)
+                    if seq is not None and seq <= self._published:
+                        continue  # our own commit, or one delivered already
+                elif self._closed.wait(interval):
+                    break
                 with self._emit_lock:
                     self._catch_up()
             except Exception as exc:  # the store may be briefly unreachable; keep polling
                 log.warning("event bus poll failed: %s", exc)
+                if listener is not None:
+                    listener.close()
+                    listener = None  # a fresh connection next time round
+                if self._closed.wait(interval):
+                    break
+        if listener is not None:
+            listener.close()
 
     def close(self) -> None:
         """Stop polling (if it runs). Subscribers already iterating are not interrupted."""

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from a3s_core import keys
 from a3s_core.errors import Conflict, NotFound
 from a3s_core.store.db import make_engine, upgrade
+from a3s_core.store.event_listener import EventListener
 from a3s_core.store.event_writer import SqliteEventWriter
 from a3s_core.store.tables import (
     ApiKeyRow,
@@ -343,6 +344,11 @@ class Store:
                 q = q.where(EventRow.deployment_id == deployment_id)
             rows = s.exec(q.order_by(col(EventRow.seq)).limit(limit))
             return [row_to_event(r) for r in rows]
+
+    def event_listener(self) -> EventListener | None:
+        """Something to block on until another connection commits events (PostgreSQL
+        LISTEN/NOTIFY), or None where the store has no such thing (SQLite)."""
+        return EventListener(self.engine) if self.is_postgres else None
 
     def last_seq(self) -> int:
         with self.session() as s:

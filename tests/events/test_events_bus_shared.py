@@ -1,22 +1,31 @@
-"""Two platform processes on one store (two buses, two store handles on the same SQLite
-file): a subscriber on one sees the other's events in seq order, filtered or not."""
+"""Two platform processes on one store (two buses, two store handles on one SQLite file
+or one PostgreSQL schema): a subscriber on one sees the other's events in seq order,
+filtered or not; on PostgreSQL an idle bus hears of them at once (LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from a3s_core.events import EventBus, EventFilter
 from a3s_core.store import Store
 from a3s_core.types import Event
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'a3s.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    url = f"sqlite:///{tmp_path / 'a3s.db'}"
+def stores(url: str) -> Iterator[tuple[Store, Store]]:
     a, b = Store.open(url), Store.open(url)
     yield a, b
     a.close()
@@ -66,3 +75,46 @@ async def test_an_idle_bus_polls_for_events_of_other_processes(
         assert [(e.seq, e.type) for e in got] == [(1, "remote.one"), (2, "remote.two")]
     finally:
         here.close()
+
+
+async def test_postgres_wakes_an_idle_bus_without_waiting_for_its_poll(
+    stores: tuple[Store, Store],
+) -> None:
+    if not stores[0].is_postgres:
+        assert stores[0].event_listener() is None  # SQLite: polling only
+        return
+    # A poll interval no test waits out: only a notification can deliver in time.
+    here, there = EventBus(stores[0], poll_interval_s=60), EventBus(stores[1])
+    try:
+        reader = asyncio.ensure_future(take(here.subscribe(), 2))
+        await live(here)
+        await asyncio.sleep(0.2)  # the poller is listening (it starts with the subscriber)
+        await asyncio.to_thread(there.emit, "remote.one", "one", namespace="x")
+        await asyncio.to_thread(there.emit, "remote.two", "two", namespace="x")
+        got = await asyncio.wait_for(reader, 10)
+        assert [(e.seq, e.type) for e in got] == [(1, "remote.one"), (2, "remote.two")]
+    finally:
+        here.close()
+
+
+def test_postgres_listener_reports_the_highest_committed_seq(
+    stores: tuple[Store, Store],
+) -> None:
+    if not stores[0].is_postgres:
+        pytest.skip("PostgreSQL only: SQLite has no notifications")
+    listener = stores[0].event_listener()
+    assert listener is not None
+    try:
+        assert listener.wait(0.05) is None  # nothing committed: the timeout
+        batch = [Event(ts=datetime.now(UTC), type=f"t{i}", level="info", message="m")
+                 for i in range(3)]
+        with stores[1].engine.connect() as conn:  # rolled back: nothing to hear
+            conn.execute(text("INSERT INTO events (ts, type, level, message, data) "
+                              "VALUES (now(), 'x', 'info', 'm', '{}')"))
+            conn.rollback()
+        assert listener.wait(0.2) is None
+        stored = stores[1].append_events(batch)  # one INSERT: one notification, its top
+        assert listener.wait(5) == stored[-1].seq
+        assert listener.wait(0.05) is None
+    finally:
+        listener.close()
