@@ -10,9 +10,12 @@ from gateway_harness import Deployed, Harness
 
 
 async def drive(harness: Harness, dep: Deployed, workers: int, each: int) -> None:
-    # A request that stalls is cut off and sent again rather than holding the test: under
-    # heavy load one request in this test has been seen to never complete (under study;
-    # see the session note), which must not hang the suite.
+    # A request that stalls is cut off and sent again rather than holding the test. Under
+    # heavy load one request here was twice seen never to complete, when Starlette routes
+    # stood in front of the same upstream client; not seen since the data plane became
+    # raw ASGI, in 85 runs of the least-queue drive below with one or two cores kept busy
+    # beside it. The cut-off stays so that a recurrence shows in the counts below instead
+    # of hanging the suite.
     client = harness.client(dep, timeout=15).with_options(max_retries=1)
 
     async def worker() -> None:
