@@ -97,11 +97,8 @@ async def test_postgres_wakes_an_idle_bus_without_waiting_for_its_poll(
         here.close()
 
 
-def test_postgres_listener_reports_the_highest_committed_seq(
-    stores: tuple[Store, Store],
-) -> None:
-    if not stores[0].is_postgres:
-        pytest.skip("PostgreSQL only: SQLite has no notifications")
+def test_postgres_listener_reports_the_highest_committed_seq(pg_url: str) -> None:
+    stores = Store.open(pg_url), Store.open(pg_url)
     listener = stores[0].event_listener()
     assert listener is not None
     try:
@@ -118,3 +115,5 @@ def test_postgres_listener_reports_the_highest_committed_seq(
         assert listener.wait(0.05) is None
     finally:
         listener.close()
+        for store in stores:
+            store.close()
