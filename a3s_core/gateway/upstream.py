@@ -55,7 +55,9 @@ class _Conn(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.headers_future: asyncio.Future[None] | None = None
+        # Made here, not once the request is written: a connection can be lost (or answer)
+        # before that, and the callbacks must have a future to fail (or resolve).
+        self.headers_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.status = 0
         self.headers: dict[str, str] = {}
         self.chunks: deque[bytes] = deque()
@@ -77,7 +79,7 @@ class _Conn(asyncio.Protocol):
         self.received_any = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(UpstreamError(f"malformed HTTP from replica: {exc}"))
             self.close()
 
@@ -104,14 +106,29 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the whole answer, which no request asked for: the connection is
+            # out of step. Raising stops the parser (so they never mix into this answer,
+            # nor become the next one) and data_received closes the connection.
+            raise UpstreamError("replica sent bytes after its answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:  # a trailer after a chunked body: not one of the answer's headers
+            return
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows. (A
+            # 101 makes the parser raise HttpParserUpgrade next: an error.)
+            self.headers.clear()
+            return
+        self.status = status
         # Asked here: llhttp answers False once the message is complete.
         self.keep_alive = self.parser.should_keep_alive()
-        if self.headers_future is not None and not self.headers_future.done():
+        if not self.headers_future.done():
             self.headers_future.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -123,8 +140,9 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        self.complete = True
-        self._wake()
+        if self.status:  # else the end of an interim 1xx answer
+            self.complete = True
+            self._wake()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -134,7 +152,7 @@ class _Conn(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
-        if self.headers_future is not None and not self.headers_future.done():
+        if not self.headers_future.done():
             self.headers_future.set_exception(exc)
         self._wake()
 
@@ -227,7 +245,6 @@ class UpstreamPool:
             conn = self._take(origin) if reused else await self._connect(origin)
             if conn is None:
                 continue
-            conn.headers_future = asyncio.get_running_loop().create_future()
             assert conn.transport is not None
             conn.transport.write(payload)
             try:
@@ -273,6 +290,12 @@ class UpstreamPool:
         if self._closed or not conn.reusable():
             conn.close()
             return
+        if conn.paused:
+            # A complete answer released unread (its client left) while reading was paused
+            # over HIGH_WATER: pooled paused, the connection would never deliver the next.
+            conn.paused = False
+            assert conn.transport is not None
+            conn.transport.resume_reading()
         idle = self._idle.setdefault(conn.origin, [])
         if len(idle) >= IDLE_PER_ORIGIN:
             conn.close()

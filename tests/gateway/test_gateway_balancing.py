@@ -14,8 +14,10 @@ async def drive(harness: Harness, dep: Deployed, workers: int, each: int) -> Non
     # heavy load one request here was twice seen never to complete, when Starlette routes
     # stood in front of the same upstream client; not seen since the data plane became
     # raw ASGI, in 85 runs of the least-queue drive below with one or two cores kept busy
-    # beside it. The cut-off stays so that a recurrence shows in the counts below instead
-    # of hanging the suite.
+    # beside it. Adversarial tests of the upstream client since found two ways it could
+    # wait forever (a new connection lost before the request made its future; a paused
+    # connection pooled), both fixed (test_gateway_upstream_edges.py). The cut-off stays
+    # so that a recurrence shows in the counts below instead of hanging the suite.
     client = harness.client(dep, timeout=15).with_options(max_retries=1)
 
     async def worker() -> None:
