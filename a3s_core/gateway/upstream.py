@@ -276,13 +276,19 @@ class UpstreamPool:
         if tls:
             context = self._ssl = self._ssl or ssl.create_default_context()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(origin), host, port, ssl=context),
-                self.connect_timeout_s,
-            )
-        except (OSError, TimeoutError) as exc:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for runs the connect in a task of
+            # its own and can swallow a cancellation that lands as the connect completes.
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(origin), host, port, ssl=context
+                )
+        except TimeoutError as exc:  # before OSError, of which it is a subclass
             raise ConnectFailed(
-                f"cannot connect to {host}:{port}: {exc or type(exc).__name__}"
+                f"cannot connect to {host}:{port}: no answer within {self.connect_timeout_s:g} s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectFailed(
+                f"cannot connect to {host}:{port}: {str(exc) or type(exc).__name__}"
             ) from exc
         return conn
 

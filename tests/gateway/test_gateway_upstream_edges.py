@@ -530,3 +530,28 @@ async def test_cancelled_while_waiting_the_connection_is_closed_not_pooled(
     for _ in range(2):
         assert (await fetch(pool, srv.url))[1] == b"fine"
     assert srv.connections == 3
+
+
+async def test_a_connect_that_never_completes_times_out() -> None:
+    # A listener that never accepts, its backlog full: the kernel drops further SYNs, so
+    # a connect hangs until the pool's own deadline.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        await asyncio.sleep(0.05)
+        pool = UpstreamPool(connect_timeout_s=0.3)
+        with pytest.raises(upstream.ConnectFailed, match=r"no answer within 0\.3 s"):
+            await bounded(pool.request(f"http://127.0.0.1:{port}", "GET", "/x", {}, b""))
+        await pool.close()
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
