@@ -12,10 +12,11 @@ same C parser uvicorn uses), body chunks handed over as they arrive, back-pressu
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -23,6 +24,9 @@ import httptools
 CONNECT_TIMEOUT_S = 5.0
 IDLE_PER_ORIGIN = 256
 HIGH_WATER = 1 << 20  # pause reading a replica whose answer the client reads slower
+KEEPALIVE_IDLE_S = 30  # TCP keep-alive: first probe after this long without traffic,
+KEEPALIVE_INTERVAL_S = 10  # then one every this often,
+KEEPALIVE_COUNT = 3  # and the connection fails after this many go unanswered
 
 
 class UpstreamError(Exception):
@@ -74,6 +78,9 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _keep_alive_probes(sock)
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
@@ -163,6 +170,21 @@ class _Conn(asyncio.Protocol):
 
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.closed
+
+
+def _keep_alive_probes(sock: Any) -> None:  # socket.socket, or uvloop's PseudoSocket
+    """TCP keep-alive probes on a replica connection: if the replica's host vanishes (a
+    node lost, no FIN and no RST ever comes), a request waiting on it fails after about
+    KEEPALIVE_IDLE_S + KEEPALIVE_COUNT × KEEPALIVE_INTERVAL_S instead of waiting forever.
+    A replica that is alive but slow is not affected: its kernel answers the probes."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    except OSError:  # not a TCP socket (a test double): nothing to probe
+        pass
 
 
 class UpstreamResponse:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from gateway_fake_replica import FakeReplica
 
-from a3s_core.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, origin_of
+from a3s_core.gateway.upstream import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_S,
+    ConnectFailed,
+    UpstreamError,
+    UpstreamPool,
+    origin_of,
+)
 
 CHAT = json.dumps({"model": "m", "messages": []}).encode()
 JSON = {"Content-Type": "application/json"}
@@ -122,3 +130,19 @@ async def test_a_body_delimited_by_closing_the_connection() -> None:
         await pool.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_replica_connections_probe_a_vanished_peer(replica: FakeReplica) -> None:
+    # TCP keep-alive, so a request to a replica whose node is gone fails in ~1 min.
+    pool = UpstreamPool()
+    try:
+        resp = await pool.request(replica.url, "POST", "/v1/chat/completions", JSON, CHAT)
+        await resp.read()
+        assert resp._conn.transport is not None
+        sock = resp._conn.transport.get_extra_info("socket")
+        resp.release()
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVE_COUNT
+    finally:
+        await pool.close()
