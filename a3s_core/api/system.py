@@ -24,7 +24,14 @@ admin_router = APIRouter(prefix="/v1", dependencies=[Admin], tags=["system"])
 
 @router.get("/healthz")
 async def healthz(platform: PlatformDep) -> dict[str, Any]:
-    return {"status": "ok", "runtime": platform.settings.runtime}
+    """Liveness (200 while the process serves). `store` says whether the gateway's last
+    read of the store worked: during an outage the gateway serves from its last snapshot
+    (docs/gateway.md), so the process stays live, and `staleForS` is that snapshot's age."""
+    body: dict[str, Any] = {"status": "ok", "runtime": platform.settings.runtime}
+    if platform.gateway is not None:
+        directory = platform.gateway.directory
+        body["store"] = {"ok": directory.store_ok, "staleForS": directory.stale_for_s}
+    return body
 
 
 class _StoreCollector:

@@ -189,10 +189,17 @@ class Gateway:
         key = _bearer(headers.get("authorization"))
         if key is None:
             raise errors.missing_key()
-        snap = await self.directory.snapshot()
+        # strict: while the store is unreachable, StoreUnavailable (503) rather than rows
+        # older than a change made in this process (directory.py).
+        snap = await self.directory.snapshot(strict=True)
         found = snap.key(key)
         if found.deployment_id is None:
-            snap = await self.directory.fresh_on_miss(snap)
+            try:
+                snap = await self.directory.fresh_on_miss(snap)
+            except errors.StoreUnavailable:
+                if found.revoked:  # revocation is final: no store needed to refuse it
+                    raise errors.invalid_key(key, True) from None
+                raise
             found = snap.key(key)
             if found.deployment_id is None:
                 raise errors.invalid_key(key, found.revoked)

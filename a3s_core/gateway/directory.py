@@ -6,24 +6,36 @@ starts the refresh and goes on with the old snapshot). `invalidate()` (called by
 controller on changes in this process) makes the next lookup wait for fresh rows, so a
 revoked key or a deleted deployment stops working at once here; other processes see it
 within `ttl_s`.
+
+When the store cannot be read ("fail static"): requests keep being served from the last
+good snapshot; what it does not settle (no snapshot yet, an unknown key or name, or any
+request after an `invalidate()` whose rows could not be read back, so that this process's
+own changes are never undone) raises `StoreUnavailable` (503). A failed read is retried at
+most every `ttl_s`, whatever the traffic; one warning is logged when the store becomes
+unreachable and one info line when it is back. `store_ok` and `stale_for_s` report it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine as DbEngine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from a3s_core.gateway.errors import StoreUnavailable
 from a3s_core.keys import hash_key
 from a3s_core.store.tables import ApiKeyRow, DeploymentRow, ReplicaRow
 
 # Deployments in these states are gone for the data plane: their names answer 404.
 GONE_STATUSES = frozenset({"deleted", "deleting"})
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +148,21 @@ def load_snapshot(db: DbEngine) -> Snapshot:
     )
 
 
+# What a lenient caller (the metrics scraper) gets while the store has never been read.
+EMPTY = Snapshot(taken_at=-math.inf)
+
+
 class Directory:
     """The gateway's read side of the store, cached (≤ `ttl_s`) so requests never wait on it."""
 
-    def __init__(self, db: DbEngine, ttl_s: float = 0.5, miss_refresh_s: float = 0.1) -> None:
+    def __init__(
+        self, db: DbEngine, ttl_s: float = 0.5, miss_refresh_s: float = 0.1, wait_s: float = 5.0
+    ) -> None:
         self._db = db
         self.ttl_s = ttl_s
+        # A request waits at most this long for a read it needs (a store that does not
+        # answer, rather than refuses, would hold it for the driver's own timeout, if any).
+        self.wait_s = wait_s
         # On an unknown key or name, re-read if the snapshot is older than this: another
         # process may have just created the deployment. Bounded, so random keys cannot
         # turn into a query per request.
@@ -149,56 +170,144 @@ class Directory:
         self._snapshot: Snapshot | None = None
         self._snapshot_gen = -1
         self._gen = 0  # bumped by invalidate(); a snapshot read before the bump is stale
-        self._refreshing: asyncio.Task[Snapshot] | None = None
+        self._refreshing: asyncio.Task[Snapshot | None] | None = None
         self._refreshing_gen = -1
+        # The store's health as the last read found it. A failed read is not retried for
+        # `ttl_s` (counted from its end), so an outage costs the store one attempt per
+        # `ttl_s` however many requests arrive.
+        self._store_ok = True
+        self._failed_at = -math.inf
+        self._down_since: float | None = None  # the first failed read of this outage
 
     @property
     def current(self) -> Snapshot | None:
         """The snapshot in hand, however old (for reports that must not wait)."""
         return self._snapshot
 
+    @property
+    def store_ok(self) -> bool:
+        """False from a failed read of the store until the next successful one (any thread;
+        for health reports)."""
+        return self._store_ok
+
+    @property
+    def stale_for_s(self) -> float | None:
+        """None while the store reads fine. During an outage, how old the rows the gateway
+        serves from are: seconds since the last successful read, or since the first failed
+        one when none has succeeded yet (any thread)."""
+        if self._store_ok:
+            return None
+        snap = self._snapshot
+        since = snap.taken_at if snap is not None else self._down_since
+        return None if since is None else round(max(0.0, time.monotonic() - since), 3)
+
     def invalidate(self) -> None:
         """The next lookup reads the store again (call after any change to deployments,
         replicas or keys)."""
         self._gen += 1
 
-    async def snapshot(self) -> Snapshot:
+    async def snapshot(self, strict: bool = False) -> Snapshot:
+        """The snapshot to use now. Waits for the store only before the first read and after
+        `invalidate()`; otherwise returns the one in hand and refreshes it in the background
+        when older than `ttl_s`.
+
+        When the store cannot be read, a `strict` caller (the request path) gets
+        `StoreUnavailable` unless the snapshot in hand is still trustworthy, i.e. was read
+        after the last `invalidate()`: falling back must never undo a change made in this
+        process (a key revoked, a deployment deleted). Other callers (the metrics scraper)
+        get the last snapshot however old, or an empty one when there is none."""
         snap = self._snapshot
         if snap is None or self._snapshot_gen != self._gen:
-            return await self.refresh()
-        if time.monotonic() - snap.taken_at > self.ttl_s and self._refreshing is None:
+            try:
+                return await self.refresh()
+            except StoreUnavailable:
+                if strict:
+                    raise
+                return self._snapshot if self._snapshot is not None else EMPTY
+        now = time.monotonic()
+        if (now - snap.taken_at > self.ttl_s and self._refreshing is None
+                and now - self._failed_at >= self.ttl_s):
             self._start_refresh()
         return snap
 
     async def fresh_on_miss(self, snap: Snapshot) -> Snapshot:
-        """A newer snapshot when `snap` is old enough that a miss may be its staleness."""
+        """A newer snapshot when `snap` is old enough that a miss may be its staleness.
+        Raises `StoreUnavailable` when that read fails or a failed one is recent."""
         if time.monotonic() - snap.taken_at > self.miss_refresh_s:
             return await self.refresh()
         return snap
 
     async def refresh(self) -> Snapshot:
-        """Read the store now. One read per generation: concurrent callers share it."""
+        """Read the store now. One read per generation: concurrent callers share it.
+
+        Raises `StoreUnavailable` when the read fails or takes longer than `wait_s`, and at
+        once, without a read, when the last one failed less than `ttl_s` ago."""
         while True:
+            if time.monotonic() - self._failed_at < self.ttl_s:
+                raise StoreUnavailable(self.ttl_s)
             gen = self._gen
             task = self._refreshing
             if task is None or self._refreshing_gen != gen:
                 task = self._start_refresh()
-            snap = await asyncio.shield(task)
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    snap = await asyncio.shield(task)  # the read goes on for the others
+            except TimeoutError:
+                self._read_failed(TimeoutError(f"no answer from the store in {self.wait_s} s"))
+                raise StoreUnavailable(self.ttl_s) from None
+            if snap is None:
+                raise StoreUnavailable(self.ttl_s)
             if self._snapshot_gen >= gen:
                 return snap
 
-    def _start_refresh(self) -> asyncio.Task[Snapshot]:
+    def _start_refresh(self) -> asyncio.Task[Snapshot | None]:
         gen = self._gen
         task = asyncio.get_running_loop().create_task(self._read(gen))
         self._refreshing, self._refreshing_gen = task, gen
         return task
 
-    async def _read(self, gen: int) -> Snapshot:
+    async def _read(self, gen: int) -> Snapshot | None:
+        """One read of the store; None when it failed. Never raises: a background refresh
+        has nobody awaiting it, and its exception would only surface at GC."""
         try:
             snap = await asyncio.to_thread(load_snapshot, self._db)
+        except Exception as exc:
+            self._read_failed(exc)
+            return None
+        else:
             if gen >= self._snapshot_gen:  # an older read finishing late never wins
                 self._snapshot, self._snapshot_gen = snap, gen
+            self._failed_at = -math.inf
+            if not self._store_ok:
+                down = self._down_since
+                self._store_ok, self._down_since = True, None
+                log.info("the store is reachable again (it was not for %.1f s)",
+                         time.monotonic() - down if down is not None else 0.0)
             return snap
         finally:
             if self._refreshing_gen == gen:
                 self._refreshing = None
+
+    def _read_failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._failed_at = now
+        if not self._store_ok:
+            log.debug("the store is still unreachable: %s: %s", type(exc).__name__, exc)
+            return
+        self._down_since = now
+        self._store_ok = False
+        snap = self._snapshot
+        if snap is None:
+            held = "nothing (no snapshot yet)"
+        elif self._snapshot_gen != self._gen:
+            held = "nothing (its last snapshot predates a change made in this process)"
+        else:
+            held = f"its last snapshot ({now - snap.taken_at:.1f} s old)"
+        # The driver's text is for the operator's log only; clients get StoreUnavailable.
+        # Anything but a database or OS error is likely a bug: keep its traceback.
+        log.warning(
+            "the store is unreachable (%s: %s); the gateway serves known keys and deployments "
+            "from %s, answers 503 store_unavailable where that does not settle a request, "
+            "and retries every %.2g s", type(exc).__name__, exc, held, self.ttl_s,
+            exc_info=not isinstance(exc, SQLAlchemyError | OSError),
+        )

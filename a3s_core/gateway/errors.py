@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from a3s_core.gateway.asgi import Reply, encode_headers
 
@@ -76,3 +77,19 @@ def unavailable(message: str, retry_after_s: float | None = None) -> GatewayErro
     headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else {}
     return GatewayError(503, message, type_="server_error", code="service_unavailable",
                         headers=headers)
+
+
+class StoreUnavailable(GatewayError):
+    """The platform's store cannot be read, and the gateway's last copy of it does not
+    settle this request (no copy yet, a name or key it has not seen, or rows older than a
+    change made in this process). The driver's error is logged, never shown: it can name
+    hosts, users and SQL."""
+
+    def __init__(self, retry_after_s: float = 1.0) -> None:
+        super().__init__(
+            503,
+            "The platform's store is unreachable, and the gateway cannot settle this request "
+            "without it; try again shortly.",
+            type_="server_error", code="store_unavailable",
+            headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
+        )
