@@ -126,11 +126,24 @@ class _WireCache:
     def __call__(self, event: Event) -> str:
         text = self.texts.get(event.seq)
         if text is None:
-            text = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
+            text = _dumps(event.envelope())
             self.texts[event.seq] = text
             if len(self.texts) > self.SIZE:
                 self.texts.popitem(last=False)
         return text
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (os.fsdecode of a non-UTF-8 path, say) has no UTF-8 form:
+            # the frame could not be sent and every stream reaching this event would end
+            # with 1011, again on each resume. Escaped (\udcxx), it is valid JSON text.
+            text = json.dumps(payload, separators=(",", ":"))
+    return text
 
 
 _CACHES: weakref.WeakKeyDictionary[EventBus, _WireCache] = weakref.WeakKeyDictionary()
@@ -175,7 +188,7 @@ class _Socket:
         self.last_sent = self.loop.time()
 
     async def send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+        await self.send(_dumps(payload))
 
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.CONNECTED:

@@ -31,17 +31,63 @@ class A3SWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:  # the app's task is created but has not run yet
             scope["extensions"][SEND_MANY] = {"send": self.send_many}
 
+    # A client that pings without reading would grow the write buffer by one pong per ping
+    # (uvicorn writes pongs past flow control), without bound: while writes are paused, a
+    # ping also stops reading from that client until its buffer drains.
+    _reads_held = False
+
+    def handle_ping(self) -> None:
+        super().handle_ping()
+        if not self.writable.is_set():
+            self._reads_held = True
+            self.transport.pause_reading()  # again if uvicorn's receive() resumed it
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._reads_held:
+            self._reads_held = False
+            if not self.read_paused:  # else receive() resumes once the app has read
+                self.transport.resume_reading()
+
+    # asyncio's transport.close() (how uvicorn ends a connection: at once, at its close
+    # timeout, on a keepalive timeout) waits for the write buffer to drain, forever when
+    # the client has stopped reading (TCP window full): the connection, its app task and
+    # its event subscription would stay, and server shutdown would wait for them. Once the
+    # connection is ending, abort it when its buffer stops draining.
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # the app may still be blocked on `writable`
+        self._abort_when_stalled()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        self._abort_when_stalled()
+
+    def _abort_when_stalled(self, last: int | None = None) -> None:
+        if self.disconnected:
+            return
+        size = self.transport.get_write_buffer_size()
+        if last is not None and size and size >= last:  # nothing written for close_timeout
+            self.transport.abort()
+            return
+        self.loop.call_later(self.close_timeout, self._abort_when_stalled, size)
+
     async def send_many(self, texts: list[str]) -> None:
         """Send each text as its own WebSocket message, in order, in one socket write.
-        Raises ClientDisconnected (an OSError) once the client is gone, as `send` does."""
+        Raises ClientDisconnected (an OSError) once the connection is closing or gone."""
         await self.writable.wait()  # flow control: a slow reader holds us here
         if self.disconnected:
             raise ClientDisconnected()
-        if self.close_sent or not self.handshake_complete or self.initial_response:
+        if not self.handshake_complete or self.initial_response:
             raise RuntimeError("the WebSocket is not open for sending")
-        if self.conn.extensions or self.conn.state is not State.OPEN:
-            # Compression is per connection (and a closing state must raise): let the
-            # protocol frame each message.
+        if self.close_sent or self.conn.state is not State.OPEN:
+            # Closing: the client's close, server shutdown (1012), a keepalive timeout or
+            # a bad client frame, before connection_lost has run. `send` turns the
+            # protocol's InvalidState into ClientDisconnected too; anything else would
+            # end the stream "by an error" (a warning and a 1011 attempt per socket).
+            raise ClientDisconnected()
+        if self.conn.extensions:
+            # Compression is per connection: let the protocol frame each message.
             for text in texts:
                 self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
