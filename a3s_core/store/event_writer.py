@@ -35,11 +35,14 @@ class SqliteEventWriter:
             f"INSERT INTO {table.name} ({', '.join(COLUMNS)}) VALUES ({marks}) RETURNING seq"
         )
         self._conn: Any = None  # checked out of the engine's pool on first use, kept
+        self._closed = False
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
     def append(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert the rows in one transaction; their seqs, in order. Caller serialises."""
         if self._conn is None:
+            if self._closed:
+                raise RuntimeError("the store is closed: events can no longer be appended")
             self._conn = self._engine.raw_connection()
         conn = self._conn
         convert = self._convert
@@ -62,6 +65,7 @@ class SqliteEventWriter:
         return seqs
 
     def close(self) -> None:
+        self._closed = True
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()  # back to the pool, which the engine then disposes

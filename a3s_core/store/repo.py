@@ -53,7 +53,10 @@ class Store:
 
     def close(self) -> None:
         if self._event_writer is not None:
-            self._event_writer.close()
+            # Under the append lock: closing the SQLite connection while another thread
+            # is inside an append on it crashes the interpreter, not just that append.
+            with self._event_lock:
+                self._event_writer.close()
         self.engine.dispose()
 
     @contextmanager

@@ -5,6 +5,7 @@ nothing behind and the writer usable."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,3 +51,31 @@ def test_a_failed_append_leaves_nothing_and_the_next_one_works(tmp_path: Path) -
     (again,) = store.append_events([good])
     assert [r[0] for r in raw_rows(path)] == [again.seq]
     store.close()
+
+
+def test_closing_while_another_thread_appends_ends_its_appends_cleanly(tmp_path: Path) -> None:
+    # Closing the writer's connection in the middle of an append on another thread
+    # crashed the interpreter once; close now waits for the append, and later appends
+    # fail with a plain error instead of touching a closed connection.
+    store = Store.open(f"sqlite:///{tmp_path / 'a3s.db'}")
+    appended, errors = [], []
+    started = threading.Event()
+
+    def appender() -> None:
+        try:
+            while True:
+                appended.extend(store.append_events([
+                    Event(ts=datetime.now(UTC), type="t", level="info", message="m")]))
+                started.set()
+        except Exception as exc:  # the end this test expects
+            errors.append(exc)
+
+    t = threading.Thread(target=appender, daemon=True)
+    t.start()
+    assert started.wait(10)
+    store.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+    assert "store is closed" in str(errors[0])
+    assert appended
