@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp / "site"
     base = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
     base += ["--target", str(target), str(src)]
-    # Offline first, with the environment's own setuptools + wheel; a bare environment
-    # (no `wheel`) falls back to pip's isolated build, which fetches the backend.
-    done = _pip([*base, "--no-build-isolation", "--no-index"])
-    if done.returncode != 0 and _missing_backend(done.stderr):
+    # Offline, with the environment's own setuptools, when it is new enough for the
+    # package's pyproject (SPDX `license`: setuptools >= 77; `python -m venv` seeds 65);
+    # otherwise, or with no backend at all, pip's isolated build, which fetches it.
+    done = (_pip([*base, "--no-build-isolation", "--no-index"]) if _setuptools_major() >= 77
+            else None)
+    if done is None or (done.returncode != 0 and _missing_backend(done.stderr)):
         done = _pip(base)
         if done.returncode != 0 and "satisfies the requirement setuptools" in done.stderr:
             pytest.skip("no build backend: no setuptools/wheel here and no package index")
@@ -46,6 +49,13 @@ def _pip(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     if done.returncode != 0 and "No module named pip" in done.stderr:
         pytest.skip("pip is not installed in this interpreter")
     return done
+
+
+def _setuptools_major() -> int:
+    try:
+        return int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 0
 
 
 def _missing_backend(stderr: str) -> bool:
