@@ -118,18 +118,23 @@ class _WireCache:
     """seq → JSON text, so an event going to many sockets is serialised once. One per bus
     (several platforms may share a process in tests, each with its own seq space)."""
 
-    SIZE = 4096
+    SIZE = 4096  # texts, and
+    MAX_CHARS = 16 << 20  # characters in all: a few large events must not pin much memory
 
     def __init__(self) -> None:
         self.texts: OrderedDict[int, str] = OrderedDict()
+        self.chars = 0
 
     def __call__(self, event: Event) -> str:
         text = self.texts.get(event.seq)
         if text is None:
             text = _dumps(event.envelope())
             self.texts[event.seq] = text
-            if len(self.texts) > self.SIZE:
-                self.texts.popitem(last=False)
+            self.chars += len(text)
+            while len(self.texts) > self.SIZE or (
+                self.chars > self.MAX_CHARS and len(self.texts) > 1
+            ):
+                self.chars -= len(self.texts.popitem(last=False)[1])
         return text
 
 

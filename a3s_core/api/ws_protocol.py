@@ -99,7 +99,9 @@ class A3SWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 _FRAMES: dict[str, bytes] = {}
-_FRAMES_MAX = 4096
+_FRAMES_MAX = 4096  # frames, and
+_FRAMES_MAX_BYTES = 16 << 20  # bytes: a few large events must not pin hundreds of MB
+_frames_bytes = 0
 
 
 def _frame(text: str) -> bytes:
@@ -115,7 +117,10 @@ def _frame(text: str) -> bytes:
         else:
             head = struct.pack("!BBQ", 0x81, 127, n)
         frame = head + payload
-        if len(_FRAMES) >= _FRAMES_MAX:
+        global _frames_bytes
+        if len(_FRAMES) >= _FRAMES_MAX or _frames_bytes + len(frame) > _FRAMES_MAX_BYTES:
             _FRAMES.clear()
+            _frames_bytes = 0
         _FRAMES[text] = frame
+        _frames_bytes += len(frame)
     return frame

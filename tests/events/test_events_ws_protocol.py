@@ -736,3 +736,26 @@ async def test_an_event_with_a_lone_surrogate_does_not_end_every_stream(
             assert ws.close_code == 1000
             assert [e["data"]["path"] for e in got] == ["caf\udce9", "café"]
     assert complaints(caplog) == []
+
+
+def test_serialisation_caches_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from a3s_core.api import events_ws, ws_protocol
+    from a3s_core.types import Event
+
+    cache = events_ws._WireCache()
+    cache.MAX_CHARS = 10_000
+    for seq in range(1, 50):
+        e = Event(seq=seq, ts=datetime.now(UTC), type="t", level="info", message="x" * 3000)
+        assert json.loads(cache(e))["seq"] == seq
+        assert cache.chars == sum(len(t) for t in cache.texts.values()) <= 10_000
+    assert 1 <= len(cache.texts) <= 3
+
+    monkeypatch.setattr(ws_protocol, "_FRAMES", {})
+    monkeypatch.setattr(ws_protocol, "_frames_bytes", 0)
+    monkeypatch.setattr(ws_protocol, "_FRAMES_MAX_BYTES", 10_000)
+    for i in range(50):
+        frame = ws_protocol._frame(f"{i:04d}" + "y" * 3000)
+        assert frame[0] == 0x81 and frame.endswith(b"y" * 3000)
+        assert sum(len(f) for f in ws_protocol._FRAMES.values()) <= 10_000
