@@ -1,9 +1,7 @@
-"""`A3SWebSocketProtocol` (the `a3s.websocket.send_many` extension, a3s_core/api/ws_protocol.py)
-against adversarial clients on a real uvicorn server: clients that stop reading, reset the
-connection in the middle of a large batch, close (or never answer a close) while batches
-are written, ping, fragment, send too much or send what nobody asked for; compressed and
-plain clients; a backlog larger than one batch with live events; and the extension's own
-edge cases. Every wait is bounded, so a hang fails."""
+"""`A3SWebSocketProtocol` (a3s_core/api/ws_protocol.py) on a real uvicorn server against
+clients that stop reading, ping without reading, reset in the middle of a large batch,
+close (or never answer a close) while batches are written, and server shutdown meanwhile.
+Every wait is bounded, so a hang fails."""
 
 from __future__ import annotations
 
@@ -12,192 +10,43 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from events_testkit import Server
 from uvicorn.protocols.utils import ClientDisconnected
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from ws_protocol_kit import (
+    AUTH,
+    PAD,
+    Frames,
+    QuickProtocol,
+    client_frame,
+    complaints,
+    connections,
+    emit,
+    in_order_once,
+    on_server,
+    protocol_of,
+    raw_connect,
+    read_events,
+    rst,
+    serving,
+    until,
+)
 
 from a3s_core.api.app import create_app
-from a3s_core.api.ws_protocol import SEND_MANY, A3SWebSocketProtocol
-from a3s_core.testing import ADMIN_TOKEN
-
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-PAD = "x" * 16_000
-
-
-class QuickProtocol(A3SWebSocketProtocol):
-    """The protocol under test with uvicorn's close timeout (10 s) short enough for a test."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.close_timeout = 0.5
-
-
-@contextlib.contextmanager
-def serving(
-    app: Any, caplog: pytest.LogCaptureFixture, ws: Any = QuickProtocol, **config: Any
-) -> Iterator[Server]:
-    """A real server; warnings and errors from the server (uvicorn's own logger does not
-    propagate) land in caplog."""
-    server = Server(app, ws=ws)
-    for name, value in config.items():
-        setattr(server.server.config, name, value)
-    caplog.set_level(logging.WARNING)
-    uvicorn_log = logging.getLogger("uvicorn")  # configured by uvicorn.Config just now
-    uvicorn_log.addHandler(caplog.handler)
-    try:
-        with server:
-            yield server
-    finally:
-        uvicorn_log.removeHandler(caplog.handler)
-
-
-def complaints(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+from a3s_core.api.ws_protocol import SEND_MANY
 
 
 @pytest.fixture
 def app(a3s_settings: Any, a3s_plugins: Any) -> Any:
     return create_app(a3s_settings, a3s_plugins)
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
-def connections(server: Server) -> list[Any]:
-    while True:
-        try:
-            return list(server.server.server_state.connections)
-        except RuntimeError:  # the server thread changed the set while we copied it
-            continue
-
-
-def protocol_of(server: Server, local_port: int) -> Any:
-    """The server's protocol instance for the client socket bound to `local_port`."""
-    for proto in connections(server):
-        if proto.client and proto.client[1] == local_port:
-            return proto
-    raise AssertionError(f"no server connection for the client port {local_port}")
-
-
-async def on_server(proto: Any, coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run `coro` on the server's event loop (where the protocol lives)."""
-    future = asyncio.run_coroutine_threadsafe(coro, proto.loop)
-    return await asyncio.wait_for(asyncio.wrap_future(future), 5)
-
-
-# ------------------------------------------------------------------ raw WebSocket client
-
-
-def raw_connect(port: int, path: str, rcvbuf: int | None = None) -> tuple[socket.socket, bytes]:
-    """A WebSocket client socket after a successful handshake, and what followed it."""
-    sock = socket.socket()
-    if rcvbuf:  # before connect, so the window stays small
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
-        ).encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"closed during the handshake: {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock, rest
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A masked client frame (RFC 6455 §5.2)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 1 << 16:
-        head += struct.pack("!BH", 0x80 | 126, n)
-    else:
-        head += struct.pack("!BQ", 0x80 | 127, n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-class Frames:
-    """Reads unmasked server frames from a raw socket."""
-
-    def __init__(self, sock: socket.socket, rest: bytes = b"") -> None:
-        self.sock, self.buf, self.at = sock, bytearray(rest), 0
-
-    def _need(self, n: int) -> None:
-        while len(self.buf) - self.at < n:
-            if self.at > 1 << 20:
-                del self.buf[: self.at]
-                self.at = 0
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-
-    def next(self) -> tuple[int, bytes]:
-        self._need(2)
-        at = self.at
-        opcode, n = self.buf[at] & 0x0F, self.buf[at + 1] & 0x7F
-        head = 2
-        if n == 126:
-            self._need(4)
-            (n,) = struct.unpack_from("!H", self.buf, self.at + 2)
-            head = 4
-        elif n == 127:
-            self._need(10)
-            (n,) = struct.unpack_from("!Q", self.buf, self.at + 2)
-            head = 10
-        self._need(head + n)
-        payload = bytes(self.buf[self.at + head : self.at + head + n])
-        self.at += head + n
-        return opcode, payload
-
-
-def rst(sock: socket.socket) -> None:
-    """Close with a TCP reset instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def emit(bus: Any, n: int, namespace: str, pad: str = "", start: int = 0) -> None:
-    for i in range(start, start + n):
-        bus.emit("test.ws", f"event {i}", namespace=namespace, data={"i": i, "pad": pad})
-
-
-async def read_events(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    while len(got) < n:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        if msg["type"] != "heartbeat":
-            got.append(msg)
-    return got
-
-
-def in_order_once(got: list[dict[str, Any]], n: int, start: int = 0) -> None:
-    assert [e["data"]["i"] for e in got] == list(range(start, start + n))
-    seqs = [e["seq"] for e in got]
-    assert seqs == sorted(set(seqs))
 
 
 # ------------------------------------------------------------------ slow and vanishing
@@ -594,168 +443,3 @@ async def test_an_overflowing_client_that_neither_reads_nor_answers_the_close(
         assert bus.subscriber_count == 0
         sock.close()
     assert complaints(caplog) == []
-
-
-# ------------------------------------------------------------------ what clients send
-
-
-async def test_pings_fragments_unexpected_and_oversized_messages_while_streaming(
-    app: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    n = 300
-    with serving(app, caplog, ws_max_size=64 * 1024) as server:
-        bus = app.state.platform.bus
-        url = server.ws + "/v1/events?namespace=chatty&heartbeat=60"
-
-        async def pinger(ws: ClientConnection) -> list[dict[str, Any]]:
-            reader = asyncio.create_task(read_events(ws, n))
-            for k in range(5):
-                pong = await ws.ping(f"ping {k}")
-                await asyncio.wait_for(pong, 5)
-                await asyncio.sleep(0.02)
-            return await reader
-
-        async def talker(ws: ClientConnection) -> list[dict[str, Any]]:
-            reader = asyncio.create_task(read_events(ws, n))
-            await ws.send(["frag", "mented ", "text"])  # one message in three frames
-            await ws.send([b"frag", b"mented bytes"])
-            await ws.send("unexpected text")
-            await ws.send(b"\x00unexpected bytes\xff")
-            await ws.send('{"type":"subscribe"}')
-            return await reader
-
-        async def oversized(ws: ClientConnection) -> int | None:
-            await ws.send(b"o" * (65 * 1024))
-            with contextlib.suppress(ConnectionClosed):
-                while True:
-                    await asyncio.wait_for(ws.recv(), 5)
-            return ws.close_code
-
-        def bad_utf8() -> int:
-            sock, rest = raw_connect(server.port, "/v1/events?namespace=chatty")
-            sock.sendall(client_frame(0x1, b"\xc3\x28"))
-            frames = Frames(sock, rest)
-            while True:
-                opcode, payload = frames.next()
-                if opcode == 0x8:
-                    sock.close()
-                    return int(struct.unpack("!H", payload[:2])[0])
-
-        kw: dict[str, Any] = {"additional_headers": AUTH, "max_queue": None, "max_size": None}
-        async with (
-            connect(url, **kw) as p,
-            connect(url, compression=None, **kw) as t,
-            connect(url, **kw) as o,
-        ):
-            await until(lambda: bus.live_subscriber_count == 3, "the subscribers")
-            jobs = asyncio.gather(pinger(p), talker(t), oversized(o), asyncio.to_thread(bad_utf8))
-            await asyncio.to_thread(emit, bus, n, "chatty", "v" * 500)
-            pinged, talked, too_big, invalid = await asyncio.wait_for(jobs, 10)
-            in_order_once(pinged, n)
-            in_order_once(talked, n)
-            assert too_big == 1009 and invalid == 1007
-            await until(lambda: bus.subscriber_count == 2, "the failed clients' subscriptions")
-    # uvicorn logs the bad UTF-8 itself (with a traceback), then closes with 1007.
-    assert complaints(caplog) == ["uvicorn.error: Invalid UTF-8 sequence received from client."]
-
-
-# ------------------------------------------------------------------ what clients get
-
-
-async def test_compressed_and_plain_clients_get_the_same_envelopes(
-    app: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    sizes = [0, 1, 100, 125, 126, 1000, 65_535, 65_536, 100_000]
-    with serving(app, caplog) as server:
-        bus = app.state.platform.bus
-        url = server.ws + "/v1/events?namespace=zip&heartbeat=60"
-        kw: dict[str, Any] = {"additional_headers": AUTH, "max_queue": None, "max_size": None}
-        async with connect(url, compression=None, **kw) as plain, connect(url, **kw) as zipped:
-            assert not plain.protocol.extensions
-            assert [e.name for e in zipped.protocol.extensions] == ["permessage-deflate"]
-            await until(lambda: bus.live_subscriber_count == 2, "the subscribers")
-
-            def emit_sizes() -> None:
-                for i in range(200):
-                    text = ("é€𝄞x" * 30_000)[: sizes[i % len(sizes)]]
-                    bus.emit("test.ws", f"event {i}", namespace="zip", data={"i": i, "t": text})
-
-            readers = asyncio.gather(
-                *(asyncio.create_task(_raw_texts(ws, 200)) for ws in (plain, zipped))
-            )
-            await asyncio.to_thread(emit_sizes)
-            texts_plain, texts_zipped = await asyncio.wait_for(readers, 10)
-    assert texts_plain == texts_zipped
-    in_order_once([json.loads(t) for t in texts_plain], 200)
-    assert complaints(caplog) == []
-
-
-async def _raw_texts(ws: ClientConnection, n: int) -> list[str]:
-    out: list[str] = []
-    while len(out) < n:
-        raw = await asyncio.wait_for(ws.recv(), 5)
-        assert isinstance(raw, str)
-        if json.loads(raw)["type"] != "heartbeat":
-            out.append(raw)
-    return out
-
-
-@pytest.mark.parametrize("compression", [None, "deflate"])
-async def test_a_backlog_larger_than_a_batch_while_live_events_keep_coming(
-    app: Any, caplog: pytest.LogCaptureFixture, compression: str | None
-) -> None:
-    backlog, live = 1300, 300
-    with serving(app, caplog) as server:
-        bus = app.state.platform.bus
-        await asyncio.to_thread(emit, bus, backlog, "since", "b" * 300)
-        url = server.ws + "/v1/events?namespace=since&since=0&heartbeat=60"
-        async with connect(
-            url, additional_headers=AUTH, compression=compression, max_queue=None, max_size=None
-        ) as ws:
-            reader = asyncio.create_task(read_events(ws, backlog + live))
-            await asyncio.to_thread(emit, bus, live, "since", "b" * 300, backlog)
-            in_order_once(await asyncio.wait_for(reader, 10), backlog + live)
-    assert complaints(caplog) == []
-
-
-async def test_an_event_with_a_lone_surrogate_does_not_end_every_stream(
-    app: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """`os.fsdecode` of a non-UTF-8 path gives a string with no UTF-8 form: its envelope
-    could not be framed, so every stream reaching it ended with 1011, on every resume."""
-    with serving(app, caplog) as server:
-        bus = app.state.platform.bus
-        bus.emit("test.ws", "odd path", namespace="odd", data={"path": "caf\udce9"})
-        bus.emit("test.ws", "next", namespace="odd", data={"path": "café"})
-        for compression in (None, "deflate"):
-            url = server.ws + "/v1/events?namespace=odd&since=0&follow=false"
-            async with connect(url, additional_headers=AUTH, compression=compression) as ws:
-                got = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
-                with pytest.raises(ConnectionClosed):
-                    await asyncio.wait_for(ws.recv(), 5)
-            assert ws.close_code == 1000
-            assert [e["data"]["path"] for e in got] == ["caf\udce9", "café"]
-    assert complaints(caplog) == []
-
-
-def test_serialisation_caches_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    from datetime import UTC, datetime
-
-    from a3s_core.api import events_ws, ws_protocol
-    from a3s_core.types import Event
-
-    cache = events_ws._WireCache()
-    cache.MAX_CHARS = 10_000
-    for seq in range(1, 50):
-        e = Event(seq=seq, ts=datetime.now(UTC), type="t", level="info", message="x" * 3000)
-        assert json.loads(cache(e))["seq"] == seq
-        assert cache.chars == sum(len(t) for t in cache.texts.values()) <= 10_000
-    assert 1 <= len(cache.texts) <= 3
-
-    monkeypatch.setattr(ws_protocol, "_FRAMES", {})
-    monkeypatch.setattr(ws_protocol, "_frames_bytes", 0)
-    monkeypatch.setattr(ws_protocol, "_FRAMES_MAX_BYTES", 10_000)
-    for i in range(50):
-        frame = ws_protocol._frame(f"{i:04d}" + "y" * 3000)
-        assert frame[0] == 0x81 and frame.endswith(b"y" * 3000)
-        assert sum(len(f) for f in ws_protocol._FRAMES.values()) <= 10_000
