@@ -16,9 +16,11 @@ from a3s_core.api.schemas import (
     ScaleRequest,
     SubmitResponse,
 )
-from a3s_core.errors import Conflict
+from a3s_core.errors import Conflict, InvalidRequest
 from a3s_core.planning import plan_request
+from a3s_core.sizing.served import parse_overrides
 from a3s_core.types import DeploymentRequest
+from a3s_core.types.spec import check_dns_label
 
 router = APIRouter(prefix="/v1", dependencies=[Admin], tags=["deployments"])
 
@@ -64,6 +66,17 @@ _EXAMPLES: dict[str, Any] = {
 RequestBody = Annotated[DeploymentRequest, Body(openapi_examples=_EXAMPLES)]
 
 
+def check_extra_args(request: DeploymentRequest) -> None:
+    """The `extra_args` that override sizing (max_model_len, tensor_parallel_size, …) are
+    typed: a wrong one is refused now, not accepted and then failed by the controller."""
+    for i, m in enumerate(request.models):
+        try:
+            parse_overrides(m.extra_args)
+        except InvalidRequest as exc:
+            field = f"models[{i}].{exc.field}"
+            raise InvalidRequest(f"{field}: {exc.message}", field=field, value=exc.value) from None
+
+
 @router.post(
     "/deployments",
     status_code=202,
@@ -77,6 +90,7 @@ async def create_deployments(
     body: RequestBody,
     dry_run: Annotated[bool, Query(alias="dryRun")] = False,
 ) -> Any:
+    check_extra_args(body)
     if dry_run:
         return JSONResponse(await plan_request(platform, body))
     return await run_in_threadpool(service.submit, platform, body)
@@ -84,6 +98,7 @@ async def create_deployments(
 
 @router.post("/deployments:plan", summary="Size and place without deploying")
 async def plan_deployments(platform: PlatformDep, body: RequestBody) -> dict[str, Any]:
+    check_extra_args(body)
     return await plan_request(platform, body)
 
 
@@ -93,6 +108,12 @@ async def list_deployments(
     namespace: str | None = None,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> list[DeploymentView]:
+    if namespace:  # one that cannot exist is a mistake, not an empty list
+        try:
+            check_dns_label(namespace, "namespace")
+        except ValueError as exc:
+            raise InvalidRequest(f"namespace: {exc}", field="namespace", value=namespace) from None
+
     def work() -> list[DeploymentView]:
         rows = platform.store.list_deployments(namespace, include_deleted=include_deleted)
         return [service.view(platform, r, recent_events=0) for r in rows]
@@ -136,8 +157,6 @@ async def scale_deployment(
         auto = row.spec.get("autoscaling") or {}
         ceiling = min(ceiling, auto.get("max_replicas", ceiling)) if auto else ceiling
         if body.replicas > ceiling:
-            from a3s_core.errors import InvalidRequest
-
             raise InvalidRequest(
                 f"replicas: {body.replicas} is above this deployment's maximum of {ceiling}",
                 field="replicas",
@@ -145,8 +164,6 @@ async def scale_deployment(
             )
         floor = int(auto.get("min_replicas", 1)) if auto.get("enabled", True) else 1
         if body.replicas < floor:
-            from a3s_core.errors import InvalidRequest
-
             raise InvalidRequest(
                 f"replicas: {body.replicas} is below this deployment's autoscaling minimum of "
                 f"{floor} (autoscaling.minReplicas)",

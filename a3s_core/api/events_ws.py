@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -29,11 +30,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from a3s_core.api.deps import admin_token_of_socket, check_admin
+from a3s_core.api.errors import a3s_error_body
 from a3s_core.api.ws_protocol import SEND_MANY
 from a3s_core.errors import A3SError, InvalidRequest, NotFound
 from a3s_core.events import EventBus, EventFilter, SubscriberOverflow
 from a3s_core.platform import Platform
 from a3s_core.types import Event, LogLine
+from a3s_core.types.spec import check_dns_label, short
 
 log = logging.getLogger("a3s.events")
 router = APIRouter(tags=["events"])
@@ -49,29 +52,40 @@ LATE_TAIL = 1000  # lines of a replica that starts while a client follows the lo
 
 async def _refuse(ws: WebSocket, exc: A3SError) -> None:
     """Refuse the handshake: an HTTP response where the server allows it, else a close."""
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if isinstance(exc, InvalidRequest):
-        body["details"] = [{"field": exc.field, "value": exc.value, "message": exc.message}]
+    body = a3s_error_body(exc)  # as the HTTP API answers: values cut short, secrets hidden
     try:
         await ws.send_denial_response(JSONResponse({"error": body}, exc.status_code))
     except RuntimeError:  # no "websocket.http.response" extension
-        reason = exc.message.encode()[:120].decode(errors="ignore")
+        reason = body["message"].encode()[:120].decode(errors="ignore")
         await ws.close(code=4000 + exc.status_code, reason=reason)
+
+
+# ASCII digits only: int() also takes " 1", "1_000" and full-width digits, and a number of
+# thousands of digits costs time to convert.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 def _int(ws: WebSocket, name: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = ws.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    value = int(raw) if _INTEGER.fullmatch(raw) else None
     if value is None or not lo <= value <= hi:
         raise InvalidRequest(
-            f"{name}: must be an integer from {lo} to {hi} (got {raw!r})", field=name, value=raw
+            f"{name}: must be an integer from {lo} to {hi} (got {short(raw)})",
+            field=name, value=raw,
         )
     return value
+
+
+def _namespace(ws: WebSocket) -> str | None:
+    raw = ws.query_params.get("namespace") or None
+    if raw is not None:  # one that cannot exist would stream nothing, forever
+        try:
+            check_dns_label(raw, "namespace")
+        except ValueError as exc:
+            raise InvalidRequest(f"namespace: {exc}", field="namespace", value=raw) from None
+    return raw
 
 
 def _bool(ws: WebSocket, name: str, default: bool) -> bool:
@@ -316,11 +330,11 @@ async def _stream_events(ws: WebSocket, platform: Platform, want: _Stream) -> No
 @router.websocket("/v1/events")
 async def events(ws: WebSocket) -> None:
     try:
-        platform = await _admit(ws)
-        accept = EventFilter(
-            namespace=ws.query_params.get("namespace") or None,
-            deployment_id=ws.query_params.get("deployment") or None,
-        )
+        # An unknown deployment id is refused (404), as on its own path: it would stream
+        # nothing, forever.
+        deployment_id = ws.query_params.get("deployment") or None
+        platform = await _admit(ws, deployment_id)
+        accept = EventFilter(namespace=_namespace(ws), deployment_id=deployment_id)
         want = _Stream.parse(ws, accept, default_since=None)
     except A3SError as exc:
         await _refuse(ws, exc)

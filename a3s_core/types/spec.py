@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Annotated, Any, Literal
+import unicodedata
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# `$` would also match before a trailing newline ("a\n" passed): matched with fullmatch.
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+MAX_MODELS = 100  # per request: each one is a deployment the controller sizes and places
+MAX_MODEL_LEN = 2**31 - 1  # engines take it as a 32-bit integer
+MAX_JSON_DEPTH = 32  # of extra_args / metadata (stored as JSON, echoed in events)
+MAX_MODEL_ID = 4096  # a Hugging Face id or a path (PATH_MAX)
 
+Number = StrictFloat  # an int or a float; not "80" nor true (bool is an int in Python)
 Quantization = Literal["awq", "gptq", "fp8", "none"]
 QUANTIZATIONS: tuple[str, ...] = ("awq", "gptq", "fp8", "none")
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters, for messages that quote what was sent."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def check_dns_label(value: str, what: str) -> str:
@@ -18,31 +42,78 @@ def check_dns_label(value: str, what: str) -> str:
     if not value:
         raise ValueError(f"{what} must not be empty")
     if len(value) > 63:
-        raise ValueError(f"{what} {value!r} is {len(value)} characters; at most 63 are allowed")
-    if not DNS1123_LABEL.match(value):
         raise ValueError(
-            f"{what} {value!r} must be a DNS-1123 label: lower-case letters, digits and '-', "
-            "starting and ending with a letter or digit"
+            f"{what} {short(value)} is {len(value)} characters; at most 63 are allowed"
         )
+    if not DNS1123_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{what} {short(value)} must be a DNS-1123 label: lower-case letters, digits and "
+            "'-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _bad_json(at: str, got: Any, reason: str) -> PydanticCustomError:
+    # `at` (appended to the field's path) and `got` are read by the API's error mapping.
+    return PydanticCustomError("json_value", "{reason}", {"reason": reason, "at": at, "got": got})
+
+
+def _check_text(text: str, at: str) -> None:
+    if "\x00" in text:
+        raise _bad_json(at, text, "must not contain NUL characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode()  # pydantic-core needs UTF-8
+        raise _bad_json(at, shown, "is not valid Unicode (a lone surrogate)") from None
+
+
+J = TypeVar("J")
+
+
+def check_plain_json(value: J) -> J:
+    """Free-form objects (`extra_args`, `metadata`) are stored as JSON, shown by the API and
+    sent in events: refuse what would not survive that (NaN / Infinity, lone surrogates, NUL,
+    nesting deeper than MAX_JSON_DEPTH), naming where it is."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        v, at, depth = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            spelt = "NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity"
+            raise _bad_json(at, spelt, f"{spelt} is not allowed; numbers must be finite")
+        if isinstance(v, str):
+            _check_text(v, at)
+        elif isinstance(v, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                shown = "{…}" if isinstance(v, dict) else "[…]"
+                raise _bad_json(at, shown, f"nested deeper than {MAX_JSON_DEPTH} levels")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                if isinstance(k, str):
+                    key = f".{k}" if re.fullmatch(r"[A-Za-z_][\w-]*", k) else f"[{short(k)}]"
+                    _check_text(k, at + key)
+                else:
+                    key = f"[{k}]"
+                stack.append((x, at + key, depth + 1))
     return value
 
 
 class AutoscalingSpec(BaseModel):
     """Per-model autoscaling. Defaults are the seed's §3.7 table."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    enabled: bool = True
+    enabled: StrictBool = True
     min_replicas: Annotated[StrictInt, Field(ge=1)] = Field(1, alias="minReplicas")
     max_replicas: Annotated[StrictInt, Field(ge=1)] = Field(4, alias="maxReplicas")
-    gpu_util_up: float = Field(80.0, ge=0, le=100, description="scale up above this GPU %")
-    gpu_util_down: float = Field(20.0, ge=0, le=100, description="scale down below this GPU %")
-    queue_up: float = Field(10, ge=0, description="scale up above this many waiting requests")
-    queue_zero_for_s: float = Field(300, ge=0, description="queue must be 0 this long to go down")
-    p99_up_s: float = Field(2.0, gt=0, description="scale up when P99 latency exceeds this")
-    p99_down_s: float = Field(0.5, gt=0, description="scale down only when P99 is below this")
-    up_cooldown_s: float = Field(60, ge=0)
-    down_cooldown_s: float = Field(300, ge=0)
+    gpu_util_up: Number = Field(80.0, ge=0, le=100, description="scale up above this GPU %")
+    gpu_util_down: Number = Field(20.0, ge=0, le=100, description="scale down below this GPU %")
+    queue_up: Number = Field(10, ge=0, description="scale up above this many waiting requests")
+    queue_zero_for_s: Number = Field(300, ge=0, description="queue must be 0 this long to go down")
+    p99_up_s: Number = Field(2.0, gt=0, description="scale up when P99 latency exceeds this")
+    p99_down_s: Number = Field(0.5, gt=0, description="scale down only when P99 is below this")
+    up_cooldown_s: Number = Field(60, ge=0)
+    down_cooldown_s: Number = Field(300, ge=0)
     max_step: Annotated[StrictInt, Field(ge=1)] = 4
 
     @model_validator(mode="after")
@@ -63,10 +134,13 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(description="model name, unique in the request; becomes a host name")
-    model: str = Field(min_length=1, description="Hugging Face model id or a model path")
-    engine: str = Field("vllm", min_length=1, description="vllm / tgi / sglang / ollama / …")
+    model: str = Field(
+        min_length=1, max_length=MAX_MODEL_ID, description="Hugging Face model id or a model path"
+    )
+    # No min_length: "" is an unknown engine, refused with the list of installed ones.
+    engine: str = Field("vllm", description="vllm / tgi / sglang / ollama / …")
     quantization: Quantization = "none"
-    max_model_len: Annotated[StrictInt, Field(gt=0)] | None = None
+    max_model_len: Annotated[StrictInt, Field(gt=0, le=MAX_MODEL_LEN)] | None = None
     replicas: Annotated[StrictInt, Field(ge=1)] = 1
     extra_args: dict[str, Any] = Field(default_factory=dict)
     autoscaling: AutoscalingSpec | None = None
@@ -83,7 +157,14 @@ class ModelSpec(BaseModel):
     def _model(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("model must not be blank")
+        if any(unicodedata.category(c) == "Cc" for c in v.strip()):
+            raise ValueError(f"model {short(v)} must not contain control characters")
         return v.strip()
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_plain_json(v)
 
 
 class DeploymentRequest(BaseModel):
@@ -109,7 +190,7 @@ class DeploymentRequest(BaseModel):
         },
     )
 
-    models: list[ModelSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1, max_length=MAX_MODELS)
     namespace: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -118,14 +199,22 @@ class DeploymentRequest(BaseModel):
     def _namespace(cls, v: str | None) -> str | None:
         return None if v is None else check_dns_label(v, "namespace")
 
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_plain_json(v)
+
     @field_validator("models")
     @classmethod
     def _unique(cls, v: list[ModelSpec]) -> list[ModelSpec]:
-        seen: set[str] = set()
-        for m in v:
+        seen: dict[str, int] = {}
+        for i, m in enumerate(v):
             if m.name in seen:
-                raise ValueError(f"name {m.name!r} appears more than once in models")
-            seen.add(m.name)
+                raise ValueError(
+                    f"models[{i}].name {m.name!r} is also models[{seen[m.name]}].name; "
+                    "names must be unique within a request"
+                )
+            seen[m.name] = i
         return v
 
     def resolved_namespace(self) -> str:
