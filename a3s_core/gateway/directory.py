@@ -175,9 +175,9 @@ class Directory:
         # The store's health as the last read found it. A failed read is not retried for
         # `ttl_s` (counted from its end), so an outage costs the store one attempt per
         # `ttl_s` however many requests arrive.
-        self._store_ok = True
         self._failed_at = -math.inf
-        self._down_since: float | None = None  # the first failed read of this outage
+        # The first failed read of this outage; None while the store reads fine.
+        self._down_since: float | None = None
 
     @property
     def current(self) -> Snapshot | None:
@@ -188,14 +188,14 @@ class Directory:
     def store_ok(self) -> bool:
         """False from a failed read of the store until the next successful one (any thread;
         for health reports)."""
-        return self._store_ok
+        return self._down_since is None
 
     @property
     def stale_for_s(self) -> float | None:
         """None while the store reads fine. During an outage, how old the rows the gateway
         serves from are: seconds since the last successful read, or since the first failed
         one when none has succeeded yet (any thread)."""
-        if self._store_ok:
+        if self._down_since is None:
             return None
         snap = self._snapshot
         since = snap.taken_at if snap is not None else self._down_since
@@ -278,11 +278,11 @@ class Directory:
             if gen >= self._snapshot_gen:  # an older read finishing late never wins
                 self._snapshot, self._snapshot_gen = snap, gen
             self._failed_at = -math.inf
-            if not self._store_ok:
-                down = self._down_since
-                self._store_ok, self._down_since = True, None
+            down = self._down_since
+            if down is not None:
+                self._down_since = None
                 log.info("the store is reachable again (it was not for %.1f s)",
-                         time.monotonic() - down if down is not None else 0.0)
+                         time.monotonic() - down)
             return snap
         finally:
             if self._refreshing_gen == gen:
@@ -291,11 +291,10 @@ class Directory:
     def _read_failed(self, exc: Exception) -> None:
         now = time.monotonic()
         self._failed_at = now
-        if not self._store_ok:
+        if self._down_since is not None:
             log.debug("the store is still unreachable: %s: %s", type(exc).__name__, exc)
             return
         self._down_since = now
-        self._store_ok = False
         snap = self._snapshot
         if snap is None:
             held = "nothing (no snapshot yet)"
