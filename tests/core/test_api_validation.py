@@ -6,21 +6,7 @@ import json
 from typing import Any
 
 import pytest
-
-from a3s_core.store import ApiKeyRow, DeploymentRow, EventRow
-
-OK = {"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}
-
-
-def model(**kw: Any) -> dict[str, Any]:
-    m = dict(OK)
-    for k, v in kw.items():
-        if v is ...:
-            m.pop(k, None)
-        else:
-            m[k] = v
-    return m
-
+from api_fuzz_kit import _counts, model
 
 CASES: list[tuple[str, Any, str]] = [
     ("models missing", {}, "models"),
@@ -45,11 +31,6 @@ CASES: list[tuple[str, Any, str]] = [
     ("invalid namespace", {"models": [model()], "namespace": "Team_AI"}, "namespace"),
     ("metadata not object", {"models": [model()], "metadata": "x"}, "metadata"),
 ]
-
-
-def _counts(client: Any) -> tuple[int, int, int]:
-    store = client.app.state.platform.store
-    return store.count(DeploymentRow), store.count(ApiKeyRow), store.count(EventRow)
 
 
 @pytest.mark.parametrize(("what", "body", "field"), CASES, ids=[c[0] for c in CASES])
