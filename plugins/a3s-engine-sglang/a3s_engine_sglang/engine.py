@@ -104,15 +104,25 @@ def asked_utilization(ctx: LaunchContext) -> bool:
     return any(key_of(str(k)) == "gpu_memory_utilization" for k in ctx.extra_args)
 
 
+# List-valued options SGLang takes as ONE JSON string (type=json_list_type, no nargs).
+JSON_LISTS = frozenset(
+    {"piecewise_cuda_graph_tokens", "remote_instance_weight_loader_send_weights_group_ports",
+     "forward_hooks"}
+)
+
+
 def render_sglang(flag: str, key: str, value: Any) -> list[Option]:
     """SGLang's argparse: switches are store_true (a False is simply left out; turning a
-    feature off has its own `--disable-…` switch), lists are nargs='+', dicts are JSON
-    (`--json-model-override-args`)."""
+    feature off has its own `--disable-…` switch), lists are nargs='+' except the few typed
+    `json_list_type` (one JSON string), dicts are JSON (`--json-model-override-args`). The
+    contract test checks these rules against the wheel."""
     if value is True:
         return [(flag, [])]
     if value is False or value is None:
         return []
     if isinstance(value, list | tuple):
+        if key in JSON_LISTS:
+            return [(flag, [json.dumps(list(value), separators=(",", ":"))])]
         return [(flag, [str(v) for v in value])]
     if isinstance(value, dict):
         return [(flag, [json.dumps(value, separators=(",", ":"))])]
