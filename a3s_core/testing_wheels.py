@@ -5,7 +5,8 @@ the argument definitions in the engine's own release, read from its source, neve
 (`pip download --no-deps`) into a cache outside the work tree (`A3S_WHEEL_CACHE`, by default
 `~/.cache/a3s-wheels`), extracts the named files beside it and returns that directory.
 Without a cached wheel and without a registry the calling test is skipped, saying so; a
-registry that answers but has no such version fails the test (a pin that cannot be had).
+registry that lists the project's releases without this one fails the test (a pin that
+cannot be had).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def _wheel(dist: str, version: str) -> Path:
         got = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not got:
             said = (proc.stderr or proc.stdout).strip().splitlines()
-            if "No matching distribution found" in proc.stderr:
+            if "(from versions: " in proc.stderr and "(from versions: none)" not in proc.stderr:
+                # The registry answered with a list of releases, and this one is not there.
                 raise AssertionError(f"{dist}=={version} is not published as a wheel: "
                                      + " ".join(said[-2:]))
             pytest.skip(f"{dist}=={version}: no wheel cached in {cache} and the package "
