@@ -176,12 +176,15 @@ def test_consumed_keys_are_skipped_for_tei_too() -> None:
         kind="encoder",
         tensor_parallel_size=1,
         dtype="bfloat16",
-        extra_args={"max_model_len": 256, "dtype": "float32", "auto_truncate": True,
+        extra_args={"max_model_len": 256, "dtype": "float32", "auto_truncate": False,
                     "max_batch_tokens": 32768, "pooling": "cls"},
     )  # fmt: skip
     argv = TgiEngine().command(c)
     assert "--dtype" not in argv  # bfloat16 → TEI's own choice; the extra dtype was consumed
-    assert argv[-5:] == ["--auto-truncate", "--max-batch-tokens", "32768", "--pooling", "cls"]
+    # auto_truncate defaults to true in TEI: off has to be said.
+    assert argv[-6:] == [
+        "--auto-truncate", "false", "--max-batch-tokens", "32768", "--pooling", "cls",
+    ]
 
 
 def test_tei_cannot_shard() -> None:
