@@ -89,7 +89,9 @@ class VllmEngine(Engine):
         return LoadFigures(
             waiting=samples.total("vllm:num_requests_waiting"),
             running=samples.total("vllm:num_requests_running"),
-            # Renamed in v0.10 (PR #18354); older images only have the gpu_ name.
+            # Renamed in v0.9.2 (PR #18354). v0.9.2–v0.10.x export both names; v0.11 only
+            # kv_ (gpu_ only with --show-hidden-metrics-for-version=0.10); images before
+            # v0.9.2 only gpu_.
             kv_cache_usage=samples.mean("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
         )
 
