@@ -73,7 +73,16 @@ class Engine(ABC):
 
     @abstractmethod
     def command(self, ctx: LaunchContext) -> list[str]:
-        """The launch argv (container command + args, or a local executable)."""
+        """The launch argv: executable first (it replaces a container image's ENTRYPOINT),
+        or, when `keeps_entrypoint(ctx)`, only the arguments to the image's ENTRYPOINT."""
+
+    def keeps_entrypoint(self, ctx: LaunchContext) -> bool:
+        """True when, inside its image (`ctx.in_container`), `command(ctx)` is only the
+        arguments to the image's own ENTRYPOINT, which must run (e.g. TEI's picks the
+        binary built for the GPU's compute capability). A container runtime then sets them
+        as the container's args and leaves its command alone. Never consulted outside a
+        container: there `command(ctx)` is a whole argv."""
+        return False
 
     def parse_metrics(self, text: str) -> LoadFigures:
         """Prometheus text of the engine's /metrics → common load figures."""

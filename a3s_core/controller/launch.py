@@ -46,6 +46,7 @@ async def build_request(
         engine=dep.engine,
         image=engine.image_for(ctx),
         command=engine.command(ctx),
+        keep_entrypoint=bool(ctx.in_container) and engine.keeps_entrypoint(ctx),
         env=engine.env(ctx),
         port=port,
         health_path=engine.health_path,

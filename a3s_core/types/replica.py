@@ -20,6 +20,11 @@ class ReplicaRequest(BaseModel):
     engine: str
     image: str
     command: list[str] = Field(description="engine argv, rendered by the engine plugin")
+    keep_entrypoint: bool = Field(
+        False,
+        description="True: `command` holds only the arguments to the image's ENTRYPOINT, "
+        "which stays (container args, not command); False: the whole argv, executable first",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     port: int = Field(description="port the engine listens on inside its sandbox")
     health_path: str

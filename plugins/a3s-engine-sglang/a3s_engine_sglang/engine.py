@@ -6,7 +6,14 @@ import json
 from typing import Any, ClassVar
 
 from a3s_core.contracts import Engine, LaunchContext
-from a3s_core.contracts.argv import Option, check_context, merge, number, user_options
+from a3s_core.contracts.argv import (
+    Option,
+    check_context,
+    key_of,
+    merge,
+    number,
+    user_options,
+)
 from a3s_core.contracts.metrics import Samples
 from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
 
@@ -62,10 +69,15 @@ class SglangEngine(Engine):
             ("--tp-size", [str(ctx.tensor_parallel_size)]),
             ("--context-length", [str(ctx.max_model_len)]),
             ("--dtype", [ctx.dtype]),
-            # SGLang's fraction covers weights + KV pool (activations live outside it), so the
-            # plan's utilisation is an upper bound here; extra_args.mem_fraction_static wins.
-            ("--mem-fraction-static", [number(ctx.gpu_memory_utilization)]),
         ]
+        if asked_utilization(ctx):
+            # SGLang's fraction covers weights + KV pool only (activations and CUDA graphs
+            # live outside it), so an asked-for utilisation is an upper bound here. Unasked,
+            # SGLang's own formula applies: 1 - reserve/memory, the reserve sized from the
+            # real GPU memory, chunked-prefill size, CUDA-graph batch and TP (about 0.82 on an
+            # H100 at TP 4; ServerArgs._handle_gpu_memory_settings). The platform's 0.9
+            # default would leave less room than that for long prefills and graph capture.
+            own.append(("--mem-fraction-static", [number(ctx.gpu_memory_utilization)]))
         if ctx.quantization and ctx.quantization not in CHECKPOINT_DEFINED:
             own.append(("--quantization", [ctx.quantization]))
         if ctx.kind == "encoder":
@@ -86,15 +98,31 @@ class SglangEngine(Engine):
         )
 
 
+def asked_utilization(ctx: LaunchContext) -> bool:
+    """Whether the deployment's extra_args set gpu_memory_utilization (the plan then carries
+    it), as opposed to the platform's default."""
+    return any(key_of(str(k)) == "gpu_memory_utilization" for k in ctx.extra_args)
+
+
+# List-valued options SGLang takes as ONE JSON string (type=json_list_type, no nargs).
+JSON_LISTS = frozenset(
+    {"piecewise_cuda_graph_tokens", "remote_instance_weight_loader_send_weights_group_ports",
+     "forward_hooks"}
+)
+
+
 def render_sglang(flag: str, key: str, value: Any) -> list[Option]:
     """SGLang's argparse: switches are store_true (a False is simply left out; turning a
-    feature off has its own `--disable-…` switch), lists are nargs='+', dicts are JSON
-    (`--json-model-override-args`)."""
+    feature off has its own `--disable-…` switch), lists are nargs='+' except the few typed
+    `json_list_type` (one JSON string), dicts are JSON (`--json-model-override-args`). The
+    contract test checks these rules against the wheel."""
     if value is True:
         return [(flag, [])]
     if value is False or value is None:
         return []
     if isinstance(value, list | tuple):
+        if key in JSON_LISTS:
+            return [(flag, [json.dumps(list(value), separators=(",", ":"))])]
         return [(flag, [str(v) for v in value])]
     if isinstance(value, dict):
         return [(flag, [json.dumps(value, separators=(",", ":"))])]

@@ -36,7 +36,6 @@ def test_seed_minimal_request_bf16_tensor_parallel_2() -> None:
         "--tp-size", "2",
         "--context-length", "32768",
         "--dtype", "bfloat16",
-        "--mem-fraction-static", "0.9",
         "--enable-metrics",
     ]  # fmt: skip
 
@@ -59,9 +58,18 @@ def test_seed_full_request_awq_one_gpu() -> None:
         "--tp-size", "1",
         "--context-length", "32768",
         "--dtype", "float16",
-        "--mem-fraction-static", "0.9",
         "--enable-metrics",
     ]  # fmt: skip
+
+
+def test_default_memory_fraction_is_left_to_sglangs_own_formula() -> None:
+    # 0.9 (the platform's vLLM-style default) is above what SGLang itself would choose on
+    # any GPU (1 - reserve/memory: about 0.82 on an H100 at TP 4), leaving too little for
+    # activations and CUDA graphs; only an asked-for utilisation is passed on.
+    assert "--mem-fraction-static" not in SglangEngine().command(ctx())
+    asked = ctx(gpu_memory_utilization=0.7, extra_args={"gpu-memory-utilization": 0.7})
+    argv = SglangEngine().command(asked)
+    assert argv[argv.index("--mem-fraction-static") + 1] == "0.7"
 
 
 def test_fp8_is_named_because_it_can_be_applied_online() -> None:
@@ -79,6 +87,7 @@ def test_seed_multi_request_embedding_model() -> None:
             max_model_len=512,
             dtype="float16",
             gpu_memory_utilization=0.85,
+            extra_args={"gpu_memory_utilization": 0.85},
         )
     )
     assert argv == [

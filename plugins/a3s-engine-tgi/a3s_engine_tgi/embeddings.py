@@ -1,8 +1,13 @@
-"""`text-embeddings-router` (text-embeddings-inference, TEI) argv for embedding models.
+"""`text-embeddings-router` (text-embeddings-inference, TEI) arguments for embedding models.
 
 TGI itself does not serve embeddings; Hugging Face's answer for them is TEI, so `tgi`
 deployments of encoder models run TEI. TEI keeps the model on one GPU (no sharding), takes
 its sequence length from the model, and has no memory-fraction setting.
+
+Inside the `cuda-` image there is no `text-embeddings-router`: the image's ENTRYPOINT
+(`cuda-all-entrypoint.sh`) asks nvidia-smi for the compute capability and execs
+`text-embeddings-router-75/-80/-90/-100/-120`. So in a container only the arguments are
+rendered and the ENTRYPOINT stays; a local install (`cargo install`) has the plain name.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ RESERVED = frozenset(
 DTYPE = {"float16": "float16", "half": "float16", "float32": "float32", "float": "float32"}
 
 
+EXECUTABLE = "text-embeddings-router"
+
+
 def tei_argv(ctx: LaunchContext) -> list[str]:
+    """The arguments, preceded by the executable unless they go to the image's ENTRYPOINT."""
     if ctx.tensor_parallel_size != 1:
         raise InvalidRequest(
             "text-embeddings-inference serves a model on one GPU; tensor_parallel_size must be "
@@ -38,4 +47,5 @@ def tei_argv(ctx: LaunchContext) -> list[str]:
     if dtype := DTYPE.get(ctx.dtype):
         own.append(("--dtype", [dtype]))
     user = user_options(ctx.extra_args, engine="tgi", reserved=RESERVED, render=render_clap)
-    return ["text-embeddings-router", *merge(own, user, {})]
+    args = merge(own, user, {})
+    return args if ctx.in_container else [EXECUTABLE, *args]

@@ -19,11 +19,12 @@ METRICS = ("tgi_queue_size", "tgi_batch_current_size", "te_queue_size", "te_requ
 
 class TgiEngine(Engine):
     """Hugging Face's servers. `image` is TGI's; `embedding_image` is TEI's universal CUDA
-    build (kernels for Turing through Hopper), used when the model is an encoder."""
+    build (kernels for Turing through Blackwell), used when the model is an encoder. TEI
+    1.9 is the first with `--served-model-name`."""
 
     name = "tgi"
     image = "ghcr.io/huggingface/text-generation-inference:3.3.5"
-    embedding_image = "ghcr.io/huggingface/text-embeddings-inference:cuda-1.8.3"
+    embedding_image = "ghcr.io/huggingface/text-embeddings-inference:cuda-1.9.3"
     port = 8080
     health_path = "/health"
     # TGI answers /health only after warm-up; TEI only once the model is loaded.
@@ -43,6 +44,11 @@ class TgiEngine(Engine):
 
     def image_for(self, ctx: LaunchContext) -> str:
         return self.embedding_image if ctx.kind == "encoder" else self.image
+
+    def keeps_entrypoint(self, ctx: LaunchContext) -> bool:
+        # TEI's ENTRYPOINT picks the router binary built for the GPU; TGI's launcher is
+        # named in full.
+        return ctx.kind == "encoder"
 
     def check(self, profile: ModelProfile, plan: SizingPlan | None) -> str | None:
         method = profile.quantization.method if profile.quantization else ""

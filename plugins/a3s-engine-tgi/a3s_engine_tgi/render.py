@@ -7,9 +7,10 @@ from typing import Any
 
 from a3s_core.contracts.argv import Option
 
-# `Option<bool>` arguments need an explicit value (`--sharded false`); every other boolean
-# is a presence switch.
-VALUE_BOOLEANS = frozenset({"sharded"})
+# Booleans that take a value: TGI's `sharded` (`Option<bool>`, a value is required) and
+# TEI's `auto_truncate` (`num_args = 0..=1`, default true: off must be said as
+# `--auto-truncate false`). Every other boolean is a presence switch.
+VALUE_BOOLEANS = frozenset({"sharded", "auto_truncate"})
 
 
 def render_clap(flag: str, key: str, value: Any) -> list[Option]:

@@ -74,7 +74,7 @@ def test_seed_multi_request_embedding_runs_text_embeddings_inference() -> None:
         dtype="float16",
     )
     engine = TgiEngine()
-    assert engine.image_for(c) == "ghcr.io/huggingface/text-embeddings-inference:cuda-1.8.3"
+    assert engine.image_for(c) == "ghcr.io/huggingface/text-embeddings-inference:cuda-1.9.3"
     assert engine.command(c) == [
         "text-embeddings-router",
         "--model-id", "BAAI/bge-large-zh-v1.5",
@@ -91,10 +91,33 @@ def test_seed_multi_request_embedding_runs_text_embeddings_inference() -> None:
     }
 
 
+def test_tei_in_its_image_keeps_the_entrypoint_that_picks_the_binary_for_the_gpu() -> None:
+    # The cuda- image has text-embeddings-router-75/-80/-90/-100/-120 only; its ENTRYPOINT
+    # chooses by compute capability. So the pod gets arguments, not a command.
+    engine = TgiEngine()
+    c = ctx(served_model_name="embedding", model="BAAI/bge-large-zh-v1.5", kind="encoder",
+            tensor_parallel_size=1, max_model_len=512, dtype="float16", in_container=True)
+    assert engine.keeps_entrypoint(c)
+    assert engine.command(c) == [
+        "--model-id", "BAAI/bge-large-zh-v1.5",
+        "--served-model-name", "embedding",
+        "--hostname", "0.0.0.0",
+        "--port", "8080",
+        "--dtype", "float16",
+    ]  # fmt: skip
+    # A local install has the plain executable; TGI's launcher is always named in full.
+    assert engine.command(c.model_copy(update={"in_container": False}))[0] == (
+        "text-embeddings-router"
+    )
+    decoder = ctx(in_container=True)
+    assert not engine.keeps_entrypoint(decoder)
+    assert engine.command(decoder)[0] == "text-generation-launcher"
+
+
 def test_both_images_are_overridable() -> None:
-    engine = TgiEngine("mirror/tgi:3.3.5", embedding_image="mirror/tei:cuda-1.8.3")
+    engine = TgiEngine("mirror/tgi:3.3.5", embedding_image="mirror/tei:cuda-1.9.3")
     assert engine.image_for(ctx()) == "mirror/tgi:3.3.5"
-    assert engine.image_for(ctx(kind="encoder", tensor_parallel_size=1)) == "mirror/tei:cuda-1.8.3"
+    assert engine.image_for(ctx(kind="encoder", tensor_parallel_size=1)) == "mirror/tei:cuda-1.9.3"
 
 
 def test_marlin_spellings_map_to_the_checkpoint_format() -> None:
@@ -153,12 +176,15 @@ def test_consumed_keys_are_skipped_for_tei_too() -> None:
         kind="encoder",
         tensor_parallel_size=1,
         dtype="bfloat16",
-        extra_args={"max_model_len": 256, "dtype": "float32", "auto_truncate": True,
+        extra_args={"max_model_len": 256, "dtype": "float32", "auto_truncate": False,
                     "max_batch_tokens": 32768, "pooling": "cls"},
     )  # fmt: skip
     argv = TgiEngine().command(c)
     assert "--dtype" not in argv  # bfloat16 → TEI's own choice; the extra dtype was consumed
-    assert argv[-5:] == ["--auto-truncate", "--max-batch-tokens", "32768", "--pooling", "cls"]
+    # auto_truncate defaults to true in TEI: off has to be said.
+    assert argv[-6:] == [
+        "--auto-truncate", "false", "--max-batch-tokens", "32768", "--pooling", "cls",
+    ]
 
 
 def test_tei_cannot_shard() -> None:

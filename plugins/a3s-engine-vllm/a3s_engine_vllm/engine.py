@@ -89,23 +89,51 @@ class VllmEngine(Engine):
         return LoadFigures(
             waiting=samples.total("vllm:num_requests_waiting"),
             running=samples.total("vllm:num_requests_running"),
-            # Renamed in v0.10 (PR #18354); older images only have the gpu_ name.
+            # Renamed in v0.9.2 (PR #18354). v0.9.2–v0.10.x export both names; v0.11 only
+            # kv_ (gpu_ only with --show-hidden-metrics-for-version=0.10); images before
+            # v0.9.2 only gpu_.
             kv_cache_usage=samples.mean("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
         )
 
 
+# List-valued options vLLM takes as ONE JSON string (`type=json.loads`, no nargs), e.g.
+# `--allowed-origins '["https://a.example"]'`.
+JSON_LISTS = frozenset({"allowed_origins", "allowed_methods", "allowed_headers"})
+# List-valued options with action='append': the flag is repeated, one value each.
+REPEATED = frozenset({"middleware"})
+# Presence switches (store_true, or nargs='?' with a const): there is no `--no-` form, so a
+# False is left out.
+SWITCHES = frozenset({"headless", "disable_log_stats", "disable_mm_preprocessor_cache",
+                      "enable_multimodal_encoder_data_parallel", "hf_token"})
+
+
 def render_vllm(flag: str, key: str, value: Any) -> list[Option]:
     """vLLM's argparse: booleans are `--x` / `--no-x` (it uses BooleanOptionalAction, so a
-    False must be said, e.g. to turn prefix caching off), lists are one flag with several
-    values (nargs='+'), dicts are JSON (`--hf-overrides`, `--speculative-config`)."""
+    False must be said, e.g. to turn prefix caching off; the few store_true switches just
+    leave it out), lists are one flag with several values (nargs='+') except the CORS lists
+    (one JSON string) and `middleware` (repeated), dicts are JSON (`--hf-overrides`,
+    `--speculative-config`). The contract test checks these rules against the wheel."""
     if value is True:
         return [(flag, [])]
     if value is False:
-        return [("--no-" + flag[2:], [])]
+        return [] if key in SWITCHES else [("--no-" + flag[2:], [])]
     if value is None:
         return []
     if isinstance(value, list | tuple):
-        return [(flag, [str(v) for v in value])]
+        if key in JSON_LISTS:
+            return [(flag, [_json(list(value))])]
+        if key in REPEATED:
+            return [(flag, [_item(v)]) for v in value]
+        return [(flag, [_item(v) for v in value])]
     if isinstance(value, dict):
-        return [(flag, [json.dumps(value, separators=(",", ":"))])]
+        return [(flag, [_json(value)])]
     return [(flag, [str(value)])]
+
+
+def _item(value: Any) -> str:
+    """A list element: JSON for a structured one (e.g. a `--lora-modules` entry)."""
+    return _json(value) if isinstance(value, dict | list) else str(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

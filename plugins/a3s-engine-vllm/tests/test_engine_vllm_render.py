@@ -102,6 +102,9 @@ def test_extra_args_rendered_the_vllm_way() -> None:
         "kv_cache_dtype": "fp8",
         "hf_overrides": {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
         "allowed_origins": ["https://a.example", "https://b.example"],
+        "cuda_graph_sizes": [1, 2, 4],
+        "middleware": ["a.Mw", "b.Mw"],
+        "disable_log_stats": False,  # store_true: no --no- form, a False is left out
         "seed": None,
     }
     argv = VllmEngine().command(ctx(extra_args=extra))
@@ -112,7 +115,10 @@ def test_extra_args_rendered_the_vllm_way() -> None:
         "--max-num-seqs", "64",
         "--kv-cache-dtype", "fp8",
         "--hf-overrides", '{"rope_scaling":{"rope_type":"yarn","factor":4.0}}',
-        "--allowed-origins", "https://a.example", "https://b.example",
+        # type=json.loads, no nargs: one JSON string (two words would make vLLM exit)
+        "--allowed-origins", '["https://a.example","https://b.example"]',
+        "--cuda-graph-sizes", "1", "2", "4",  # nargs='+'
+        "--middleware", "a.Mw", "--middleware", "b.Mw",  # action='append'
     ]  # fmt: skip
 
 

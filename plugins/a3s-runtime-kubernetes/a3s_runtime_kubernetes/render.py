@@ -152,8 +152,11 @@ def render_pod(request: ReplicaRequest, namespace: str, opts: KubernetesOptions)
         name=n.CONTAINER,
         image=request.image,
         # The engine renders the whole argv (executable included), so it replaces the
-        # image's ENTRYPOINT; what runs is exactly what the local runtime would run.
-        command=list(request.command),
+        # image's ENTRYPOINT; what runs is exactly what the local runtime would run. An
+        # engine whose image's ENTRYPOINT must run (TEI's picks its binary by GPU) renders
+        # only the arguments, which become the container's args.
+        command=None if request.keep_entrypoint else list(request.command),
+        args=list(request.command) if request.keep_entrypoint else None,
         image_pull_policy=opts.image_pull_policy,
         ports=[k8s.V1ContainerPort(name=PORT_NAME, container_port=request.port, protocol="TCP")],
         env=_env(request, opts),
