@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import yaml
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
@@ -31,6 +32,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from a3s_core.cli.client import Client, CliError
+from a3s_core.cli.client import path as url_path
 
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnects
 MAX_ATTEMPTS = 8  # consecutive failed connects before giving up
@@ -112,6 +114,16 @@ async def _stream(
         await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
 
 
+def _document(console: Console, msg: dict[str, Any], form: str) -> None:
+    """One message as one line of JSON, or as one YAML document of a stream."""
+    if form == "yaml":
+        text = "---\n" + yaml.safe_dump(msg, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(msg, ensure_ascii=False) + "\n"
+    console.file.write(text)
+    console.file.flush()
+
+
 def _clock(ts: str | None) -> str:
     try:
         return datetime.fromisoformat(ts or "").astimezone().strftime("%H:%M:%S")
@@ -141,11 +153,16 @@ async def stream_events(
     follow: bool,
     namespace: str | None,
     deployment: str | None,
+    documents: str | None = None,
 ) -> None:
-    """Print events after `since`; with `follow`, keep printing live ones."""
+    """Print events after `since`; with `follow`, keep printing live ones. `documents`
+    ("json" or "yaml"): each event as the API sends it, one JSON line or YAML document."""
 
     async def show(e: dict[str, Any]) -> bool:
-        console.print(event_line(e))
+        if documents:
+            _document(console, e, documents)
+        else:
+            console.print(event_line(e))
         return False
 
     params = {"namespace": namespace, "deployment": deployment, "follow": str(follow).lower()}
@@ -153,11 +170,20 @@ async def stream_events(
 
 
 async def stream_logs(
-    client: Client, console: Console, deployment_id: str, tail: int, follow: bool
+    client: Client,
+    console: Console,
+    deployment_id: str,
+    tail: int,
+    follow: bool,
+    documents: str | None = None,
 ) -> None:
-    """Print the last `tail` lines of every replica; with `follow`, new lines as they come."""
+    """Print the last `tail` lines of every replica; with `follow`, new lines as they come.
+    `documents` ("json" or "yaml"): each message as the API sends it."""
 
     async def show(msg: dict[str, Any]) -> bool:
+        if documents:
+            _document(console, msg, documents)
+            return False
         replica = str(msg.get("replica", "?"))
         style = REPLICA_STYLES[zlib.crc32(replica.encode()) % len(REPLICA_STYLES)]
         if msg.get("type") == "log.error":
@@ -173,7 +199,7 @@ async def stream_logs(
         return False
 
     params = {"tail": tail, "follow": str(follow).lower()}
-    path = f"/v1/deployments/{deployment_id}/logs"
+    path = url_path("v1", "deployments", deployment_id, "logs")
     await _stream(client, path, params, show, follow=follow, console=console)
 
 
@@ -282,7 +308,7 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
                 live.update(_table(rows))
             return p.done
 
-        path = f"/v1/deployments/{p.id}/events"
+        path = url_path("v1", "deployments", p.id, "events")
         await _stream(client, path, {}, on_event, follow=True, since=0, console=out)
 
     if live:
@@ -292,5 +318,5 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
     else:
         await asyncio.gather(*(follow(p) for p in rows))
     for p in rows:
-        console.print(summary(p))
+        console.print(summary(p), soft_wrap=True)  # the endpoint, whole
     return all(p.status == "running" for p in rows)
