@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ async def _stream(
     """Read a stream until `on_message` says stop or (without follow) the server closes it.
     With `since`, reconnect after a drop or an overflow from the last seq seen; without it
     (logs), reconnect for new lines only (`tail=0`)."""
-    last, failures, reconnected = since, 0, False
+    last, failures, reconnected, connected = since, 0, False, False
     while True:
         query = dict(params)
         if last is not None:
@@ -81,7 +82,7 @@ async def _stream(
         )
         try:
             async with connect(url, additional_headers=_headers(client), open_timeout=10) as ws:
-                failures = 0
+                failures, connected = 0, True
                 async for raw in ws:
                     msg = json.loads(raw)
                     kind = msg.get("type")
@@ -105,6 +106,9 @@ async def _stream(
         except InvalidStatus as exc:
             raise _refusal(exc) from exc
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            if not connected and isinstance(exc, ConnectionRefusedError | socket.gaierror):
+                # never reached it: a wrong URL or a platform that is down; say so now
+                raise CliError(f"cannot reach the platform at {client.url}: {exc}") from exc
             failures += 1
             if failures >= MAX_ATTEMPTS:
                 raise CliError(f"lost the stream at {client.ws_url(path)}: {exc}") from exc
