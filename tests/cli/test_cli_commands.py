@@ -19,10 +19,11 @@ from a3s_core.testing import ADMIN_TOKEN
 
 
 def deploy_json(server: Server, tmp_path: Path, name: str, namespace: str) -> dict[str, Any]:
-    f = request_file(tmp_path, {"name": name, "model": TEST_MODEL}, namespace=namespace)
-    r = a3s(server.url, "deploy", f, "-o", "json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["deployments"][0]  # type: ignore[no-any-return]
+    """Deployed through the API, so these tests depend on no other command."""
+    body = {"models": [{"name": name, "model": TEST_MODEL}], "namespace": namespace}
+    r = admin(server.url).post("/v1/deployments", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()["deployments"][0]  # type: ignore[no-any-return]
 
 
 def test_commands_take_a_name_with_namespace_or_an_id(platform: Server, tmp_path: Path) -> None:
@@ -123,12 +124,6 @@ def test_ids_are_escaped_in_the_url(platform: Server, tmp_path: Path) -> None:
 def test_plan_exits_non_zero_when_a_model_cannot_be_sized(
     platform: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    good = request_file(tmp_path, {"name": "good", "model": TEST_MODEL})
-    r = a3s(platform.url, "plan", good)
-    assert r.exit_code == 0, r.output
-    assert "candidates (best first)" not in r.stdout  # plain: a header line, then tabs
-    assert "GPU\tcount\tTP\tdtype" in r.stdout
-
     both = request_file(
         tmp_path, {"name": "good", "model": TEST_MODEL}, {"name": "bad", "model": BROKEN_MODEL}
     )
@@ -139,6 +134,12 @@ def test_plan_exits_non_zero_when_a_model_cannot_be_sized(
     r = a3s(platform.url, "plan", both, "-o", "json")
     assert r.exit_code == 1
     assert [m["name"] for m in json.loads(r.stdout)["models"]] == ["good", "bad"]
+
+    good = request_file(tmp_path, {"name": "good", "model": TEST_MODEL})
+    r = a3s(platform.url, "plan", good)
+    assert r.exit_code == 0, r.output
+    assert "candidates (best first)" not in r.stdout  # plain: a header line, then tabs
+    assert "GPU\tcount\tTP\tdtype" in r.stdout
 
     # The platform may answer a failed sizing with an error status instead.
     def refuse(request: httpx.Request) -> httpx.Response:
