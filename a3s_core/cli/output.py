@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -69,6 +69,8 @@ class Col:
     wrap: bool = False
     drop: int = 0
     style: Callable[[str], str] | None = None
+    # A live cell (a spinner) in place of the text; `get` gives its text, for the width.
+    render: Callable[[dict[str, Any]], RenderableType] | None = None
 
 
 GAP = 2  # spaces between columns
@@ -134,7 +136,7 @@ def fitting_table(
         cells = []
         for c in shown:
             s = _cell(c, r)
-            cells.append(Text(s, style=c.style(s) if c.style else ""))
+            cells.append(c.render(r) if c.render else Text(s, style=c.style(s) if c.style else ""))
         t.add_row(*cells)
     return t
 

@@ -31,7 +31,13 @@ def status_style(s: str) -> str:
 
 
 def _line(console: Console, *parts: str | tuple[str, str]) -> None:
+    """A line with a value to copy: the terminal wraps it, rich never breaks it."""
     console.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _prose(console: Console, *parts: str | tuple[str, str]) -> None:
+    """Sentences: word-wrapped on a terminal, whole lines when piped."""
+    console.print(Text.assemble(*parts))
 
 
 CANDIDATE_COLS = [
@@ -52,7 +58,7 @@ def print_plan(console: Console, output: Output, out: dict[str, Any]) -> None:
         console.print()
         _line(console, (m["name"], "bold"), f" — {m['model']} ({m['engine']})")
         if "error" in m:
-            _line(console, (f"error: {m['error']['message']}", "red"))
+            _prose(console, (f"error: {m['error']['message']}", "red"))
             continue
         p = m["plan"]
         fields = [
@@ -84,9 +90,9 @@ def print_plan(console: Console, output: Output, out: dict[str, Any]) -> None:
             ]
             print_rows(console, output, CANDIDATE_COLS, rows, title="candidates (best first)")
         for r in p.get("rejected", []):
-            _line(console, f"  ✗ {r['gpu']}: {r['reason']}")
+            _prose(console, f"  ✗ {r['gpu']}: {r['reason']}")
         for line in p.get("explanation", []):
-            _line(console, f"  {line}")
+            _prose(console, f"  {line}")
         pl = m.get("placement")
         if pl:
             if pl.get("schedulable"):
@@ -100,9 +106,9 @@ def print_plan(console: Console, output: Output, out: dict[str, Any]) -> None:
                     ),
                 )
             else:
-                _line(console, (f"unschedulable now: {pl['reason']}", "yellow"))
+                _prose(console, (f"unschedulable now: {pl['reason']}", "yellow"))
                 for s in pl.get("suggestions", []):
-                    _line(console, f"  suggestion: {s}")
+                    _prose(console, f"  suggestion: {s}")
 
 
 REPLICA_COLS = [
@@ -137,7 +143,7 @@ def print_deployment(console: Console, output: Output, d: dict[str, Any]) -> Non
         ],
     )
     for s in d.get("suggestions") or []:
-        _line(console, f"  suggestion: {s}")
+        _prose(console, f"  suggestion: {s}")
     if d["replicas"]:
         console.print()
         print_rows(console, output, REPLICA_COLS, d["replicas"])

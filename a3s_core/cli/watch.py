@@ -27,13 +27,13 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from a3s_core.cli.client import Client, CliError
 from a3s_core.cli.client import path as url_path
+from a3s_core.cli.output import Col, fitting_table
 
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnects
 MAX_ATTEMPTS = 8  # consecutive failed connects before giving up
@@ -271,16 +271,35 @@ def _strings(v: Any) -> list[str]:
     return [str(x) for x in v] if isinstance(v, list) else []
 
 
-def _table(rows: list[Progress]) -> RenderableType:
-    t = Table("deployment", "status", "step", "last message", expand=True)
-    for p in rows:
-        status: RenderableType = (
-            Text(p.status, STATUS_STYLE.get(p.status, ""))
-            if p.done
-            else Spinner("dots", Text(p.status, "cyan"))
-        )
-        t.add_row(p.name or p.id, status, p.step, Text(p.message, overflow="fold"))
-    return t
+def _status_cell(row: dict[str, Any]) -> RenderableType:
+    p: Progress = row["progress"]
+    if p.done:
+        return Text(p.status, STATUS_STYLE.get(p.status, ""))
+    return Spinner("dots", Text(p.status, "cyan"))
+
+
+LIVE_COLS = [
+    Col("deployment", lambda r: r["progress"].name or r["progress"].id, copy=True),
+    Col("status", lambda r: "⠋ " + r["progress"].status, render=_status_cell),
+    Col("step", lambda r: r["progress"].step, drop=2),
+    Col("last message", lambda r: r["progress"].message, wrap=True, drop=1),
+]
+
+
+def _table(rows: list[Progress], console: Console) -> RenderableType:
+    """The live view: a table that fits the terminal, its least useful columns left out
+    when narrow; one `name status` line per deployment when even that does not fit."""
+    cells = [{"progress": p} for p in rows]
+    t = fitting_table(console, LIVE_COLS, cells, title=None)
+    if t is not None:
+        return t
+    lines: list[RenderableType] = [
+        Text.assemble((p.name or p.id, "bold"), " ", (p.status, STATUS_STYLE.get(p.status, "")))
+        if p.done
+        else Spinner("dots", Text(f"{p.name or p.id} {p.status}", "cyan"))
+        for p in rows
+    ]
+    return Group(*lines)
 
 
 def summary(p: Progress) -> RenderableType:
@@ -300,7 +319,9 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
     rows = [Progress(id=i) for i in ids]
     # A table redrawn in place on a terminal; plain lines when piped or logged.
     live = (
-        Live(_table(rows), console=console, refresh_per_second=8) if console.is_terminal else None
+        Live(_table(rows, console), console=console, refresh_per_second=8)
+        if console.is_terminal
+        else None
     )
     out = live.console if live else console
 
@@ -309,7 +330,7 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
             p.fold(e)
             out.print(event_line(e))
             if live:
-                live.update(_table(rows))
+                live.update(_table(rows, console))
             return p.done
 
         path = url_path("v1", "deployments", p.id, "events")
@@ -318,7 +339,7 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
     if live:
         with live:
             await asyncio.gather(*(follow(p) for p in rows))
-            live.update(_table(rows))
+            live.update(_table(rows, console))
     else:
         await asyncio.gather(*(follow(p) for p in rows))
     for p in rows:
