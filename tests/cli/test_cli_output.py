@@ -118,3 +118,20 @@ def test_stdout_that_is_not_a_terminal_is_never_wrapped(monkeypatch: pytest.Monk
     con = stdout_console()
     con.print(f"endpoint {ENDPOINT} key {KEY}")
     assert out.getvalue() == f"endpoint {ENDPOINT} key {KEY}\n"
+
+
+@pytest.mark.parametrize("width", [30, 40, 80])
+def test_the_watch_table_fits_without_cutting_names(width: int) -> None:
+    from a3s_core.cli.watch import Progress, _table
+
+    rows = [
+        Progress(id="dep-1", name="a-rather-long-deployment-name", status="starting",
+                 step="replica.starting", message="starting replica a-rather-long-deploy…"),
+        Progress(id="dep-2", name="short", status="running", step="deployment.running"),
+    ]
+    con, out = terminal(width)
+    con.print(_table(rows, con))
+    text = out.getvalue()
+    assert "a-rather-long-deployment-name" in text and "short" in text
+    assert "running" in text and "starting" in text
+    assert all(len(line) <= width for line in text.splitlines())
