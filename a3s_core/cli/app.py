@@ -15,10 +15,19 @@ from typer.core import TyperGroup
 from a3s_core.cli.client import Client, CliError
 from a3s_core.cli.output import Output
 
+HELP_ORDER = [
+    "serve", "deploy", "plan", "ls", "get", "scale", "rm", "rotate-key", "logs", "events",
+    "cluster", "plugins",
+]
+
 
 class A3SGroup(TyperGroup):
     """Every command that fails exits 1 with one `error:` line on stderr, whether it is
-    run as `a3s` or through Typer's test runner."""
+    run as `a3s` or through Typer's test runner. Help lists commands in HELP_ORDER."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = list(super().list_commands(ctx))
+        return sorted(names, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else 99)
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from a3s_core.cli import deployment_commands as _deployment_commands  # noqa: F401 (registers)
 from a3s_core.cli.app import OutputOpt, RequestFile, Token, Url, app, client, fail, load
 from a3s_core.cli.output import Output, dump, resolve, stdout_console
 
@@ -190,10 +191,6 @@ def events(
             documents=output.value if output in (Output.json, Output.yaml) else None,
         )
     )
-
-
-# Registered after serve, so `a3s --help` lists serve first, then the deployment commands.
-from a3s_core.cli import deployment_commands as _deployment_commands  # noqa: E402, F401
 
 
 def main() -> None:
