@@ -26,11 +26,11 @@ router = APIRouter(prefix="/v1", dependencies=[Admin], tags=["deployments"])
 
 _EXAMPLES: dict[str, Any] = {
     "minimal": {
-        "summary": "The seed's minimal request",
+        "summary": "Minimal request: one model, every default",
         "value": {"models": [{"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}]},
     },
     "full": {
-        "summary": "The seed's §2.1 request",
+        "summary": "Every field of a model, a namespace and metadata",
         "value": {
             "models": [
                 {
@@ -48,7 +48,7 @@ _EXAMPLES: dict[str, Any] = {
         },
     },
     "multi": {
-        "summary": "The seed's multi-model request",
+        "summary": "Several models in one request",
         "value": {
             "models": [
                 {

@@ -99,7 +99,9 @@ def check_plain_json(value: J) -> J:
 
 
 class AutoscalingSpec(BaseModel):
-    """Per-model autoscaling. Defaults are the seed's §3.7 table."""
+    """Per-model autoscaling; the defaults are the scaling table in docs/autoscaling.md."""
+
+    # (seed §3.7; docstrings here are user-facing: they are the OpenAPI descriptions)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
@@ -168,7 +170,9 @@ class ModelSpec(BaseModel):
 
 
 class DeploymentRequest(BaseModel):
-    """The body of `POST /v1/deployments` (seed §2.1)."""
+    """The body of `POST /v1/deployments`: the models to deploy, a namespace, metadata."""
+
+    # (seed §2.1)
 
     model_config = ConfigDict(
         extra="forbid",
