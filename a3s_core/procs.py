@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import signal
 import subprocess
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, Field
 
 from a3s_core.net import free_port, http_get
+from a3s_core.proc_output import OutputLine, OutputTail
 from a3s_core.proc_scan import (
     MARKER_ENV,
     alive,
@@ -56,15 +55,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 # `trap :` (a handler, not an ignore, so the engine still gets the default SIGTERM action)
 # keeps the shell alive until the engine has exited, then the shell records its code.
 _WRAPPER = 'f=$1; shift; trap : TERM INT HUP; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
-_MAX_LINE = 16 * 1024
-_MAX_READ = 4 * 1024 * 1024
-_JSONL_ROTATE_BYTES = 32 * 1024 * 1024
-
-
-class OutputLine(NamedTuple):
-    seq: int
-    ts: datetime
-    line: str
 
 
 class ExitStatus(BaseModel):
@@ -127,8 +117,8 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-class ManagedProcess:
-    """One supervised process: its record, its output and how it ended."""
+class ManagedProcess(OutputTail):
+    """One supervised process: its record, its output (`OutputTail`) and how it ended."""
 
     def __init__(
         self,
@@ -137,15 +127,10 @@ class ManagedProcess:
         ring_size: int,
         popen: subprocess.Popen[bytes] | None = None,
     ) -> None:
+        super().__init__(record.name, log_dir, ring_size)
         self.record = record
-        self.out_path = log_dir / f"{record.name}.out"
-        self.jsonl_path = log_dir / f"{record.name}.jsonl"
         self.exit_path = log_dir / f"{record.name}.exit"
         self._popen = popen
-        self._ring: deque[OutputLine] = deque(maxlen=ring_size)
-        self._seq = 0
-        self._offset = 0
-        self._partial = b""
         self._exit: ExitStatus | None = None
         # Health, as last checked by `check_http` (the caller decides when to check).
         self.ready_since: datetime | None = None
@@ -290,93 +275,6 @@ class ManagedProcess:
                 found.append(self.pid)
         return found
 
-    # ------------------------------------------------------------------ output
-
-    def pump(self, final: bool = False) -> int:
-        """Read what the process wrote since the last call; returns the new line count."""
-        try:
-            size = self.out_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-        if size < self._offset:  # truncated by someone: start over
-            self._offset, self._partial = 0, b""
-        data = b""
-        if size > self._offset:
-            with self.out_path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read(min(size - self._offset, _MAX_READ))
-        if not data and not (final and self._partial):
-            return 0
-        start = self._offset - len(self._partial)
-        self._offset += len(data)
-        chunks = (self._partial + data).split(b"\n")
-        self._partial = chunks.pop()
-        if (final and self._partial) or len(self._partial) > _MAX_LINE:
-            chunks.append(self._partial)
-            self._partial = b""
-        now = datetime.now(UTC)
-        out: list[str] = []
-        end = start
-        for raw in chunks:
-            end += len(raw) + 1
-            line = raw[:_MAX_LINE].decode("utf-8", "replace").rstrip("\r")
-            self._seq += 1
-            self._ring.append(OutputLine(self._seq, now, line))
-            out.append(json.dumps({"ts": now.isoformat(), "line": line, "end": end}) + "\n")
-        self._append_jsonl(out)
-        return len(chunks)
-
-    def _append_jsonl(self, rows: list[str]) -> None:
-        if not rows:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if self.jsonl_path.stat().st_size > _JSONL_ROTATE_BYTES:
-                os.replace(self.jsonl_path, self.jsonl_path.with_suffix(".jsonl.1"))
-        with self.jsonl_path.open("a", encoding="utf-8") as f:
-            f.writelines(rows)
-
-    def _restore_history(self) -> None:
-        """After adoption: the ring from `.jsonl`, and the `.out` offset to go on from."""
-        rows: list[dict[str, Any]] = []
-        for path in (self.jsonl_path.with_suffix(".jsonl.1"), self.jsonl_path):
-            with contextlib.suppress(FileNotFoundError):
-                with path.open("rb") as f:
-                    f.seek(max(0, f.seek(0, os.SEEK_END) - 2 * 1024 * 1024))
-                    tail = f.read().decode("utf-8", "replace").splitlines()
-                for text in tail[-(self._ring.maxlen or 1000) :]:
-                    with contextlib.suppress(ValueError):
-                        rows.append(json.loads(text))
-        for row in rows[-(self._ring.maxlen or 1000) :]:
-            self._seq += 1
-            self._ring.append(OutputLine(self._seq, datetime.fromisoformat(row["ts"]), row["line"]))
-        if rows:
-            self._offset = int(rows[-1].get("end", 0))
-
-    def lines(self, tail: int = 100) -> list[OutputLine]:
-        """The last `tail` lines (as many as the ring holds)."""
-        self.pump()
-        return list(self._ring)[-tail:] if tail > 0 else []
-
-    async def follow(
-        self, tail: int = 100, follow: bool = False, poll_interval: float = 0.1
-    ) -> AsyncIterator[OutputLine]:
-        """The last `tail` lines, then, while `follow`, new ones until the process ends."""
-        last = 0
-        for item in self.lines(tail):
-            last = item.seq
-            yield item
-        last = max(last, self._seq)
-        while follow:
-            done = not self.is_running()
-            self.pump(final=done)
-            for item in list(self._ring):
-                if item.seq > last:
-                    last = item.seq
-                    yield item
-            if done:
-                return
-            await asyncio.sleep(poll_interval)
-
     def exit_summary(self, lines: int = 20) -> str:
         """`exited with code 1; last log lines: ...` — for failure reasons."""
         status = self.poll()
@@ -510,13 +408,18 @@ class ProcessSupervisor:
                 record = ProcessRecord.model_validate_json(path.read_bytes())
             except (OSError, ValueError):
                 continue
-            if record.name in self._procs:
+            known = self._procs.get(record.name)
+            if known is not None and (known.pid is not None or known._popen is not None):
                 continue
+            # Unknown, or known as "never started": that verdict may have come from a look
+            # taken while another platform process sharing this state dir was starting it.
             if record.pid is None and record.marker and (leader := find_leader(record.marker)):
                 record.pid, record.start_ticks = leader.pid, leader.start_ticks
                 self._write_record(record)
                 log.warning("process %s: adopted pid %d found by its marker (the platform "
                             "was stopped while starting it)", record.name, leader.pid)
+            if known is not None and record.pid is None:
+                continue  # still nothing to adopt
             proc = ManagedProcess(record, self.log_dir, self.ring_size)
             proc._restore_history()
             proc.pump()
@@ -534,7 +437,7 @@ class ProcessSupervisor:
     def _write_record(self, record: ProcessRecord) -> None:
         """Atomically and durably: what a crash right after this leaves is this record."""
         path = self._record_path(record.name)
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")  # own name: the dir may be shared
         with tmp.open("w", encoding="utf-8") as f:
             f.write(record.model_dump_json(indent=1))
             f.flush()

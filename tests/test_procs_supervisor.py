@@ -352,3 +352,25 @@ async def test_a_running_process_is_never_forgotten_nor_started_twice(
         sup.start("f1", script("import time; time.sleep(30)"))
     assert (sup.state_dir / "f1.json").exists() and proc.is_running()
     assert sup.get("f1") is proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+async def test_a_never_started_verdict_is_revised_when_the_record_gets_a_pid(
+    tmp_path: Path,
+) -> None:
+    # Two platform processes on one state dir: A looked while the start was only an
+    # intent; B then started the process. A's next adoption pass must see it running.
+    state = tmp_path / "s"
+    _run_and_crash(state, "start", "start:intent")
+    a, b = ProcessSupervisor(state), ProcessSupervisor(state)
+    try:
+        (seen,) = a.adopt_all()
+        assert seen.poll() is not None and seen.poll().never_started  # type: ignore[union-attr]
+        b.adopt_all()
+        started = b.start("r", script("import time; time.sleep(30)"))
+        (revised,) = a.adopt_all()
+        assert revised.pid == started.pid and revised.is_running()
+        assert a.get("r") is revised
+    finally:
+        await b.close(stop_processes=True, timeout=2)
+        await a.close()
