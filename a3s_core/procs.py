@@ -159,7 +159,7 @@ class ManagedProcess(OutputTail):
         code: int | None = None
         sig: int | None = None
         reused = False
-        if self.pid is None:  # never started (adoption sets _exit); nothing to look at
+        if self.pid is None:  # a recorded start that never ran: nothing to look at
             self._exit = ExitStatus(at=datetime.now(UTC), never_started=True)
             return self._exit
         if self._popen is not None:
