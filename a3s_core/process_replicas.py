@@ -80,11 +80,11 @@ class ProcessReplicas:
             "labels": dict(request.labels),
             **(extra_meta or {}),
         }
-        old = self.supervisor.get(request.replica_id)
-        if old is not None:  # a failed run under the same id: replace its record and logs
-            self.supervisor.forget(request.replica_id)
+        # A finished run under the same id is replaced by the supervisor; a running one,
+        # or one whose workers still live, is refused there (its record stays).
+        proc = self.supervisor.start(request.replica_id, argv, env=env, meta=meta)
         self._reserved.pop(request.port, None)
-        return self.supervisor.start(request.replica_id, argv, env=env, meta=meta)
+        return proc
 
     async def observe(self) -> list[ReplicaObservation]:
         procs = self.supervisor.processes()

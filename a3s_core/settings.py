@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ADMIN_TOKEN_PREFIX = "a3s-admin-"  # generated tokens; the gateway names the kind by it
+
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -113,7 +115,7 @@ class Settings(BaseSettings):
         if path.exists():
             return path.read_text().strip(), False
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        token = "a3s-admin-" + secrets.token_urlsafe(32)
+        token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")

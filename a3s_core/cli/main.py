@@ -34,6 +34,7 @@ def serve(
     from a3s_core.api.app import create_app
     from a3s_core.api.ws_protocol import A3SWebSocketProtocol
     from a3s_core.errors import A3SError
+    from a3s_core.log_config import uvicorn_log_config
     from a3s_core.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -70,8 +71,10 @@ def serve(
     # No per-request access log: it costs time on every data-plane request.
     # ws: uvicorn's sans-I/O WebSocket protocol plus one socket write for many event
     # envelopes (a3s_core/api/ws_protocol.py).
+    # log_config: uvicorn's, with credentials taken out of every line (a3s_core/log_config.py).
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=access_log, ws=A3SWebSocketProtocol)
+                access_log=access_log, ws=A3SWebSocketProtocol,
+                log_config=uvicorn_log_config())
 
 
 @app.command()
