@@ -8,10 +8,12 @@ The policy keeps, per replica, an approximate index of what that replica holds, 
 from the requests it sent there itself (no engine cooperation needed):
 
 - The prompt is read from the raw body (`RouteRequest.prompt_head`), at most `head_bytes`
-  of it (16 KiB by default, ≈ 4k tokens), cut into `chunk_bytes` chunks (256 B, ≈ 64
-  tokens) whose hashes are chained, so one hash stands for the whole prefix up to it (the
-  engine's own block hashing, coarser). Hashing is Python's built-in hash of bytes: cheap,
-  and the index never leaves the process.
+  of it (16 KiB by default, ≈ 4k tokens), cut into chunks that start at `chunk_bytes`
+  (256 B, ≈ 64 tokens) and double up to `max_chunk_bytes` (4 KiB). Their hashes are
+  chained, so one hash stands for the whole prefix up to it (the engine's own block
+  hashing, coarser). Hashing is Python's built-in hash of bytes: cheap, and the index
+  never leaves the process. A pick costs ≈ 20 µs at the default head, ≈ 100 µs at 64 KiB
+  (benchmarks/bench_prefix_hash.py; least-queue ≈ 3 µs).
 - Each replica's index is an LRU bounded twice: by the replica's KV capacity (tokens from
   the plan × `BYTES_PER_TOKEN`; each request is charged its whole prompt, not just the
   part hashed, so that entries age out about when the engine would evict the blocks) and
@@ -68,12 +70,15 @@ class _Index:
         # Last chunk first, so the first ends most recent and eviction takes a prefix's
         # tail before its head (what is left of a prefix stays matchable).
         for h, c in zip(reversed(hashes), reversed(charges), strict=True):
-            old = entries.pop(h, None)
-            if old is not None:
-                self.charged -= old
-                c = max(c, old)
-            entries[h] = c
-            self.charged += c
+            old = entries.get(h)
+            if old is None:
+                entries[h] = c
+                self.charged += c
+            else:
+                entries.move_to_end(h)
+                if c > old:  # assigning an existing key keeps its place
+                    entries[h] = c
+                    self.charged += c - old
         while entries and (self.charged > self.capacity_bytes or len(entries) > max_entries):
             _, c = entries.popitem(last=False)
             self.charged -= c
@@ -88,6 +93,7 @@ class PrefixAware(_Rotating):
         self,
         head_bytes: int = 16 * 1024,
         chunk_bytes: int = 256,
+        max_chunk_bytes: int = 4096,
         max_entries: int = 40_000,
         abs_slack: float = 4.0,
         rel_slack: float = 0.5,
@@ -98,6 +104,16 @@ class PrefixAware(_Rotating):
                              f"({chunk_bytes}) >= 16")
         self.head_bytes = head_bytes
         self.chunk_bytes = chunk_bytes
+        # Chunks double from chunk_bytes up to max_chunk_bytes: fine where prompts first
+        # differ (which system prompt), coarser deeper in (how far a conversation goes),
+        # so a 16 KiB head is 8 hashes, not 64, and a pick stays in the tens of µs.
+        bounds: list[tuple[int, int]] = []
+        start, size = 0, chunk_bytes
+        while start < head_bytes:
+            bounds.append((start, min(head_bytes, start + size)))
+            start += size
+            size = min(size * 2, max(max_chunk_bytes, chunk_bytes))
+        self._bounds = tuple(bounds)
         self.max_entries = max_entries
         self.abs_slack = abs_slack
         self.rel_slack = rel_slack
@@ -110,14 +126,16 @@ class PrefixAware(_Rotating):
         """The chained chunk hashes of the prompt's head, and what each is charged (its
         chunk's bytes; the last also the rest of the body, which the head left out)."""
         head = request.prompt_head(self.head_bytes)
-        step = self.chunk_bytes
         hashes: list[int] = []
         charges: list[int] = []
         h = 0
-        for start in range(0, len(head), step):
-            h = hash((h, head[start:start + step]))
+        size = len(head)
+        for start, end in self._bounds:
+            if start >= size:
+                break
+            h = hash((h, head[start:end]))
             hashes.append(h)
-            charges.append(step)
+            charges.append(min(end, size) - start)
         if charges:
             charges[-1] += max(0, len(request.body) - len(head))
         return hashes, charges

@@ -117,9 +117,10 @@ def test_entries_age_out_at_the_replicas_kv_capacity() -> None:
 
 
 def test_head_bytes_bounds_the_work_per_request() -> None:
-    policy = PrefixAware(head_bytes=4096, chunk_bytes=256)
+    policy = PrefixAware(head_bytes=4096, chunk_bytes=256, max_chunk_bytes=1024)
     hashes, charges = policy.hashes(chat("x" * 100_000, "q"))
-    assert len(hashes) == 16
+    # 256 + 512 + 1024 × 3 + the last 256 bytes of the head: 6 hashes, whatever the size.
+    assert len(hashes) == 6 and sum(charges[:-1]) == 4096 - 256
     assert sum(charges) >= 100_000  # the whole prompt is charged against the capacity
 
 
