@@ -43,10 +43,11 @@ class RouteRequest:
 
     def prompt_head(self, limit: int) -> bytes:
         """At most `limit` bytes of the body, starting where the prompt does (the
-        "messages", "prompt" or "input" key, whichever comes first; the whole body when
-        none is found). Two requests that share a prompt prefix share a prefix here, even
-        when fields before the prompt (model, temperature …) differ. The text is still
-        JSON-escaped; that is the same for equal prompts, which is all a hash needs."""
+        "messages", "prompt" or "input" key, whichever comes first within the first
+        4 KiB; from the start of the body when none is found there). Two requests that
+        share a prompt prefix share a prefix here, even when fields before the prompt
+        (model, temperature …) differ. The text is still JSON-escaped; that is the same
+        for equal prompts, which is all a hash needs."""
         body = self.body
         start = -1
         for key in _PROMPT_KEYS:
