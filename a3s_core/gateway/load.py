@@ -67,6 +67,8 @@ class ReplicaStats:
             gpu_utilization=f.gpu_utilization if fresh else None,
             weight=self.weight,
             metrics_fresh=fresh,
+            metrics_age_s=None if self.scraped_at is None else now - self.scraped_at,
+            kv_capacity_tokens=self.info.kv_capacity_tokens,
         )
 
 
