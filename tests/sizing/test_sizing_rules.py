@@ -176,7 +176,7 @@ def test_sizing_extra_args_override_and_are_recorded(plugins):
     assert plan.kv_bytes_per_token == 2 * 32 * 8 * 128 * 1  # fp8 KV cache: 1 byte
     assert {c.tensor_parallel_size for c in plan.candidates} == {2}
     l4 = next(g for g in load_catalog().gpus if g.name == "L4-24GB")
-    assert plan.candidate_for("L4-24GB").usable_per_gpu_bytes == int(l4.memory_bytes * 0.8)
+    assert plan.candidate_for("L4-24GB").usable_per_gpu_bytes == int(l4.allocatable_bytes * 0.8)
     assert any("overridden by extra_args" in line for line in plan.explanation)
 
 
