@@ -97,7 +97,9 @@ def plan(
 
         out = plan_offline(body)
     else:
-        out = client(url, token).request("POST", "/v1/deployments:plan", json=body)
+        # a model that cannot be sized makes the answer 422/503; it still holds every model
+        out = client(url, token).request("POST", "/v1/deployments:plan", json=body,
+                                         answers="models")
     con = stdout_console()
     fmt = resolve(output, con)
     if fmt in (Output.json, Output.yaml):

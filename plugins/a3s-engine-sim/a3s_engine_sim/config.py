@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gpu-memory-utilization", type=_fraction, default=d.gpu_memory_utilization)
     a("--parameters", type=_positive(float), default=d.parameters)
     a("--weight-bytes", type=_positive(float), default=None, help="default: 2 × parameters")
-    a("--kv-bytes-per-token", type=_positive(float), default=d.kv_bytes_per_token)
+    a("--kv-bytes-per-token", type=_positive(float, allow_zero=True),
+      default=d.kv_bytes_per_token, help="0 for an embedding model (no KV cache)")
     a("--max-model-len", type=_positive(int), default=d.max_model_len)
     a("--max-num-seqs", type=_positive(int), default=d.max_num_seqs,
       help="requests decoded at once; the rest wait")

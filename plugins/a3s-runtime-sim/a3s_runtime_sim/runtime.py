@@ -70,7 +70,7 @@ class SimFigures(BaseModel):
     tensor_parallel_size: int | None = Field(None, ge=1)
     parameters: float | None = Field(None, gt=0)
     weight_bytes: float | None = Field(None, gt=0)
-    kv_bytes_per_token: float | None = Field(None, gt=0)
+    kv_bytes_per_token: float | None = Field(None, ge=0)  # 0: an embedding model, no KV cache
     max_model_len: int | None = Field(None, ge=1)
     kind: str | None = None
     max_num_seqs: int | None = Field(None, ge=1)
