@@ -38,7 +38,7 @@ from a3s_core.sizing.served import FP8_NATIVE_CC, GPUS_PER_NODE, MIN_CC, TP_SIZE
 from a3s_core.types import Candidate, GpuType, Rejection
 
 DEFAULT_UTILIZATION = 0.9  # vLLM's gpu_memory_utilization default
-AUTO_MIN_MODEL_LEN = 8192  # never lower an automatic max_model_len below this (or the model's)
+AUTO_MIN_MODEL_LEN = 4096  # never lower an automatic max_model_len below this (or the model's)
 
 
 @dataclass

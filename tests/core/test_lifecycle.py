@@ -49,11 +49,9 @@ def test_seed_minimal_request_runs(make_app: Any) -> None:
     assert dep["eventsUrl"].endswith(f"/v1/deployments/{dep['id']}/events")
     d = wait_for(client, dep["id"], "running", ready=1)
     (rep,) = d["replicas"]
-    # bf16 72B: 4 × A100-80GB (2 hold the weights but under 8,192 tokens of KV at 0.9 of
-    # the memory CUDA reports)
-    assert rep["gpu"] == "A100-80GB" and len(rep["gpuIndices"]) == 4
+    assert rep["gpu"] == "A100-80GB" and len(rep["gpuIndices"]) == 2  # FP16 72B: 2× A100-80GB
     a100 = next(c for c in d["plan"]["candidates"] if c["gpu"] == "A100-80GB")
-    assert a100["gpu_count"] == 4
+    assert a100["gpu_count"] == 2
     types = [e["type"] for e in d["recentEvents"]]
     for t in (
         "deployment.accepted",
