@@ -96,7 +96,20 @@ def serve(
     # ws: uvicorn's sans-I/O WebSocket protocol plus one socket write for many event
     # envelopes (a3s_core/api/ws_protocol.py).
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=access_log, ws=A3SWebSocketProtocol)
+                access_log=access_log, ws=A3SWebSocketProtocol, log_config=serve_logging())
+
+
+def serve_logging() -> dict[str, Any]:
+    """uvicorn's logging, plus the platform's own loggers on stderr: warnings from every
+    `a3s` logger, and leadership changes (`a3s.leader`, info) of a multi-process platform."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["a3s"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    config["loggers"]["a3s.leader"] = {"level": "INFO"}
+    return config
 
 
 @app.command()
