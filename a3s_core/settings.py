@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     scrape_interval_s: float = 0.5
     replica_start_timeout_s: float = 900.0
     max_restarts: int = 3
+    replica_lost_grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="a replica the runtime does not report is lost (replaced) only after "
+        "this long since it was created and since this process began leading",
+    )
     failed_retry_s: float | None = Field(
         60.0,
         gt=0,

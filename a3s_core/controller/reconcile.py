@@ -31,7 +31,6 @@ log = logging.getLogger("a3s.controller")
 
 LIVE = ("starting", "ready")
 FAST_INTERVAL_S = 0.1
-LOST_GRACE = timedelta(seconds=15)  # a fresh replica may not be visible to the runtime yet
 STABLE_AFTER = timedelta(seconds=120)  # ready this long → earlier failures are forgiven
 
 
@@ -206,7 +205,8 @@ class Controller(Retiring):
             if obs is None:
                 # Counted from this term's start too: a new leader first gives the runtime
                 # the grace to report replicas the old leader started.
-                if now() - max(created, self.term_started) > LOST_GRACE:
+                grace = timedelta(seconds=self.p.settings.replica_lost_grace_s)
+                if now() - max(created, self.term_started) > grace:
                     await self._replica_lost(dep, r)
                     continue
             elif obs.state == "ready" and r.state != "ready":

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from a3s_core import hookimpl
-from a3s_core.controller import reconcile
 from a3s_core.plugins import Plugins
 from a3s_core.testing import FakeRuntime
 
@@ -40,10 +36,9 @@ def events(client: Any, dep_id: str) -> list[Any]:
 
 
 def test_a_vanished_replica_is_lost_and_replaced_never_counted_as_a_failure(
-    make_app: Any, monkeypatch: pytest.MonkeyPatch
+    make_app: Any,
 ) -> None:
-    monkeypatch.setattr(reconcile, "LOST_GRACE", timedelta(seconds=0.3))
-    client = make_app(max_restarts=2)
+    client = make_app(max_restarts=2, replica_lost_grace_s=0.3)
     runtime: FakeRuntime = client.app.state.platform.runtime
     dep = client.post("/v1/deployments", json=Q7).json()["deployments"][0]
     d = wait_for(client, dep["id"], running, "running")
