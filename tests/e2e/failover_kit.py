@@ -66,7 +66,8 @@ class Cluster:
     def state_dir(self) -> Path:
         return self.tmp / "shared-sim"
 
-    def start(self, name: str, controllers: bool = True) -> Serve:
+    def start(self, name: str, controllers: bool = True, wait: bool = True) -> Serve:
+        """Start `a3s serve`; with `wait`, return once it answers `/healthz`."""
         port = free_port("127.0.0.1")
         env = {
             **os.environ,
@@ -90,16 +91,20 @@ class Cluster:
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         serve = Serve(name, port, log, popen)
         self.serves.append(serve)
+        if wait:
+            self.wait_up(serve)
+        return serve
 
+    def wait_up(self, serve: Serve) -> None:
         def up() -> bool:
-            assert popen.poll() is None, f"{name} exited: {log.read_text()[-2000:]}"
+            assert serve.popen.poll() is None, (
+                f"{serve.name} exited: {serve.log.read_text()[-2000:]}")
             try:
                 return httpx.get(f"{serve.url}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        eventually(up, f"{name} serves")
-        return serve
+        eventually(up, f"{serve.name} serves")
 
     def engines(self) -> dict[int, str]:
         """Our simulator processes now running (tagged through the environment): pid →
@@ -236,8 +241,9 @@ def run_failovers(cluster: Cluster, sig: signal.Signals, rounds: int, settle_s: 
     the gateway, then `rounds` times: signal the leader, time the take-over, let the new
     leader work for `settle_s`, start a replacement process. Traffic flows all along."""
     a = cluster.start("a")  # the first to start leads
-    b = cluster.start("b")
+    b = cluster.start("b", wait=False)
     gw = cluster.start("gateway", controllers=False)
+    cluster.wait_up(b)
     assert pid_of(controllers(gw.url)["leader"]) == a.popen.pid
     dep = httpx.post(f"{gw.url}/v1/deployments", json=BODY, headers=ADMIN,
                      timeout=30).json()["deployments"][0]
@@ -268,8 +274,11 @@ def run_failovers(cluster: Cluster, sig: signal.Signals, rounds: int, settle_s: 
             assert pid_of(new["leader"]) == follower.popen.pid
             term = new["term"]
             leader.popen.wait(30)
-            time.sleep(settle_s)
-            leader, follower = follower, cluster.start(f"{leader.name}{round_}")
+            settled = time.monotonic() + settle_s
+            spare = cluster.start(f"{leader.name}{round_}", wait=False)  # the next follower
+            time.sleep(max(0.0, settled - time.monotonic()))
+            cluster.wait_up(spare)
+            leader, follower = follower, spare
         before = traffic.ok
         with contextlib.suppress(AssertionError):  # the caller judges what it got
             eventually(lambda: traffic.ok > before + 10, "requests still flow at the end", 20)
