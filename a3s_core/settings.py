@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     scrape_interval_s: float = 0.5
     replica_start_timeout_s: float = 900.0
     max_restarts: int = 3
+    replica_lost_grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="a replica the runtime does not report is lost (replaced) only after "
+        "this long since it was created and since this process began leading",
+    )
+    failed_retry_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="a deployment failed for a cause that may clear (engines crashing "
+        "max_restarts times in a row, runtime or hub unreachable) is tried again after "
+        "this long, doubling each time it fails again, at most 1 h; None: never",
+    )
     controllers: bool = Field(
         True,
         description="campaign for the controllers' lease and run the reconcile/autoscale "

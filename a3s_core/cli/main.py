@@ -34,7 +34,6 @@ def serve(
     from a3s_core.api.app import create_app
     from a3s_core.api.ws_protocol import A3SWebSocketProtocol
     from a3s_core.errors import A3SError
-    from a3s_core.log_config import uvicorn_log_config
     from a3s_core.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -73,8 +72,19 @@ def serve(
     # envelopes (a3s_core/api/ws_protocol.py).
     # log_config: uvicorn's, with credentials taken out of every line (a3s_core/log_config.py).
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=access_log, ws=A3SWebSocketProtocol,
-                log_config=uvicorn_log_config())
+                access_log=access_log, ws=A3SWebSocketProtocol, log_config=serve_logging())
+
+
+def serve_logging() -> dict[str, Any]:
+    """uvicorn's logging with credentials taken out of every line, plus the platform's own
+    loggers on stderr through the same (redacting) handler: warnings from every `a3s`
+    logger, and leadership changes (`a3s.leader`, info) of a multi-process platform."""
+    from a3s_core.log_config import uvicorn_log_config
+
+    config = uvicorn_log_config()
+    config["loggers"]["a3s"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    config["loggers"]["a3s.leader"] = {"level": "INFO"}
+    return config
 
 
 @app.command()

@@ -15,9 +15,9 @@ if str(FIXTURES) not in sys.path:
 
 @pytest.fixture(autouse=True)
 def _isolated_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from a3s_core.sizing import hub
-
     import huggingface_hub.constants
+
+    from a3s_core.sizing import hub
 
     for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "A3S_HF_TIMEOUT_S", "A3S_MODELS_FILE"):
         monkeypatch.delenv(var, raising=False)
