@@ -272,6 +272,17 @@ async def test_delete_deployment_removes_every_pod_and_the_service(
     assert kube.objects("pods", NS) == [] and kube.objects("services", NS) == []
 
 
+async def test_delete_deployment_with_services_readable_per_namespace_only(
+    kube: FakeKubeApi, runtime: KubernetesRuntime
+) -> None:
+    """contrib/kubernetes/rbac.yaml: services are granted in the target namespaces only."""
+    fake_only(kube, "injects a 403 (tests/kube runs the real RBAC)")
+    kube.denied.add(("list", "services", ""))
+    await runtime.create_replica(make_request())
+    await runtime.delete_deployment("dep-5e6f7a8b9c0d")
+    assert kube.objects("pods", NS) == [] and kube.objects("services", NS) == []
+
+
 async def test_logs_tail_with_timestamps(kube: FakeKubeApi, runtime: KubernetesRuntime) -> None:
     fake_only(kube, "serves container logs; kwok runs no kubelet to read them from")
     await runtime.create_replica(make_request())
