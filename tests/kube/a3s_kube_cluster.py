@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,30 @@ class RealKube:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
+        self._stop = threading.Event()
+        self._kubelet: threading.Thread | None = None
+
+    def start_kubelet(self) -> None:
+        """Play the kubelet of the nodes kwok does not run, for deletions only: a pod
+        deleted there is terminating until its kubelet confirms (DELETE, grace 0)."""
+        self._kubelet = threading.Thread(target=self._confirm_deletions, daemon=True)
+        self._kubelet.start()
+
+    def stop_kubelet(self) -> None:
+        self._stop.set()
+
+    def _confirm_deletions(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                kwok = {n["metadata"]["name"] for n in self.call("GET", "/api/v1/nodes")["items"]
+                        if (n["metadata"].get("annotations") or {}).get(KWOK_ANNOTATION)}
+                for pod in self.call("GET", "/api/v1/pods")["items"]:
+                    md = pod["metadata"]
+                    if md.get("deletionTimestamp") and pod["spec"].get("nodeName") not in kwok:
+                        self.call("DELETE", self.path("pods", md["namespace"], md["name"])
+                                  + "?gracePeriodSeconds=0", ok=(200, 404, 409))
+            except Exception:
+                continue
 
     @property
     def options(self) -> dict[str, Any]:
@@ -60,7 +85,7 @@ class RealKube:
                  ready: bool = True, kwok: bool = False) -> None:
         """`kwok`: kwok runs the node (heartbeats, pods Running/Ready); otherwise the node is
         inert, as in the fake, and tests move its pods through their states themselves."""
-        allocatable = {"cpu": "64", "memory": "520000Mi", "pods": "110"}
+        allocatable = {"cpu": "63500m", "memory": "520000Mi", "pods": "110"}
         if gpus is not None:
             allocatable["nvidia.com/gpu"] = str(gpus)
         spec: dict[str, Any] = {"unschedulable": unschedulable} if unschedulable else {}
@@ -175,9 +200,12 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKube]
     except Exception:
         cp.stop()
         raise
+    kube = RealKube(cp)
+    kube.start_kubelet()
     try:
-        yield RealKube(cp)
+        yield kube
     finally:
+        kube.stop_kubelet()
         cp.stop()
 
 

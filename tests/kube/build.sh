@@ -22,7 +22,8 @@ export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false" GOTOOLCHAIN=local
 ldflags="-s -w"
 t_all=$(date +%s)
 
-stamp() { echo "$bin/.$1.$2"; }
+RECIPE=2  # bump when the recipe changes: binaries built by an older one are rebuilt
+stamp() { echo "$bin/.$1.$2.r$RECIPE"; }
 
 # build NAME VERSION_STAMP WRAPPER_DIR PKG: builds PKG inside WRAPPER_DIR to bin/NAME.
 build() {
@@ -40,13 +41,22 @@ build() {
 }
 
 # --- etcd -------------------------------------------------------------------------------------
+# quiet CMD...: its output only if it fails (go get lists every module it adds).
+quiet() {
+    local out
+    if ! out=$("$@" 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
+}
+
 need() { [[ ! -x $bin/$1 || ! -e $(stamp "$1" "$2") ]]; }
 
 if need etcd "$ETCD_VERSION"; then
     d=$root/src/etcd
     rm -rf "$d"; mkdir -p "$d"
     (cd "$d" && go mod init a3s.local/etcd-build >/dev/null 2>&1 \
-        && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null)
+        && quiet go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
     build etcd "$ETCD_VERSION" "$d" go.etcd.io/etcd/server/v3
 else
     echo "etcd $ETCD_VERSION: cached"
@@ -57,7 +67,7 @@ if need kwok "$KWOK_VERSION"; then
     d=$root/src/kwok
     rm -rf "$d"; mkdir -p "$d"
     (cd "$d" && go mod init a3s.local/kwok-build >/dev/null 2>&1 \
-        && go get "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >/dev/null)
+        && quiet go get "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
     build kwok "$KWOK_VERSION" "$d" sigs.k8s.io/kwok/cmd/kwok
 else
     echo "kwok $KWOK_VERSION: cached"
@@ -83,8 +93,13 @@ if need kube-apiserver "$KUBE_VERSION" || need kube-scheduler "$KUBE_VERSION"; t
         awk '/^require|^\t/ && $2 == "v0.0.0" && $1 ~ /^k8s.io\// { print "\t" $1 " => " $1 " '"$staging"'" }' "$gomod"
         echo ")"
     } >"$d/go.mod"
-    (cd "$d" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" \
-        "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION" >/dev/null)
+    (cd "$d" && quiet go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" \
+        "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION")
+    # what /version reports (a module build has no git tree to take it from)
+    v=k8s.io/component-base/version
+    minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+    ldflags="-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor \
+        -X $v.gitTreeState=clean"
     build kube-apiserver "$KUBE_VERSION" "$d" k8s.io/kubernetes/cmd/kube-apiserver
     build kube-scheduler "$KUBE_VERSION" "$d" k8s.io/kubernetes/cmd/kube-scheduler
 else

@@ -5,9 +5,9 @@ lifecycles), from the binaries tests/kube/build.sh builds.
 `ControlPlane(workdir).start()` → `.kubeconfig` is an admin kubeconfig (client certificate in
 `system:masters`). Nothing listens beyond 127.0.0.1, and kwok gives pods addresses in
 127.1.0.0/16, so anything that dials a pod stays on this machine. Without a kube-controller-
-manager there is no namespace or service-account controller: the ServiceAccount admission
-plugin is off (pods need no `default` ServiceAccount) and `delete_namespace` finalizes
-namespaces itself.
+manager there is no namespace, service-account or node lifecycle controller: the
+ServiceAccount and TaintNodesByCondition admission plugins are off, and RealKube's
+`delete_namespace` finalizes namespaces itself.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class ControlPlane:
             "--kubeconfig", str(self.kubeconfig),
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-            "--cidr", "127.1.0.1/16", "--node-ip", "127.0.0.1",
+            "--cidr", "127.1.0.0/16", "--node-ip", "127.0.0.1",
             "--node-lease-duration-seconds", "40",
             "--server-address", f"127.0.0.1:{free_port()}",
         ])
@@ -156,6 +156,9 @@ class ControlPlane:
         return [
             "--etcd-servers", self.etcd_url,
             "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            # the endpoints reconciler refuses a loopback address; nothing in-cluster
+            # needs the `kubernetes` Service's endpoints here
+            "--endpoint-reconciler-type", "none",
             "--secure-port", str(port),
             "--tls-cert-file", str(pki / "apiserver.crt"),
             "--tls-private-key-file", str(pki / "apiserver.key"),
@@ -166,8 +169,10 @@ class ControlPlane:
             "--service-account-signing-key-file", str(pki / "sa.key"),
             "--api-audiences", "https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range", "10.96.0.0/16",
-            # No service-account controller runs: pods need no `default` ServiceAccount.
-            "--disable-admission-plugins", "ServiceAccount",
+            # No kube-controller-manager runs: no service-account controller (so pods need
+            # no `default` ServiceAccount), and no node lifecycle controller to lift the
+            # not-ready taint TaintNodesByCondition puts on every new node.
+            "--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--cert-dir", str(self.dir / f"apiserver-certs-{port}"),

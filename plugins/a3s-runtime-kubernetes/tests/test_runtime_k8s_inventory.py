@@ -77,7 +77,9 @@ async def test_foreign_pods_take_gpus_and_a3s_pods_hold_their_indices(
 ) -> None:
     kube.put("pods", foreign_pod("trainer-0", "gpu-a100-0", 3))
     kube.put("pods", foreign_pod("trainer-done", "gpu-a100-0", 4, phase="Succeeded"))
-    kube.put("pods", foreign_pod("trainer-pending", None, 2, phase="Pending"))
+    # no node matches: stays unbound (a real kube-scheduler would bind it otherwise)
+    kube.put("pods", foreign_pod("trainer-pending", None, 2, phase="Pending",
+                                 nodeSelector={"pool": "nowhere"}))
     kube.put("pods", foreign_pod(
         "with-init", "gpu-l40s-0", 1,
         initContainers=[{"name": "warm", "image": "busybox",
