@@ -73,6 +73,20 @@ else
     echo "kwok $KWOK_VERSION: cached"
 fi
 
+# kwok's stages (what it does to nodes and pods, and when) are YAML in its module: the
+# ones kwokctl uses by default. controlplane.py hands them to kwok with --config.
+stages=$bin/kwok-stages
+if [[ ! -e $stages/.$KWOK_VERSION ]]; then
+    kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    rm -rf "$stages"; mkdir -p "$stages"
+    for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+             pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+        cp "$kwok_dir/kustomize/stage/$f.yaml" "$stages/"
+    done
+    chmod u+w "$stages"/*.yaml
+    touch "$stages/.$KWOK_VERSION"
+fi
+
 # --- kube-apiserver, kube-scheduler -----------------------------------------------------------
 if need kube-apiserver "$KUBE_VERSION" || need kube-scheduler "$KUBE_VERSION"; then
     d=$root/src/kubernetes

@@ -43,7 +43,7 @@ def bin_dir() -> Path:
     return Path(root) / versions()["KUBE_VERSION"] / "bin"
 
 
-BINARIES = ("etcd", "kube-apiserver", "kube-scheduler", "kwok")
+BINARIES = ("etcd", "kube-apiserver", "kube-scheduler", "kwok", "kwok-stages")
 
 
 def missing_reason() -> str | None:
@@ -141,8 +141,10 @@ class ControlPlane:
             "--leader-elect=false", "--bind-address", "127.0.0.1",
             "--secure-port", str(free_port()),
         ])
+        stages = sorted(str(p) for p in (self.bin / "kwok-stages").glob("*.yaml"))
         self._spawn("kwok", [
             "--kubeconfig", str(self.kubeconfig),
+            "--config", ",".join(stages),
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             "--cidr", "127.1.0.0/16", "--node-ip", "127.0.0.1",
