@@ -50,7 +50,9 @@ def kube(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 @pytest.fixture
 async def runtime(kube: Any) -> AsyncIterator[KubernetesRuntime]:
-    rt = KubernetesRuntime(kube.options)
+    # Listing, not watching: these tests change a pod and observe at once, which only a
+    # list sees without delay (test_runtime_k8s_watch.py and tests/kube cover the watch).
+    rt = KubernetesRuntime({**kube.options, "watch_pods": False})
     await rt.start()
     try:
         yield rt
