@@ -32,6 +32,7 @@ class RealKube:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
+        self.local = isinstance(cp, ControlPlane)  # else a cluster given by A3S_KUBECONFIG
         self._stop = threading.Event()
         self._kubelet: threading.Thread | None = None
 
@@ -124,10 +125,17 @@ class RealKube:
         return out  # type: ignore[no-any-return]
 
     def set_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Replace the pod's status, as its kubelet would."""
-        pod = self.call("GET", self.path("pods", namespace, name))
-        pod["status"] = {**_status_defaults(pod), **status}
-        self.call("PUT", self.path("pods", namespace, name) + "/status", pod)
+        """Replace the pod's status, as its kubelet would (again on a 409: kube-scheduler
+        may write the pod between our read and our write)."""
+        for _ in range(10):
+            pod = self.call("GET", self.path("pods", namespace, name))
+            pod["status"] = status
+            code, out = self.cp.request("PUT", self.path("pods", namespace, name) + "/status",
+                                        pod)
+            if code == 200:
+                return
+            assert code == 409, f"PUT {namespace}/{name}/status: HTTP {code}: {out}"
+        raise AssertionError(f"pod {namespace}/{name}: status write kept conflicting")
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -180,8 +188,10 @@ class RealKube:
             time.sleep(0.05)
 
 
-def _status_defaults(pod: dict[str, Any]) -> dict[str, Any]:
-    return {}
+def needs_local(kube: RealKube, why: str) -> None:
+    """Skip on a cluster given by A3S_KUBECONFIG: the test reaches into the control plane."""
+    if not kube.local:
+        pytest.skip(f"needs the local control plane of tests/kube: {why}")
 
 
 @pytest.fixture(scope="session")
@@ -189,7 +199,12 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKube]
     """The control plane, started once per run (skips, saying why, where it cannot be)."""
     external = os.environ.get("A3S_KUBECONFIG")
     if external:
-        yield RealKube(_External(Path(external)))  # type: ignore[arg-type]
+        kube = RealKube(_External(Path(external)))  # type: ignore[arg-type]
+        kube.start_kubelet()
+        try:
+            yield kube
+        finally:
+            kube.stop_kubelet()
         return
     reason = missing_reason()
     if reason:
@@ -223,12 +238,15 @@ class _External:
                 content_type: str = "application/json") -> tuple[int, Any]:
         from kubernetes.client.exceptions import ApiException
 
+        cfg = self.api.configuration
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        for auth in cfg.auth_settings().values():  # a bearer token, when the kubeconfig has one
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[auth["key"]] = auth["value"]
         try:
-            resp = self.api.call_api(path, method, body=body, auth_settings=["BearerToken"],
-                                     header_params={"Content-Type": content_type,
-                                                    "Accept": "application/json"},
-                                     _preload_content=False)
-            raw, code = resp[0].data, resp[1]
+            resp = self.api.call_api(method, cfg.host + path, header_params=headers, body=body)
+            resp.read()
+            raw, code = resp.data, resp.status
         except ApiException as exc:
             raw, code = exc.body or b"{}", exc.status
         try:

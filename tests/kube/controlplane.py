@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -224,7 +226,7 @@ class ControlPlane:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it
         self.procs[name] = subprocess.Popen(
             [str(self.bin / (binary or name)), *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.dir,
+            stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=_die_with_parent,
         )
 
     def _wait(self, ok: Any, what: str, timeout_s: float) -> None:
@@ -292,6 +294,13 @@ class ControlPlane:
                   ["header"]["revision"])
         self.etcd("/v3/kv/compaction", {"revision": str(rev), "physical": True})
         return rev
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, however it dies (kill -9, a CI
+    timeout), so no etcd or kube-apiserver outlives it (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _http_ok(url: str) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from a3s_kube_cluster import needs_local
 from a3s_kube_platform import A100, Platform, add_gpu_nodes, eventually
 from a3s_runtime_kubernetes import KubernetesRuntime
 from controlplane import kubeconfig_text
@@ -106,6 +107,7 @@ async def test_kube_scheduler_refusals_are_reported_with_its_reason(
 async def test_the_pod_cache_relists_after_a_real_410_gone(cluster: RealKube) -> None:
     """The watch resumes from a revision etcd has compacted away: kube-apiserver answers
     410 Gone, the cache lists again, and changes keep arriving by the watch."""
+    needs_local(cluster, "compacts etcd and starts a second kube-apiserver")
     uncached = cluster.cp.uncached_apiserver()
     rt = KubernetesRuntime({"kubeconfig": str(uncached), "watch_pods": True,
                             "watch_timeout_s": 2})
@@ -184,6 +186,7 @@ def service_account_kubeconfig(cluster: RealKube, path: Path) -> Path:
 @pytest.fixture
 def rbac(cluster: RealKube, tmp_path: Path) -> Iterator[Path]:
     """contrib/kubernetes/rbac.yaml applied; a kubeconfig holding its ServiceAccount's token."""
+    needs_local(cluster, "writes a kubeconfig with the local CA")
     apply(cluster, manifests("rbac.yaml"))
     yield service_account_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
 

@@ -65,14 +65,14 @@ def counting(rt: KubernetesRuntime) -> list[int]:
     return calls
 
 
-async def passes(rt: KubernetesRuntime, rounds: int) -> tuple[list[float], int]:
+async def passes(rt: KubernetesRuntime, rounds: int) -> tuple[list[float], float]:
     calls = counting(rt)
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
         await asyncio.gather(rt.observe(), rt.list_nodes())
         times.append(time.perf_counter() - start)
-    return times, calls[0] // rounds
+    return times, calls[0] / rounds
 
 
 async def main(nodes: int, replicas: int, rounds: int) -> None:
@@ -101,7 +101,7 @@ async def main(nodes: int, replicas: int, rounds: int) -> None:
               f"{time.perf_counter() - t0:.1f}s")
         times, calls = await passes(rt, rounds)
         print(f"watch off: one pass (observe + list_nodes) median "
-              f"{statistics.median(times) * 1000:.0f} ms, {calls} API calls")
+              f"{statistics.median(times) * 1000:.0f} ms, {calls:g} API calls")
         await rt.close()
 
         rt = KubernetesRuntime({**kube.options, "watch_pods": True})
@@ -111,7 +111,7 @@ async def main(nodes: int, replicas: int, rounds: int) -> None:
             await asyncio.sleep(0.1)
         times, calls = await passes(rt, rounds)
         print(f"watch on:  one pass (observe + list_nodes) median "
-              f"{statistics.median(times) * 1000:.0f} ms, {calls} API calls")
+              f"{statistics.median(times) * 1000:.0f} ms, {calls:g} API calls")
         await rt.close()
 
 
