@@ -84,7 +84,7 @@ async def main(nodes: int, replicas: int, rounds: int) -> None:
         for i in range(nodes):
             kube.add_node(f"gpu-{i}", A100, gpus=8, kwok=True)
         print(f"nodes: {nodes} kwok nodes created in {time.perf_counter() - t0:.1f}s")
-        rt = KubernetesRuntime(kube.options)
+        rt = KubernetesRuntime({**kube.options, "watch_pods": False})
         await rt.start()
         t0 = time.perf_counter()
         sem = asyncio.Semaphore(16)
