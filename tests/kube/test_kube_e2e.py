@@ -142,3 +142,34 @@ def test_gpus_of_a_foreign_pod_count_against_capacity(
     finally:
         cluster.call("DELETE", cluster.path("pods", "research", "trainer")
                      + "?gracePeriodSeconds=0", ok=(200, 404))
+
+
+def test_a_cordoned_node_gets_no_new_replica(cluster: RealKube, platform: Platform) -> None:
+    """kubectl cordon: /v1/cluster shows the node unschedulable and a scale-up goes
+    elsewhere; the replica already there keeps running (cordoning evicts nothing)."""
+    r = platform.client.post("/v1/deployments", json=SEED)
+    assert r.status_code == 202, r.text
+    dep = r.json()["deployments"][0]
+    view = platform.wait(dep["id"], running, "the deployment running")
+    (first,) = view["replicas"]
+    node = first["node"]
+    merge = "application/merge-patch+json"
+    cluster.call("PATCH", f"/api/v1/nodes/{node}", {"spec": {"unschedulable": True}},
+                 content_type=merge)
+    try:
+        def cordoned() -> bool:
+            nodes = {n["name"]: n for n in platform.client.get("/v1/cluster").json()["nodes"]}
+            return nodes[node]["schedulable"] is False
+
+        eventually(cordoned, f"{node} unschedulable in /v1/cluster")
+        platform.client.post(f"/v1/deployments/{dep['id']}/scale", json={"replicas": 2})
+        view = platform.wait(dep["id"], lambda v: running(v, 2), "two replicas running")
+        nodes = {r["id"]: r["node"] for r in view["replicas"]}
+        assert nodes[first["id"]] == node  # still there
+        assert [n for rid, n in nodes.items() if rid != first["id"]] != [node]
+        check_pods_match(cluster, view)
+    finally:
+        cluster.call("PATCH", f"/api/v1/nodes/{node}", {"spec": {"unschedulable": False}},
+                     content_type=merge)
+        platform.client.delete(f"/v1/deployments/{dep['id']}")
+        eventually(lambda: not cluster.objects("pods", NS), "the pods to go")
