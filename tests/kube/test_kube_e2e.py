@@ -3,10 +3,13 @@ pods validated by kube-apiserver, bound by kube-scheduler, run by kwok."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from a3s_kube_platform import NODES, Platform, add_gpu_nodes, eventually
 
@@ -173,3 +176,49 @@ def test_a_cordoned_node_gets_no_new_replica(cluster: RealKube, platform: Platfo
                      content_type=merge)
         platform.client.delete(f"/v1/deployments/{dep['id']}")
         eventually(lambda: not cluster.objects("pods", NS), "the pods to go")
+
+
+def test_a_chat_completion_reaches_the_kwok_pods_address(
+    cluster: RealKube, platform: Platform, tmp_path: Path
+) -> None:
+    """The data path: the gateway proxies to the pod IP kwok gave the replica (in
+    127.1.0.0/16), where an engine simulator stands in for the container."""
+    r = platform.client.post("/v1/deployments", json=SEED)
+    assert r.status_code == 202, r.text
+    dep = r.json()["deployments"][0]
+    view = platform.wait(dep["id"], running, "the deployment running")
+    (rep,) = view["replicas"]
+    host, port = rep["url"].removeprefix("http://").rsplit(":", 1)
+    assert host.startswith("127.1."), rep["url"]  # kwok's pod CIDR: stays on this machine
+    log = open(tmp_path / "engine.log", "wb")  # noqa: SIM115 - the process owns it
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "a3s_engine_sim", "--host", host, "--port", port,
+         "--served-model-name", "qwen-72b", "--dialect", "vllm", "--time-scale", "0.01"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        eventually(lambda: _answers(f"http://{host}:{port}/health"), "the simulator up")
+        headers = {"Authorization": f"Bearer {dep['apiKey']}"}
+        body = {"model": "qwen-72b", "messages": [{"role": "user", "content": "hello"}],
+                "max_tokens": 5}
+
+        def answered() -> dict[str, Any] | None:
+            out = httpx.post(f"{dep['endpoint']}/chat/completions", json=body,
+                             headers=headers, timeout=30)
+            return out.json() if out.status_code == 200 else None
+
+        answer = eventually(answered, "a chat completion through the gateway", timeout=60)
+        assert answer["choices"][0]["message"]["content"]
+        assert answer["usage"]["completion_tokens"] == 5
+    finally:
+        engine.terminate()
+        engine.wait(10)
+        platform.client.delete(f"/v1/deployments/{dep['id']}")
+        eventually(lambda: not cluster.objects("pods", NS), "the pods to go")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
