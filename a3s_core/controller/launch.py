@@ -58,6 +58,8 @@ async def build_request(
         tensor_parallel_size=tp,
         gpu=placement.gpu,
         labels={"a3s.io/namespace": dep.namespace},
+        cpu_request=host_cpu(plan, tp),
+        memory_request_bytes=host_memory_bytes(plan),
         sim={
             "engine": dep.engine,
             "gpu": placement.gpu,
@@ -72,3 +74,21 @@ async def build_request(
             "max_num_seqs": ctx.extra_args.get("max_num_seqs"),
         },
     )
+
+
+GIB = 1 << 30
+
+
+def host_cpu(plan: SizingPlan, tensor_parallel_size: int) -> float:
+    """Cores a replica should be granted: a CPU engine computes on them (4); a GPU engine
+    keeps one busy per GPU worker plus its API server and tokenizer (2 per GPU)."""
+    return 4.0 if plan.cpu_only else 2.0 * max(1, tensor_parallel_size)
+
+
+def host_memory_bytes(plan: SizingPlan) -> int:
+    """Host memory a replica needs. A CPU engine holds everything in it (the plan's total);
+    a GPU engine stages the checkpoint through it while loading (safetensors are mapped
+    whole) on top of ~4 GiB for the process, CUDA context and tokenizer."""
+    if plan.cpu_only:
+        return max(plan.memory_bytes, plan.weight_bytes)
+    return plan.weight_bytes + 4 * GIB

@@ -36,6 +36,12 @@ class ReplicaRequest(BaseModel):
     tensor_parallel_size: int
     gpu: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    cpu_request: float | None = Field(
+        None, description="CPU cores one replica should be granted (from the sizing plan)"
+    )
+    memory_request_bytes: int | None = Field(
+        None, description="host memory one replica needs (from the sizing plan)"
+    )
     sim: dict[str, object] = Field(
         default_factory=dict, description="figures the sim runtime needs to imitate the engine"
     )

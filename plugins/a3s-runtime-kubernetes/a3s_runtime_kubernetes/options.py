@@ -33,8 +33,9 @@ class KubernetesOptions(BaseModel):
     verify_ssl: bool = True
     request_timeout_s: float = Field(30.0, gt=0)
     watch_pods: bool = Field(
-        False, description="keep the replicas' pods in a watch-fed cache instead of listing "
-        "them on every reconcile pass (needs `watch` on pods)"
+        True, description="keep the replicas' pods in a watch-fed cache instead of listing "
+        "them on every reconcile pass (needs `watch` on pods; without it, or while the "
+        "watch is down, the runtime lists)"
     )
     watch_timeout_s: int = Field(
         300, gt=0, description="server-side length of one watch; it resumes where it ended"

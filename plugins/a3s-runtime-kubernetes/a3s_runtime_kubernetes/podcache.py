@@ -49,6 +49,7 @@ class PodCache:
         self._watches: dict[str, k8s_watch.Watch] = {}
         self._threads: list[threading.Thread] = []
         self.lists = 0  # full lists made (the first one, and one per 410 or failure)
+        self.expired = 0  # watches answered 410 Gone (resumed from a compacted version)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class PodCache:
             except ApiException as exc:
                 if exc.status == 410:  # our version is gone from the server's history
                     log.info("pod watch %s: %s; listing again", scope or "(all)", exc.reason)
+                    self.expired += 1
                     version = None
                     continue
                 failures = self._failed(scope, f"HTTP {exc.status}: {exc.reason}", failures)

@@ -12,6 +12,23 @@ from a3s_runtime_kubernetes.options import KubernetesOptions
 
 HF_TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # the second for older TGI images
 PORT_NAME = "http"
+DEFAULT_CACHE_PATH = "/root/.cache/huggingface"
+# Where an engine's image keeps downloaded models, when that is not the Hugging Face cache
+# under HF_HOME: the model cache volume is mounted there, so a restart does not download again.
+ENGINE_CACHE: dict[str, tuple[str, dict[str, str]]] = {
+    # TEI's image sets HUGGINGFACE_HUB_CACHE=/data (and declares it a volume)
+    "tei": ("/data", {"HUGGINGFACE_HUB_CACHE": "/data"}),
+    # Ollama keeps its blobs in $HOME/.ollama/models
+    "ollama": ("/root/.ollama", {}),
+}
+
+
+def cache_mount(request: ReplicaRequest, opts: KubernetesOptions) -> tuple[str, dict[str, str]]:
+    """Where the model cache volume goes and the env that points the engine at it. An
+    operator's model_cache_mount_path wins; otherwise the engine's own place."""
+    if opts.model_cache_mount_path == DEFAULT_CACHE_PATH and request.engine in ENGINE_CACHE:
+        return ENGINE_CACHE[request.engine]
+    return opts.model_cache_mount_path, {"HF_HOME": opts.model_cache_mount_path}
 
 
 def pod_labels(request: ReplicaRequest, instance: str) -> dict[str, str]:
@@ -34,8 +51,9 @@ def pod_labels(request: ReplicaRequest, instance: str) -> dict[str, str]:
 
 def _env(request: ReplicaRequest, opts: KubernetesOptions) -> list[k8s.V1EnvVar]:
     env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(request.env.items())]
-    if "HF_HOME" not in request.env:
-        env.append(k8s.V1EnvVar(name="HF_HOME", value=opts.model_cache_mount_path))
+    _, cache_env = cache_mount(request, opts)
+    env += [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(cache_env.items())
+            if key not in request.env]
     for name in HF_TOKEN_ENVS:
         if name in request.env:
             continue
@@ -73,8 +91,18 @@ def _probes(request: ReplicaRequest, opts: KubernetesOptions) -> dict[str, k8s.V
 
 
 def _resources(request: ReplicaRequest, opts: KubernetesOptions) -> k8s.V1ResourceRequirements:
-    requests = dict(opts.resources.get("requests", {}))
+    # The plan's CPU and memory as requests (not limits): without them the pod is
+    # BestEffort, the first evicted under node pressure. The operator's values win.
+    requests: dict[str, str] = {}
+    if request.cpu_request:
+        requests["cpu"] = f"{round(request.cpu_request * 1000)}m"
+    if request.memory_request_bytes:
+        requests["memory"] = f"{-(-request.memory_request_bytes // 2**20)}Mi"
     limits = dict(opts.resources.get("limits", {}))
+    for key in ("cpu", "memory"):
+        if key in limits and key in requests:  # a request above its limit is invalid
+            del requests[key]  # the API server then defaults it to the limit
+    requests.update(opts.resources.get("requests", {}))
     if request.placement.gpu is not None:
         # Extended resources are limits-only (requests default to them and may not differ).
         limits[n.GPU_RESOURCE] = str(request.tensor_parallel_size)
@@ -82,7 +110,9 @@ def _resources(request: ReplicaRequest, opts: KubernetesOptions) -> k8s.V1Resour
     return k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None)
 
 
-def _volumes(opts: KubernetesOptions) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+def _volumes(
+    request: ReplicaRequest, opts: KubernetesOptions
+) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
     shm = k8s.V1Volume(
         name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=opts.shm_size)
     )
@@ -104,7 +134,7 @@ def _volumes(opts: KubernetesOptions) -> tuple[list[k8s.V1Volume], list[k8s.V1Vo
         cache = k8s.V1Volume(name="model-cache", empty_dir=k8s.V1EmptyDirVolumeSource())
     mounts = [
         k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
-        k8s.V1VolumeMount(name="model-cache", mount_path=opts.model_cache_mount_path),
+        k8s.V1VolumeMount(name="model-cache", mount_path=cache_mount(request, opts)[0]),
     ]
     return [shm, cache], mounts
 
@@ -147,7 +177,7 @@ def _pinning(request: ReplicaRequest, opts: KubernetesOptions) -> dict[str, obje
 
 def render_pod(request: ReplicaRequest, namespace: str, opts: KubernetesOptions) -> k8s.V1Pod:
     """One pod for one replica, pinned to the scheduled node."""
-    volumes, mounts = _volumes(opts)
+    volumes, mounts = _volumes(request, opts)
     container = k8s.V1Container(
         name=n.CONTAINER,
         image=request.image,
@@ -162,6 +192,8 @@ def render_pod(request: ReplicaRequest, namespace: str, opts: KubernetesOptions)
         env=_env(request, opts),
         resources=_resources(request, opts),
         volume_mounts=mounts,
+        # A crash that wrote no termination message still says why: the log's tail.
+        termination_message_policy="FallbackToLogsOnError",
         **_probes(request, opts),
     )
     annotations = {

@@ -302,9 +302,14 @@ class KubernetesRuntime(Runtime):
         selector = f"{self._selector},{n.DEPLOYMENT}={deployment_id}"
         if self.opts.watch_namespaces is not None:
             return set(self.opts.watch_namespaces)
-        result = await self._call("list A3S services",
-                                  raw_json(self.core.list_service_for_all_namespaces),
-                                  label_selector=selector)
+        try:
+            result = await self._call("list A3S services",
+                                      raw_json(self.core.list_service_for_all_namespaces),
+                                      label_selector=selector, passthrough=(403,))
+        except ApiException:
+            # contrib/kubernetes/rbac.yaml grants services per namespace only: look where
+            # this process has put replicas (the caller adds the pods' namespaces).
+            return set(self._namespaces)
         return {namespace_of(s) for s in result["items"] or []}
 
     async def _ensure_namespace(self, ns: str) -> None:

@@ -11,6 +11,7 @@ scheduler and not a kubelet: tests move pods through their states with `set_pod_
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -83,6 +84,13 @@ class FakeKubeApi:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    real = False  # tests/kube's RealKube, which shares these helpers, says True
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """runtime_options that connect a KubernetesRuntime to this fake."""
+        return {"host": self.url}
+
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
@@ -103,6 +111,11 @@ class FakeKubeApi:
             obj.setdefault("kind", KINDS[resource])
             if resource == "pods":
                 obj.setdefault("status", {"phase": "Pending"})
+            if resource == "secrets" and "stringData" in obj:
+                # write-only: the API server folds it into data, base64-encoded
+                data = obj.setdefault("data", {})
+                for key, value in obj.pop("stringData").items():
+                    data[key] = base64.b64encode(str(value).encode()).decode()
             ns = meta.get("namespace", "") if resource in NAMESPACED else ""
             kind = "MODIFIED" if (resource, ns, meta["name"]) in self.store else "ADDED"
             self.store[(resource, ns, meta["name"])] = obj
@@ -129,6 +142,12 @@ class FakeKubeApi:
             self._compacted = self._version
             self._epoch += 1
             self._lock.notify_all()
+
+    def delete_namespace(self, name: str) -> None:
+        """The namespace and everything in it, at once (the namespace controller's work)."""
+        with self._lock:
+            for key in [k for k in self.store if k[1] == name or k == ("namespaces", "", name)]:
+                self._remove(key)
 
     def add_namespace(self, name: str) -> None:
         self.put("namespaces", {"metadata": {"name": name}, "status": {"phase": "Active"}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import kubernetes_validate
+import pytest
 from kubernetes import client as k8s
 
 from a3s_core.types import Placement, ReplicaRequest
@@ -75,3 +76,9 @@ def foreign_pod(name: str, node: str | None, gpus: int, phase: str = "Running",
         },
         "status": {"phase": phase},
     }
+
+
+def fake_only(kube: Any, why: str) -> None:
+    """Skip on the real API server: the test needs a fault or view only the fake has."""
+    if kube.real:
+        pytest.skip(f"fake API server only: {why}")

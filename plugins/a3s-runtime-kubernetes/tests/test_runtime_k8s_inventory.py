@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from a3s_k8s_test_helpers import A100, foreign_pod, make_request
+from a3s_k8s_test_helpers import A100, fake_only, foreign_pod, make_request
 from a3s_runtime_kubernetes import KubernetesRuntime
 from a3s_runtime_kubernetes.dcgm import parse_dcgm
 from a3s_runtime_kubernetes.testing import FakeKubeApi
@@ -77,7 +77,9 @@ async def test_foreign_pods_take_gpus_and_a3s_pods_hold_their_indices(
 ) -> None:
     kube.put("pods", foreign_pod("trainer-0", "gpu-a100-0", 3))
     kube.put("pods", foreign_pod("trainer-done", "gpu-a100-0", 4, phase="Succeeded"))
-    kube.put("pods", foreign_pod("trainer-pending", None, 2, phase="Pending"))
+    # no node matches: stays unbound (a real kube-scheduler would bind it otherwise)
+    kube.put("pods", foreign_pod("trainer-pending", None, 2, phase="Pending",
+                                 nodeSelector={"pool": "nowhere"}))
     kube.put("pods", foreign_pod(
         "with-init", "gpu-l40s-0", 1,
         initContainers=[{"name": "warm", "image": "busybox",
@@ -145,7 +147,7 @@ async def test_unknown_product_and_label_only_counts() -> None:
 
 
 async def test_gpu_utilisation_from_dcgm_exporter(kube: FakeKubeApi, dcgm_url: str) -> None:
-    rt = KubernetesRuntime({"host": kube.url,
+    rt = KubernetesRuntime({**kube.options,
                             "dcgm_exporter_urls": [dcgm_url, "http://127.0.0.1:9/metrics"]})
     await rt.start()
     try:
@@ -170,7 +172,7 @@ async def test_dcgm_exporter_pods_are_discovered_and_keyed_by_their_node(
                  "containers": [{"name": "nvidia-dcgm-exporter", "image": "dcgm-exporter"}]},
         "status": {"phase": "Running", "podIP": "127.0.0.1"},
     })
-    rt = KubernetesRuntime({"host": kube.url, "dcgm_exporter_selector": "app=nvidia-dcgm-exporter",
+    rt = KubernetesRuntime({**kube.options, "dcgm_exporter_selector": "app=nvidia-dcgm-exporter",
                             "dcgm_exporter_namespace": "gpu-operator", "dcgm_exporter_port": port})
     await rt.start()
     try:
@@ -183,6 +185,7 @@ async def test_dcgm_exporter_pods_are_discovered_and_keyed_by_their_node(
 
 
 async def test_kubeconfig_and_context_are_honoured(kube: FakeKubeApi, tmp_path: Path) -> None:
+    fake_only(kube, "takes any token over plain HTTP (the real one is reached by kubeconfig)")
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "prod",
         "clusters": [{"name": "prod", "cluster": {"server": "https://127.0.0.1:9"}},
@@ -211,8 +214,9 @@ async def test_without_cluster_wide_pod_read_own_pods_still_count(
     kube: FakeKubeApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     kube.put("pods", foreign_pod("trainer-0", "gpu-a100-0", 3))
+    fake_only(kube, "injects a 403 (tests/kube runs the real RBAC)")
     kube.denied.add(("list", "pods", ""))  # namespaced RBAC only
-    rt = KubernetesRuntime({"host": kube.url, "watch_namespaces": ["team-ai"]})
+    rt = KubernetesRuntime({**kube.options, "watch_namespaces": ["team-ai"]})
     await rt.start()
     try:
         await rt.create_replica(make_request())

@@ -207,3 +207,46 @@ def test_contrib_manifests_are_valid() -> None:
                 kinds.add(doc["kind"])
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
             "Deployment", "Service"} <= kinds
+
+
+def test_plan_cpu_and_memory_are_requested_so_the_pod_is_not_best_effort() -> None:
+    req = make_request(cpu_request=4.0, memory_request_bytes=150 * 2**30 + 1)
+    c = engine_container(validate(render_pod(req, "team-ai", opts())))
+    assert c["resources"]["requests"] == {"cpu": "4000m", "memory": "153601Mi"}
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}  # no CPU/memory limit
+
+    # the operator's requests win; a limit below the plan's request replaces it
+    custom = opts(resources={"requests": {"cpu": "6"}, "limits": {"memory": "64Gi"}})
+    c = engine_container(validate(render_pod(req, "team-ai", custom)))
+    assert c["resources"]["requests"] == {"cpu": "6"}
+    assert c["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "2"}
+
+
+def test_a_crash_says_why_from_the_log_tail() -> None:
+    c = engine_container(validate(render_pod(make_request(), "team-ai", opts())))
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+@pytest.mark.parametrize(("engine", "path", "env"), [
+    ("vllm", "/root/.cache/huggingface", {"HF_HOME": "/root/.cache/huggingface"}),
+    ("tei", "/data", {"HUGGINGFACE_HUB_CACHE": "/data"}),
+    ("ollama", "/root/.ollama", {}),
+])
+def test_model_cache_is_mounted_where_the_engine_reads_it(
+    engine: str, path: str, env: dict[str, str]
+) -> None:
+    pod = validate(render_pod(make_request(engine=engine), "team-ai", opts()))
+    c = engine_container(pod)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["model-cache"] == path
+    values = {e["name"]: e.get("value") for e in c["env"]}
+    assert {k: values[k] for k in env} == env
+    assert ("HF_HOME" in values) == ("HF_HOME" in env)
+
+
+def test_an_operators_cache_path_is_used_for_every_engine() -> None:
+    pod = validate(render_pod(make_request(engine="tei"), "team-ai",
+                              opts(model_cache_mount_path="/models")))
+    c = engine_container(pod)
+    assert {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["model-cache"] == "/models"
+    assert {"name": "HF_HOME", "value": "/models"} in c["env"]

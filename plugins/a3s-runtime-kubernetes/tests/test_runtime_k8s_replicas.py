@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from a3s_k8s_test_helpers import make_request
+from a3s_k8s_test_helpers import fake_only, make_request
 from a3s_runtime_kubernetes import KubernetesRuntime
 from a3s_runtime_kubernetes.testing import FakeKubeApi
 
@@ -85,7 +86,7 @@ async def test_service_of_an_earlier_deployment_is_repointed(
 
 
 async def test_missing_namespace_without_permission_to_create(kube: FakeKubeApi) -> None:
-    rt = KubernetesRuntime({"host": kube.url, "create_namespaces": False,
+    rt = KubernetesRuntime({**kube.options, "create_namespaces": False,
                             "namespace_map": {"team-ai": "llm-prod"}})
     await rt.start()
     try:
@@ -102,14 +103,16 @@ async def test_hf_token_is_written_to_the_secret_the_pod_references(kube: FakeKu
     kube.add_namespace(NS)
     kube.put("secrets", {"metadata": {"name": "hf", "namespace": NS},
                          "stringData": {"HF_TOKEN": "stale"}})
-    rt = KubernetesRuntime({"host": kube.url, "hf_token": "hf_new", "hf_token_secret": "hf"})
+    rt = KubernetesRuntime({**kube.options, "hf_token": "hf_new", "hf_token_secret": "hf"})
     await rt.start()
     try:
         await rt.create_replica(make_request())
     finally:
         await rt.close()
     secret = kube.get("secrets", NS, "hf")
-    assert secret is not None and secret["stringData"] == {"HF_TOKEN": "hf_new"}
+    # stringData is write-only: the API server folds it into data (base64)
+    assert secret is not None and "stringData" not in secret
+    assert base64.b64decode(secret["data"]["HF_TOKEN"]) == b"hf_new"
     pod = kube.get("pods", NS, POD)
     assert pod is not None
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
@@ -222,8 +225,8 @@ async def test_observe_adds_the_latest_warning_event(
 
 
 async def test_observe_sees_only_this_installations_pods(kube: FakeKubeApi) -> None:
-    mine = KubernetesRuntime({"host": kube.url})
-    theirs = KubernetesRuntime({"host": kube.url, "instance": "staging"})
+    mine = KubernetesRuntime(kube.options)
+    theirs = KubernetesRuntime({**kube.options, "instance": "staging"})
     await mine.start()
     await theirs.start()
     try:
@@ -256,7 +259,8 @@ async def test_delete_is_idempotent_and_removes_the_service_last(
     await runtime.delete_replica("qwen-72b-111111111111")
     assert kube.objects("pods", NS) == []
     assert kube.get("services", NS, "a3s-qwen-72b") is None
-    assert await runtime.observe() == []
+    # a deleted pod is terminating until its node confirms (on the fake: gone at once)
+    assert {o.state for o in await runtime.observe()} <= {"stopped"}
 
 
 async def test_delete_deployment_removes_every_pod_and_the_service(
@@ -269,7 +273,19 @@ async def test_delete_deployment_removes_every_pod_and_the_service(
     assert kube.objects("pods", NS) == [] and kube.objects("services", NS) == []
 
 
+async def test_delete_deployment_with_services_readable_per_namespace_only(
+    kube: FakeKubeApi, runtime: KubernetesRuntime
+) -> None:
+    """contrib/kubernetes/rbac.yaml: services are granted in the target namespaces only."""
+    fake_only(kube, "injects a 403 (tests/kube runs the real RBAC)")
+    kube.denied.add(("list", "services", ""))
+    await runtime.create_replica(make_request())
+    await runtime.delete_deployment("dep-5e6f7a8b9c0d")
+    assert kube.objects("pods", NS) == [] and kube.objects("services", NS) == []
+
+
 async def test_logs_tail_with_timestamps(kube: FakeKubeApi, runtime: KubernetesRuntime) -> None:
+    fake_only(kube, "serves container logs; kwok runs no kubelet to read them from")
     await runtime.create_replica(make_request())
     for i in range(5):
         kube.append_log(NS, POD, f"INFO line {i}", ts=f"2026-11-25T08:00:0{i}.123456789Z")
@@ -282,6 +298,7 @@ async def test_logs_tail_with_timestamps(kube: FakeKubeApi, runtime: KubernetesR
 async def test_logs_of_a_crash_looping_replica_come_from_the_previous_run(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
+    fake_only(kube, "serves container logs; kwok runs no kubelet to read them from")
     await runtime.create_replica(make_request())
     kube.append_log(NS, POD, "torch.OutOfMemoryError: CUDA out of memory", previous=True)
     kube.set_pod_status(NS, POD, {"phase": "Running", "containerStatuses": [
@@ -293,6 +310,7 @@ async def test_logs_of_a_crash_looping_replica_come_from_the_previous_run(
 async def test_logs_follow_streams_new_lines_and_stops_when_closed(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
+    fake_only(kube, "serves container logs; kwok runs no kubelet to read them from")
     await runtime.create_replica(make_request())
     kube.append_log(NS, POD, "loading weights")
     stream = cast(AsyncGenerator[LogLine, None], runtime.logs(POD, tail=10, follow=True))
@@ -307,6 +325,7 @@ async def test_logs_follow_streams_new_lines_and_stops_when_closed(
 async def test_logs_follow_ends_when_the_pod_goes(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
+    fake_only(kube, "serves container logs; kwok runs no kubelet to read them from")
     await runtime.create_replica(make_request())
     kube.append_log(NS, POD, "only line")
 
@@ -327,6 +346,7 @@ async def test_logs_of_an_unknown_replica(runtime: KubernetesRuntime) -> None:
 async def test_forbidden_says_which_call_and_points_at_rbac(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
+    fake_only(kube, "injects a 403 (tests/kube runs the real RBAC)")
     kube.denied.add(("create", "pods"))
     with pytest.raises(RuntimeUnavailable) as err:
         await runtime.create_replica(make_request())
@@ -349,6 +369,7 @@ async def test_missing_kubeconfig_is_a_clear_error(tmp_path: Any) -> None:
 async def test_logs_of_a_container_that_never_ran_are_empty(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
+    fake_only(kube, "serves container logs; kwok runs no kubelet to read them from")
     await runtime.create_replica(make_request())
     kube.set_pod_status(NS, POD, {"phase": "Pending", "containerStatuses": [
         engine_status({"waiting": {"reason": "ContainerCreating"}})]})
@@ -368,8 +389,7 @@ async def test_a_namespace_deleted_behind_our_back_is_recreated(
     kube: FakeKubeApi, runtime: KubernetesRuntime
 ) -> None:
     await runtime.create_replica(make_request())
-    for key in [k for k in kube.store if k[1] == NS or k == ("namespaces", "", NS)]:
-        del kube.store[key]
+    kube.delete_namespace(NS)
     await runtime.create_replica(make_request(replica_id="qwen-72b-111111111111"))
     assert kube.get("namespaces", "", NS) is not None
     assert kube.get("pods", NS, "qwen-72b-111111111111") is not None
