@@ -173,8 +173,7 @@ class Forwarder:
     ) -> Failure | None:
         """None once the client has its answer; a Failure if nothing was sent yet."""
         book = self.book
-        st.in_flight += 1
-        st.requests += 1
+        book.started(st)  # in flight here and, with workers, in the shared book
         started = time.monotonic()
         resp: UpstreamResponse | None = None
         try:
@@ -202,7 +201,7 @@ class Forwarder:
             book.failed(st, reason)
             return Failure(reason)
         finally:
-            st.in_flight -= 1
+            book.finished(st)
             if resp is not None:
                 resp.release()  # closes the connection if the body was not read whole
 
