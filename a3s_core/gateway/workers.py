@@ -239,7 +239,7 @@ class Supervisor:
 
             Store.open(self.settings.db_url).close()
         self.sock = bind(self.settings.host, self.settings.port)
-        path = _share_path(self.settings)
+        path = Path(self.settings.load_share or _share_path(self.settings))
         self.share = LoadShare.create(path, self.n)
         self.settings = worker_settings(self.settings.model_copy(update={"workers": self.n}),
                                         path)
