@@ -206,4 +206,20 @@ def test_contrib_manifests_are_valid() -> None:
                 kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
                 kinds.add(doc["kind"])
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-            "Deployment", "Service"} <= kinds
+            "Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_gateway_manifest_is_data_plane_only_and_scales_on_cpu() -> None:
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CONTRIB / "gateway.yaml").read_text())}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--role") + 1] == "gateway"
+    workers = int(args[args.index("--workers") + 1])
+    assert workers == int(pod["containers"][0]["resources"]["limits"]["cpu"])
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
+    control = next(d for d in yaml.safe_load_all((CONTRIB / "platform.yaml").read_text())
+                   if d["kind"] == "Deployment")
+    cargs = control["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cargs[cargs.index("--role") + 1] == "control"
