@@ -23,7 +23,7 @@ after any worker's change. Gateways on other machines (`--role gateway` pods) sh
 nothing but the store: each scrapes for itself, as separate platform processes did.
 
 A worker that dies is started again (its shared counts zeroed first); one that keeps
-dying within a second of starting stops the supervisor instead of looping.
+dying within 30 s of starting (five times running) stops the supervisor instead of looping.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ PluginsFactory = Callable[[], "Plugins"] | None
 log = logging.getLogger("a3s.workers")
 SQLITE_POLL_S = 0.25  # how soon one worker's events reach another's WebSocket clients
 GRACE_S = 30.0  # a worker's in-flight answers may finish before it is killed
-CRASH_LOOP_S = 1.0
+CRASH_LOOP_S = 30.0  # a worker that dies this soon after starting, 5 times running
 CRASH_LOOP_TRIES = 5
+BAD_CONFIG_EXIT = 78  # EX_CONFIG: the worker cannot be built; starting it again won't help
 
 
 def default_workers() -> int:
@@ -205,7 +206,13 @@ def run_worker(
     settings = settings.model_copy(update={"worker_index": index})
     logging.basicConfig(level=logging.INFO, format=f"worker {index}: %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    app = build_app(settings, plugins() if plugins is not None else None)
+    from a3s_core.errors import A3SError
+
+    try:
+        app = build_app(settings, plugins() if plugins is not None else None)
+    except A3SError as exc:  # a setting or a plugin is wrong: say so once, plainly
+        log.error("error: %s", exc.message)
+        raise SystemExit(BAD_CONFIG_EXIT) from None
     config = uvicorn.Config(app, log_level="info", access_log=access_log,
                             ws=A3SWebSocketProtocol, timeout_graceful_shutdown=int(GRACE_S))
     uvicorn.Server(config).run(sockets=[sock])
@@ -282,6 +289,8 @@ class Supervisor:
                 index = sentinels[ready]  # type: ignore[index]
                 proc = self.procs[index]
                 proc.join()
+                if proc.exitcode == BAD_CONFIG_EXIT:
+                    return 1  # the worker said why; every other worker would say the same
                 quick = time.monotonic() - self.started_at[index] < CRASH_LOOP_S
                 self.quick_deaths[index] = self.quick_deaths.get(index, 0) + 1 if quick else 0
                 if self.quick_deaths[index] >= CRASH_LOOP_TRIES:

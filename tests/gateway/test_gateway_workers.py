@@ -192,3 +192,12 @@ async def test_a_key_revoked_through_the_api_is_refused_by_every_worker(
                     await client.aclose()
     finally:
         workers.stop()
+
+
+def test_a_worker_that_cannot_be_built_stops_the_supervisor_at_once(tmp_path: Path) -> None:
+    """A wrong setting fails every worker alike: one plain error, exit 1, no restart loop."""
+    with pytest.raises(RuntimeError) as err:
+        start_workers(tmp_path, N, role="all", runtime="nope")
+    log = str(err.value)
+    assert "runtime 'nope' is not available" in log
+    assert "Traceback" not in log and "starting it again" not in log

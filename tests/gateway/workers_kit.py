@@ -107,9 +107,10 @@ def start_workers(data_dir: Path, n: int, **settings: Any) -> Workers:
     workers = Workers(proc, f"http://127.0.0.1:{port}", n, data_dir)
     try:
         workers.pids()
-    except Exception:
+    except Exception as exc:
         workers.stop()
-        raise RuntimeError((data_dir / "workers.log").read_text()[-3000:]) from None
+        log = (data_dir / "workers.log").read_text()[-3000:]
+        raise RuntimeError(f"{exc}; exit {proc.returncode}; log:\n{log}") from None
     return workers
 
 
