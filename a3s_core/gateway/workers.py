@@ -1,10 +1,13 @@
-"""`a3s serve --workers N --role R`: several processes on one listening socket, and roles.
+"""`a3s serve --workers N --role R`: several processes on one port, and roles.
 
 One Python process serves on one core. With N workers the supervisor (this module, in the
-`a3s serve` process) binds the socket once and starts N worker processes that all accept
-from it (a pre-forked listener: one accept queue, so a worker that dies leaves the
-connections it had not accepted yet to the others; `SO_REUSEPORT` would give each worker
-its own queue and lose those). Each worker is a whole platform process of its role:
+`a3s serve` process) holds the port and starts N worker processes, each listening on it
+with `SO_REUSEPORT`: the kernel spreads new connections evenly over the workers by their
+addresses. (One listening socket shared by all was tried first: the worker that woke
+first took all 8 connections a test opened at once, so keep-alive clients opened
+together, or the few connections an ingress keeps open, can all land on one core.) A worker
+listens only once its app has started; when it dies its socket leaves the group, and new
+connections go to the others. Each worker is a whole platform process of its role:
 
 - `all` (the default): API, event stream, gateway, and a candidate for the controllers'
   lease. The socket is shared, so any worker may get any request; the API and the event
@@ -171,12 +174,19 @@ def serve(settings: Settings, access_log: bool, say: Any = print) -> int:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT and not listening yet. The supervisor's holds the
+    port (and fails early if it is taken); each worker binds its own, and uvicorn starts
+    listening on it once the app has started, so no connection waits on a worker that is
+    still starting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -195,7 +205,7 @@ def worker_settings(settings: Settings, share: Path) -> Settings:
 
 
 def run_worker(
-    settings: Settings, index: int, sock: socket.socket, access_log: bool,
+    settings: Settings, index: int, access_log: bool,
     plugins: PluginsFactory = None,
 ) -> None:
     """One worker process: its app on the shared socket until SIGTERM/SIGINT."""
@@ -215,11 +225,12 @@ def run_worker(
         raise SystemExit(BAD_CONFIG_EXIT) from None
     config = uvicorn.Config(app, log_level="info", access_log=access_log,
                             ws=A3SWebSocketProtocol, timeout_graceful_shutdown=int(GRACE_S))
-    uvicorn.Server(config).run(sockets=[sock])
+    # Bound here, listened on by uvicorn after the app's startup (see bind()).
+    uvicorn.Server(config).run(sockets=[bind(settings.host, settings.port)])
 
 
 class Supervisor:
-    """Starts N workers on one socket, restarts a worker that dies, stops them all on
+    """Starts N workers on one port, restarts a worker that dies, stops them all on
     SIGTERM/SIGINT (each finishes what it has in flight, up to `GRACE_S`)."""
 
     def __init__(
@@ -246,15 +257,17 @@ class Supervisor:
 
             Store.open(self.settings.db_url).close()
         self.sock = bind(self.settings.host, self.settings.port)
+        port = self.sock.getsockname()[1]  # the one bound, when port 0 asked for any
         path = Path(self.settings.load_share or _share_path(self.settings))
         self.share = LoadShare.create(path, self.n)
-        self.settings = worker_settings(self.settings.model_copy(update={"workers": self.n}),
-                                        path)
+        self.settings = worker_settings(
+            self.settings.model_copy(update={"workers": self.n, "port": port}), path
+        )
 
     def start_worker(self, index: int) -> None:
         proc = self.ctx.Process(
             target=run_worker, name=f"a3s-worker-{index}",
-            args=(self.settings, index, self.sock, self.access_log, self.plugins),
+            args=(self.settings, index, self.access_log, self.plugins),
         )
         proc.start()
         self.procs[index] = proc

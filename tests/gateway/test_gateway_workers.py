@@ -29,7 +29,7 @@ from test_gateway_openai import (  # noqa: F401  # collected again, with `harnes
     test_stream_is_not_buffered,
     test_text_completions_streaming_and_not,
 )
-from workers_kit import Workers, pinned_clients, start_workers
+from workers_kit import Workers, clients_per_worker, pinned_clients, start_workers
 
 from a3s_core.settings import Settings
 from a3s_core.store import Store
@@ -113,21 +113,20 @@ async def test_least_queue_across_workers_spares_a_slow_replica(harness: Harness
 
 
 async def _drive(harness: Harness, dep: Any, clients: int, each: int) -> None:
-    """`clients` callers, each on its own connection (so both workers take some)."""
-    seen: set[int] = set()
+    """`clients` callers, each on its own connection, half of them on each worker."""
+    per_worker = await clients_per_worker(harness.base_url, N, clients // N)
 
-    async def caller() -> None:
-        async with httpx.AsyncClient(base_url=harness.base_url, timeout=15,
-                                     limits=httpx.Limits(max_connections=1)) as http:
-            seen.add((await http.get("/healthz")).json()["worker"]["pid"])
+    async def caller(http: httpx.AsyncClient) -> None:
+        try:
             for _ in range(each):
                 resp = await http.post(f"/d/{dep.namespace}/{dep.name}/v1/chat/completions",
                                        json={"model": dep.name, "messages": []},
                                        headers={"Authorization": f"Bearer {dep.key}"})
                 assert resp.status_code == 200, resp.text
+        finally:
+            await http.aclose()
 
-    await asyncio.gather(*(caller() for _ in range(clients)))
-    assert len(seen) == N, f"all {clients} connections went to one worker"
+    await asyncio.gather(*(caller(c) for group in per_worker.values() for c in group))
 
 
 async def _chat(base_url: str, dep: Any) -> int:

@@ -116,16 +116,24 @@ def start_workers(data_dir: Path, n: int, **settings: Any) -> Workers:
 
 async def pinned_clients(base_url: str, n: int, **kw: Any) -> dict[int, httpx.AsyncClient]:
     """One client per worker, each on one keep-alive connection that worker accepted."""
-    out: dict[int, httpx.AsyncClient] = {}
+    return {i: c[0] for i, c in (await clients_per_worker(base_url, n, 1, **kw)).items()}
+
+
+async def clients_per_worker(
+    base_url: str, n: int, each: int, **kw: Any
+) -> dict[int, list[httpx.AsyncClient]]:
+    """`each` clients per worker, each on one keep-alive connection that worker accepted
+    (the kernel spreads new connections over the workers by their addresses)."""
+    out: dict[int, list[httpx.AsyncClient]] = {i: [] for i in range(n)}
     deadline = asyncio.get_running_loop().time() + 60
-    while len(out) < n:
+    while any(len(c) < each for c in out.values()):
         if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(f"no connection reached workers other than {sorted(out)}")
+            raise RuntimeError(f"connections per worker: { {i: len(c) for i, c in out.items()} }")
         client = httpx.AsyncClient(base_url=base_url, timeout=15,
                                    limits=httpx.Limits(max_connections=1), **kw)
         index = (await client.get("/healthz")).json()["worker"]["index"]
-        if index in out:
-            await client.aclose()
+        if len(out[index]) < each:
+            out[index].append(client)
         else:
-            out[index] = client
+            await client.aclose()
     return out
