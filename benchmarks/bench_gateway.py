@@ -261,7 +261,9 @@ async def bench(args: argparse.Namespace) -> int:
             for i, url in enumerate(replica_urls):
                 backend = spawn(f"backend{i}", [sys.executable, str(HERE / "micro_backend.py"),
                                                 "--port", url.rsplit(":", 1)[1],
-                                                "--chunks", str(args.chunks)], workdir)
+                                                "--chunks", str(args.chunks),
+                                                "--chunk-gap-ms", str(args.chunk_gap_ms)],
+                                  workdir)
                 procs.append(backend)
                 await wait_ready(url + "/health", backend)
         else:
@@ -460,6 +462,9 @@ def main() -> None:
                              "bottleneck; figures as ratios of vllm-router's")
     parser.add_argument("--chunks", type=int, default=64,
                         help="chunks per streamed answer of the micro backends")
+    parser.add_argument("--chunk-gap-ms", type=float, default=0.0,
+                        help="pause between the micro backends' chunks (0: back to back, "
+                             "so a proxy may read and pass on several at once)")
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway worker processes (a3s serve --workers N)")
     parser.add_argument("--fake-replica", action="store_true",

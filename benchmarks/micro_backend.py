@@ -40,6 +40,7 @@ def _chunk(data: bytes) -> bytes:
 
 class Backend(asyncio.Protocol):
     chunks = 64
+    gap_s = 0.0  # between chunks; 0: back to back (a proxy may then read several at once)
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -75,18 +76,32 @@ class Backend(asyncio.Protocol):
         elif url == b"/health":
             write(_whole(b"{}"))
         elif b'"stream": true' in body or b'"stream":true' in body:
-            write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                  b"transfer-encoding: chunked\r\n\r\n")
+            pieces = [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                      b"transfer-encoding: chunked\r\n\r\n"]
             for i in range(self.chunks):
                 event = json.dumps({"id": "chatcmpl-micro", "object": "chat.completion.chunk",
                                     "model": MODEL, "choices": [{"index": 0, "delta": {
                                         "content": f"t{i} "}}]})
-                write(_chunk(b"data: " + event.encode() + b"\n\n"))
-            write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+                pieces.append(_chunk(b"data: " + event.encode() + b"\n\n"))
+            pieces.append(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            if self.gap_s:  # paced like tokens: each chunk reaches the proxy on its own
+                self._paced(pieces, 0)
+                return
+            for piece in pieces:
+                write(piece)
         else:
             write(_whole(ANSWER))
         if not self.parser.should_keep_alive():
             self.transport.close()
+
+    def _paced(self, pieces: list[bytes], i: int) -> None:
+        # One timer after the other (not all at once: timers due in the same tick may
+        # fire out of order, and a chunk after the final one breaks the answer).
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(pieces[i])
+        if i + 1 < len(pieces):
+            asyncio.get_running_loop().call_later(self.gap_s, self._paced, pieces, i + 1)
 
 
 async def serve(port: int) -> None:
@@ -100,8 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--chunk-gap-ms", type=float, default=0.0,
+                        help="pause between streamed chunks (0: back to back)")
     args = parser.parse_args()
     Backend.chunks = args.chunks
+    Backend.gap_s = args.chunk_gap_ms / 1000
     try:
         import uvloop
 
