@@ -127,6 +127,7 @@ def view(platform: Platform, row: DeploymentRow, recent_events: int = 20) -> Dep
         quantization=row.spec.get("quantization", "none"),
         status=row.status,
         reason=row.reason,
+        retry_at=row.retry_at if row.status == "failed" else None,
         suggestions=row.suggestions or [],
         endpoint=platform.settings.endpoint_for(row.namespace, row.name),
         desired_replicas=row.desired_replicas,

@@ -83,6 +83,13 @@ class ModelUnavailable(A3SError):
     code = "model_unavailable"
 
 
+class HubUnreachable(ModelUnavailable):
+    """The model hub cannot be reached (or timed out): nothing is wrong with the request,
+    so a retry later may work."""
+
+    status_code = 503
+
+
 class SizingError(A3SError):
     """The model cannot be sized as asked (e.g. max_model_len larger than fits anywhere)."""
 

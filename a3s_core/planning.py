@@ -34,14 +34,20 @@ def plan_model(
     return profile, plan
 
 
-async def plan_request(platform: Platform, request: DeploymentRequest) -> dict[str, Any]:
-    """The dry-run answer: per model, the plan (with its arithmetic) and where it would
-    land now — or the error, per model, so one bad model does not hide the others."""
+async def plan_request(
+    platform: Platform, request: DeploymentRequest
+) -> tuple[dict[str, Any], int]:
+    """The dry-run answer and its HTTP status: per model, the plan (with its arithmetic) and
+    where it would land now — or the error, per model, so one bad model does not hide the
+    others. When any model cannot be sized the answer is that model's error status (422
+    for a model that cannot be served as asked, 503 when its hub cannot be reached), with a
+    top-level `error` naming every model that failed; otherwise 200."""
     from a3s_core.deployments import check_names
 
     check_names(platform, request)
     out: list[dict[str, Any]] = []
-    for spec in request.models:
+    failed: list[tuple[int, ModelSpec, A3SError]] = []
+    for i, spec in enumerate(request.models):
         entry: dict[str, Any] = {"name": spec.name, "model": spec.model, "engine": spec.engine}
         try:
             _, plan = await asyncio.to_thread(resolve_plan, platform, spec)
@@ -50,5 +56,19 @@ async def plan_request(platform: Platform, request: DeploymentRequest) -> dict[s
                 entry["placement"] = await platform.controller.preview(spec, plan, request)
         except A3SError as exc:
             entry["error"] = {"code": exc.code, "message": exc.message}
+            failed.append((i, spec, exc))
         out.append(entry)
-    return {"namespace": request.resolved_namespace(), "models": out}
+    body: dict[str, Any] = {"namespace": request.resolved_namespace(), "models": out}
+    if not failed:
+        return body, 200
+    i, spec, first = failed[0]
+    where = f"models[{i}] ({spec.name})"
+    if spec.model not in first.message:
+        where += f" model {spec.model!r}"
+    message = f"{where}: {first.message}"
+    if len(failed) > 1:
+        message += f"; {len(failed) - 1} more model(s) cannot be planned either: " + ", ".join(
+            s.name for _, s, _ in failed[1:])
+    body["error"] = {"code": first.code, "message": message,
+                     "models": [s.name for _, s, _ in failed]}
+    return body, first.status_code

@@ -63,6 +63,7 @@ class Platform:
         self.autoscaler: Autoscaler | None = None
         self.leader: LeaderElection | None = None  # None: controllers off in this process
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def emit_for(
         self,
@@ -96,6 +97,8 @@ class Platform:
         from a3s_core.controller.reconcile import Controller
 
         await self.runtime.start()
+        if self.store.is_postgres and (note := self.runtime.multi_process_note()):
+            log.warning("%s", note)
         if self.gateway:
             await self.gateway.start()
         self.controller = Controller(self)
@@ -103,17 +106,27 @@ class Platform:
             self.leader = LeaderElection(
                 self.store,
                 on_elected=self._start_loops,
-                on_deposed=self._stop_loops,
+                on_deposed=self._deposed,
                 duration_s=self.settings.lease_duration_s,
                 renew_s=self.settings.lease_renew_interval_s,
             )
             await self.leader.start()
+        if self.leader is None or not self.leader.leading:
+            await self._runtime_leadership(False)
+
+    async def _runtime_leadership(self, leading: bool) -> None:
+        try:
+            await self.runtime.on_leadership(leading)
+        except Exception:  # the loops still run: observe() is the runtime's to get right
+            log.exception("runtime %s: on_leadership(%s) failed", self.runtime.name, leading)
 
     async def _start_loops(self) -> None:
         """Reconcile and autoscale, fresh for each term: no in-memory state from an earlier
-        term (another process led meanwhile) is trusted."""
+        term (another process led meanwhile) is trusted, and the runtime re-reads the
+        cluster first, so the first pass sees every replica the old leader started."""
         from a3s_core.controller.reconcile import Controller
 
+        await self._runtime_leadership(True)
         self.controller = Controller(self)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="a3s-reconcile"))
         try:
@@ -123,6 +136,11 @@ class Platform:
         if Autoscaler is not None:
             self.autoscaler = Autoscaler(self)
             self._tasks.append(asyncio.create_task(self.autoscaler.run(), name="a3s-autoscale"))
+
+    async def _deposed(self) -> None:
+        await self._stop_loops()
+        if not self._stopping:  # at shutdown the runtime's close() says what to keep
+            await self._runtime_leadership(False)
 
     async def _stop_loops(self) -> None:
         for t in self._tasks:
@@ -134,6 +152,7 @@ class Platform:
         self.autoscaler = None
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.leader is not None:
             await self.leader.stop()  # stops the loops and releases the lease
         await self._stop_loops()

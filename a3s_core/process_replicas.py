@@ -4,6 +4,8 @@ runtimes that run each replica as a local process (`sim`, `local`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -34,6 +36,7 @@ class ProcessReplicas:
         unhealthy_after: int = 3,
         stop_timeout: float = 10.0,
     ) -> None:
+        self.state_dir = Path(state_dir)
         self.supervisor = ProcessSupervisor(state_dir)
         self.health_timeout = health_timeout
         self.unhealthy_after = unhealthy_after
@@ -41,8 +44,24 @@ class ProcessReplicas:
         self._reserved: dict[int, float] = {}
 
     def adopt(self) -> list[str]:
-        """Replicas a previous platform process started (alive or not); their ids."""
-        return [p.name for p in self.supervisor.adopt_all()]
+        """Replicas another platform process started (alive or not) and not yet known here;
+        their ids. Cheap (one directory listing), so `observe` calls it every pass: with a
+        state dir shared by several platform processes, a new leader sees every replica the
+        old one started. A replica seen ready before (by any process) counts as ready from
+        the start, so one slow health check after a take-over does not stop its traffic."""
+        adopted = self.supervisor.adopt_all()
+        for proc in adopted:
+            seen = proc.meta.get("ready_at")
+            if proc.ready_since is None and isinstance(seen, str):
+                with contextlib.suppress(ValueError):
+                    proc.ready_since = datetime.fromisoformat(seen)
+        return [p.name for p in adopted]
+
+    async def release(self) -> None:
+        """Stop tailing and forget every process here (records, logs and processes stay):
+        this platform process no longer leads, and another one tails the shared files."""
+        await self.supervisor.close()
+        self.supervisor = ProcessSupervisor(self.state_dir)
 
     def get(self, replica_id: str) -> ManagedProcess | None:
         return self.supervisor.get(replica_id)
@@ -80,13 +99,14 @@ class ProcessReplicas:
             "labels": dict(request.labels),
             **(extra_meta or {}),
         }
-        old = self.supervisor.get(request.replica_id)
-        if old is not None:  # a failed run under the same id: replace its record and logs
-            self.supervisor.forget(request.replica_id)
+        # A finished run under the same id is replaced by the supervisor; a running one,
+        # or one whose workers still live, is refused there (its record stays).
+        proc = self.supervisor.start(request.replica_id, argv, env=env, meta=meta)
         self._reserved.pop(request.port, None)
-        return self.supervisor.start(request.replica_id, argv, env=env, meta=meta)
+        return proc
 
     async def observe(self) -> list[ReplicaObservation]:
+        self.adopt()
         procs = self.supervisor.processes()
         return list(await asyncio.gather(*(self.observation(p) for p in procs)))
 
@@ -107,6 +127,10 @@ class ProcessReplicas:
         ok = await proc.check_http(health_url, self.health_timeout) if health_url else True
         if proc.ready_since is None and ok:
             proc.ready_since = datetime.now(UTC)
+        if ok and "ready_at" not in meta and proc.ready_since is not None:
+            # Recorded once, so the next leader knows this replica has served.
+            with contextlib.suppress(OSError, KeyError):
+                self.supervisor.update_meta(proc.name, ready_at=proc.ready_since.isoformat())
         if ok:
             return ReplicaObservation(**base, state="ready", since=proc.ready_since)
         if proc.ready_since is None:
@@ -130,7 +154,12 @@ class ProcessReplicas:
     ) -> AsyncIterator[LogLine]:
         proc = self.supervisor.get(replica_id)
         if proc is None:
-            raise NotFound(f"replica {replica_id!r} is not known to this runtime")
+            if not (self.state_dir / f"{replica_id}.json").is_file():
+                raise NotFound(f"replica {replica_id!r} is not known to this runtime")
+            # Another platform process (the leader) tails it: read what it recorded.
+            async for line in recorded_lines(self.state_dir, replica_id, tail, follow):
+                yield line
+            return
         async for item in proc.follow(tail, follow):
             yield LogLine(replica_id=replica_id, ts=item.ts, line=item.line)
 
@@ -144,3 +173,49 @@ class ProcessReplicas:
 
     async def close(self, stop: bool = False) -> None:
         await self.supervisor.close(stop_processes=stop, timeout=self.stop_timeout)
+
+
+async def recorded_lines(
+    state_dir: Path, name: str, tail: int, follow: bool, poll_s: float = 0.2
+) -> AsyncIterator[LogLine]:
+    """A replica's log as the process tailing it records it (`logs/<name>.jsonl`), read
+    without tailing it here: the last `tail` lines, then, while `follow`, new ones until
+    its record is gone or its exit is recorded."""
+    path = state_dir / "logs" / f"{name}.jsonl"
+    offset = 0
+    rows: list[LogLine] = []
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        start = max(0, f.seek(0, 2) - 2 * 1024 * 1024)  # the tail is enough for `tail`
+        f.seek(start)
+        data = f.read()
+        offset = start + data.rfind(b"\n") + 1
+        rows = _rows(name, data[: offset - start])
+    for row in rows[-tail:] if tail > 0 else []:
+        yield row
+    while follow:
+        done = not (state_dir / f"{name}.json").is_file() or (
+            state_dir / "logs" / f"{name}.exit"
+        ).is_file()
+        with contextlib.suppress(FileNotFoundError):
+            with path.open("rb") as f:
+                if f.seek(0, 2) < offset:  # rotated: start over
+                    offset = 0
+                f.seek(offset)
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            offset += end
+            for row in _rows(name, chunk[:end]):
+                yield row
+        if done:
+            return
+        await asyncio.sleep(poll_s)
+
+
+def _rows(name: str, data: bytes) -> list[LogLine]:
+    out: list[LogLine] = []
+    for text in data.decode("utf-8", "replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            row = json.loads(text)
+            out.append(LogLine(replica_id=name, ts=datetime.fromisoformat(row["ts"]),
+                               line=row["line"]))
+    return out

@@ -6,6 +6,11 @@ Design choices, and why:
 - stdout and stderr go straight to a file (`<name>.out`), never to a pipe, so an engine keeps
   running and logging when the platform exits; the next platform process adopts it from the
   JSON record kept in the state directory (`adopt_all`).
+- Every instant of a start or a stop is safe to be killed at (SIGKILL, power loss): the
+  record is written and fsynced *before* the process exists (an intent, without pid), the
+  pid is filled in once it runs, and on a stop the record goes only after every process of
+  it is confirmed dead. An intent without pid is resolved on adoption by the marker the
+  process carries (`a3s_core.proc_scan`): found, it is adopted; not found, it never started.
 - A tiny `sh` wrapper records the engine's exit code in `<name>.exit`, so even an adopted
   process (not our child, so not ours to `wait` for) reports how it ended.
 - One background task tails every output file, stamps each new line with the time it was
@@ -18,22 +23,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import signal
 import subprocess
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, Field
 
 from a3s_core.net import free_port, http_get
+from a3s_core.proc_output import OutputLine, OutputTail
+from a3s_core.proc_scan import (
+    MARKER_ENV,
+    alive,
+    can_scan,
+    crash_point,
+    find_leader,
+    members,
+    new_marker,
+    proc_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +55,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 # `trap :` (a handler, not an ignore, so the engine still gets the default SIGTERM action)
 # keeps the shell alive until the engine has exited, then the shell records its code.
 _WRAPPER = 'f=$1; shift; trap : TERM INT HUP; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
-_MAX_LINE = 16 * 1024
-_MAX_READ = 4 * 1024 * 1024
-_JSONL_ROTATE_BYTES = 32 * 1024 * 1024
-
-
-class OutputLine(NamedTuple):
-    seq: int
-    ts: datetime
-    line: str
 
 
 class ExitStatus(BaseModel):
     code: int | None = Field(None, description="exit code; None when killed or unknown")
     signal: int | None = Field(None, description="signal that ended the process, if known")
     at: datetime
+    never_started: bool = Field(
+        False, description="the platform was stopped after recording the start, before the "
+        "process existed"
+    )
 
     def describe(self) -> str:
+        if self.never_started:
+            return "never started (the platform stopped while starting it)"
         if self.signal is not None:
             name = _signal_name(self.signal)
             if self.code is not None:
@@ -72,7 +83,8 @@ class ProcessRecord(BaseModel):
     """What is persisted per process, so another platform process can adopt it."""
 
     name: str
-    pid: int
+    pid: int | None = Field(None, description="None: intent recorded, process not seen yet")
+    marker: str | None = Field(None, description="in the process's environment (proc_scan)")
     argv: list[str]
     started_at: datetime
     start_ticks: int | None = Field(None, description="/proc starttime; guards pid reuse")
@@ -88,18 +100,25 @@ def _signal_name(signum: int) -> str:
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks) from /proc, or None if gone / no /proc."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    info = proc_info(pid)
+    return (info.state, info.start_ticks) if info else None
 
 
-class ManagedProcess:
-    """One supervised process: its record, its output and how it ended."""
+class ProcessStillRunning(RuntimeError):
+    """A process (or one it forked) did not die, so its record is kept."""
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be synced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class ManagedProcess(OutputTail):
+    """One supervised process: its record, its output (`OutputTail`) and how it ended."""
 
     def __init__(
         self,
@@ -108,15 +127,10 @@ class ManagedProcess:
         ring_size: int,
         popen: subprocess.Popen[bytes] | None = None,
     ) -> None:
+        super().__init__(record.name, log_dir, ring_size)
         self.record = record
-        self.out_path = log_dir / f"{record.name}.out"
-        self.jsonl_path = log_dir / f"{record.name}.jsonl"
         self.exit_path = log_dir / f"{record.name}.exit"
         self._popen = popen
-        self._ring: deque[OutputLine] = deque(maxlen=ring_size)
-        self._seq = 0
-        self._offset = 0
-        self._partial = b""
         self._exit: ExitStatus | None = None
         # Health, as last checked by `check_http` (the caller decides when to check).
         self.ready_since: datetime | None = None
@@ -128,7 +142,8 @@ class ManagedProcess:
         return self.record.name
 
     @property
-    def pid(self) -> int:
+    def pid(self) -> int | None:
+        """None only for a start the platform recorded but never got to run."""
         return self.record.pid
 
     @property
@@ -144,6 +159,9 @@ class ManagedProcess:
         code: int | None = None
         sig: int | None = None
         reused = False
+        if self.pid is None:  # a recorded start that never ran: nothing to look at
+            self._exit = ExitStatus(at=datetime.now(UTC), never_started=True)
+            return self._exit
         if self._popen is not None:
             rc = self._popen.poll()
             if rc is None:
@@ -177,11 +195,13 @@ class ManagedProcess:
         return self.poll() is None
 
     def _pid_reused(self) -> bool:
+        assert self.pid is not None
         stat = _proc_stat(self.pid)
         ticks = self.record.start_ticks
         return stat is not None and ticks is not None and stat[1] != ticks
 
     def _running_foreign(self) -> bool:
+        assert self.pid is not None
         stat = _proc_stat(self.pid)
         if stat is None:
             if Path("/proc").is_dir():
@@ -208,108 +228,52 @@ class ManagedProcess:
         return recorded, None
 
     async def stop(self, timeout: float = 10.0) -> ExitStatus:
-        """SIGTERM to the process group, SIGKILL after `timeout` seconds; how it ended."""
+        """SIGTERM to the process group, SIGKILL after `timeout` seconds; then SIGKILL to
+        anything it forked that is still alive (in its group, or carrying its marker
+        elsewhere). Returns how it ended; raises ProcessStillRunning if something of it
+        still lives 5 s after SIGKILL."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.is_running():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGTERM)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
+            self._signal_group(signal.SIGTERM)
+            crash_point("stop:signalled")
             while self.is_running() and loop.time() < deadline:
                 await asyncio.sleep(0.02)
             if self.is_running():
+                self._signal_group(signal.SIGKILL)
+        deadline = max(deadline, loop.time()) + 5
+        while (left := self.survivors()) and loop.time() < deadline:
+            for pid in left:  # the leader is gone (or going): nothing of it may stay
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                while self.is_running() and loop.time() < deadline + 5:
-                    await asyncio.sleep(0.02)
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.02)
+        if left:
+            pids = ", ".join(map(str, left))
+            raise ProcessStillRunning(
+                f"process {self.name}: pid {pids} still alive 5 s after SIGKILL; its record "
+                "is kept so it can be stopped later"
+            )
         status = self.poll()
         return status or ExitStatus(code=None, signal=signal.SIGKILL, at=datetime.now(UTC))
 
-    # ------------------------------------------------------------------ output
+    def _signal_group(self, signum: int) -> None:
+        if self.pid is not None and not self._pid_reused():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
 
-    def pump(self, final: bool = False) -> int:
-        """Read what the process wrote since the last call; returns the new line count."""
-        try:
-            size = self.out_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-        if size < self._offset:  # truncated by someone: start over
-            self._offset, self._partial = 0, b""
-        data = b""
-        if size > self._offset:
-            with self.out_path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read(min(size - self._offset, _MAX_READ))
-        if not data and not (final and self._partial):
-            return 0
-        start = self._offset - len(self._partial)
-        self._offset += len(data)
-        chunks = (self._partial + data).split(b"\n")
-        self._partial = chunks.pop()
-        if (final and self._partial) or len(self._partial) > _MAX_LINE:
-            chunks.append(self._partial)
-            self._partial = b""
-        now = datetime.now(UTC)
-        out: list[str] = []
-        end = start
-        for raw in chunks:
-            end += len(raw) + 1
-            line = raw[:_MAX_LINE].decode("utf-8", "replace").rstrip("\r")
-            self._seq += 1
-            self._ring.append(OutputLine(self._seq, now, line))
-            out.append(json.dumps({"ts": now.isoformat(), "line": line, "end": end}) + "\n")
-        self._append_jsonl(out)
-        return len(chunks)
-
-    def _append_jsonl(self, rows: list[str]) -> None:
-        if not rows:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if self.jsonl_path.stat().st_size > _JSONL_ROTATE_BYTES:
-                os.replace(self.jsonl_path, self.jsonl_path.with_suffix(".jsonl.1"))
-        with self.jsonl_path.open("a", encoding="utf-8") as f:
-            f.writelines(rows)
-
-    def _restore_history(self) -> None:
-        """After adoption: the ring from `.jsonl`, and the `.out` offset to go on from."""
-        rows: list[dict[str, Any]] = []
-        for path in (self.jsonl_path.with_suffix(".jsonl.1"), self.jsonl_path):
-            with contextlib.suppress(FileNotFoundError):
-                with path.open("rb") as f:
-                    f.seek(max(0, f.seek(0, os.SEEK_END) - 2 * 1024 * 1024))
-                    tail = f.read().decode("utf-8", "replace").splitlines()
-                for text in tail[-(self._ring.maxlen or 1000) :]:
-                    with contextlib.suppress(ValueError):
-                        rows.append(json.loads(text))
-        for row in rows[-(self._ring.maxlen or 1000) :]:
-            self._seq += 1
-            self._ring.append(OutputLine(self._seq, datetime.fromisoformat(row["ts"]), row["line"]))
-        if rows:
-            self._offset = int(rows[-1].get("end", 0))
-
-    def lines(self, tail: int = 100) -> list[OutputLine]:
-        """The last `tail` lines (as many as the ring holds)."""
-        self.pump()
-        return list(self._ring)[-tail:] if tail > 0 else []
-
-    async def follow(
-        self, tail: int = 100, follow: bool = False, poll_interval: float = 0.1
-    ) -> AsyncIterator[OutputLine]:
-        """The last `tail` lines, then, while `follow`, new ones until the process ends."""
-        last = 0
-        for item in self.lines(tail):
-            last = item.seq
-            yield item
-        last = max(last, self._seq)
-        while follow:
-            done = not self.is_running()
-            self.pump(final=done)
-            for item in list(self._ring):
-                if item.seq > last:
-                    last = item.seq
-                    yield item
-            if done:
-                return
-            await asyncio.sleep(poll_interval)
+    def survivors(self) -> list[int]:
+        """Pids of every live process of this one: itself, its group, anything carrying its
+        marker. Without /proc: the leader's, if it still runs."""
+        running = self.is_running()
+        if not can_scan():
+            return [self.pid] if running and self.pid is not None else []
+        group = self.pid if self.pid is not None and not self._pid_reused() else None
+        found = [info.pid for info in members(self.record.marker, group)]
+        if running and self.pid is not None and self.pid not in found:
+            info = proc_info(self.pid)
+            if info is not None and alive(info):
+                found.append(self.pid)
+        return found
 
     def exit_summary(self, lines: int = 20) -> str:
         """`exited with code 1; last log lines: ...` — for failure reasons."""
@@ -374,37 +338,60 @@ class ProcessSupervisor:
         meta: Mapping[str, Any] | None = None,
     ) -> ManagedProcess:
         """Start `argv` in its own process group with `env` as its whole environment
-        (None: inherit ours). The record is written before this returns."""
+        (None: inherit ours). A finished run under the same name is replaced.
+
+        Order, so that a platform killed at any instant leaves nothing untracked: the record
+        (meta included: GPUs, port) is written and fsynced first, then the process is
+        spawned carrying the record's marker, then the pid is written into the record."""
         if not _NAME.match(name):
             raise ValueError(f"process name {name!r} must match {_NAME.pattern}")
         if not argv:
             raise ValueError(f"process {name!r}: empty argv")
-        if (old := self._procs.get(name)) and old.is_running():
-            raise ValueError(f"process {name!r} is already running (pid {old.pid})")
+        if (old := self._procs.get(name)) is not None:
+            if old.is_running():
+                raise ValueError(f"process {name!r} is already running (pid {old.pid})")
+            self.forget(name)  # raises ProcessStillRunning if anything of it lives
+        elif self._record_path(name).exists():
+            raise ValueError(
+                f"process {name!r} has a record in {self.state_dir} that this supervisor has "
+                "not adopted (another platform process's?); adopt it before replacing it"
+            )
         log_dir = self.log_dir
         for suffix in (".out", ".jsonl", ".jsonl.1", ".exit"):
             (log_dir / f"{name}{suffix}").unlink(missing_ok=True)
         exit_path = log_dir / f"{name}.exit"
-        with (log_dir / f"{name}.out").open("ab") as out:
-            popen = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, "a3s-proc", str(exit_path), *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        stat = _proc_stat(popen.pid)
         record = ProcessRecord(
             name=name,
-            pid=popen.pid,
+            marker=new_marker(name),
             argv=list(argv),
             started_at=datetime.now(UTC),
-            start_ticks=stat[1] if stat else None,
             meta=dict(meta or {}),
         )
         self._write_record(record)
+        crash_point("start:intent")
+        full_env = dict(env if env is not None else os.environ)
+        full_env[MARKER_ENV] = str(record.marker)
+        try:
+            with (log_dir / f"{name}.out").open("ab") as out:
+                popen = subprocess.Popen(
+                    ["/bin/sh", "-c", _WRAPPER, f"a3s-proc:{record.marker}", str(exit_path),
+                     *argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=full_env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+        except BaseException:  # nothing was started (a bad cwd, say): the intent goes
+            self._record_path(name).unlink(missing_ok=True)
+            raise
+        crash_point("start:spawned")
+        stat = _proc_stat(popen.pid)
+        record.pid = popen.pid
+        record.start_ticks = stat[1] if stat else None
+        self._write_record(record)
+        crash_point("start:recorded")
         proc = ManagedProcess(record, log_dir, self.ring_size, popen)
         self._procs[name] = proc
         self._ensure_pumper()
@@ -412,15 +399,27 @@ class ProcessSupervisor:
 
     def adopt_all(self) -> list[ManagedProcess]:
         """Take over every recorded process not yet known here, running or not (a dead one
-        reports how it ended). Unreadable records are skipped."""
+        reports how it ended). A start recorded without pid (the platform was killed while
+        starting it) is looked up by its marker: found, it is adopted with its pid; not
+        found, it reports that it never started. Unreadable records are skipped."""
         adopted: list[ManagedProcess] = []
         for path in sorted(self.state_dir.glob("*.json")):
             try:
                 record = ProcessRecord.model_validate_json(path.read_bytes())
             except (OSError, ValueError):
                 continue
-            if record.name in self._procs:
+            known = self._procs.get(record.name)
+            if known is not None and (known.pid is not None or known._popen is not None):
                 continue
+            # Unknown, or known as "never started": that verdict may have come from a look
+            # taken while another platform process sharing this state dir was starting it.
+            if record.pid is None and record.marker and (leader := find_leader(record.marker)):
+                record.pid, record.start_ticks = leader.pid, leader.start_ticks
+                self._write_record(record)
+                log.warning("process %s: adopted pid %d found by its marker (the platform "
+                            "was stopped while starting it)", record.name, leader.pid)
+            if known is not None and record.pid is None:
+                continue  # still nothing to adopt
             proc = ManagedProcess(record, self.log_dir, self.ring_size)
             proc._restore_history()
             proc.pump()
@@ -436,19 +435,37 @@ class ProcessSupervisor:
         self._write_record(proc.record)
 
     def _write_record(self, record: ProcessRecord) -> None:
+        """Atomically and durably: what a crash right after this leaves is this record."""
         path = self._record_path(record.name)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(record.model_dump_json(indent=1))
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")  # own name: the dir may be shared
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(record.model_dump_json(indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(self.state_dir)
 
     async def stop(self, name: str, timeout: float = 10.0) -> ExitStatus | None:
-        """Stop the process and forget it (record and log files removed). None if unknown."""
+        """Stop the process, confirm that nothing of it lives, then forget it (record and
+        log files removed). None if unknown. Raises ProcessStillRunning, keeping the
+        record, if something of it survives SIGKILL."""
         proc = self._procs.get(name)
-        status = await proc.stop(timeout) if proc else None
+        if proc is None:
+            return None
+        status = await proc.stop(timeout)
+        crash_point("stop:dead")
         self.forget(name)
         return status
 
     def forget(self, name: str) -> None:
+        """Drop a finished process: record and log files. Raises ProcessStillRunning (and
+        keeps the record) while the process, or anything it forked, lives."""
+        proc = self._procs.get(name)
+        if proc is not None and (left := proc.survivors()):
+            raise ProcessStillRunning(
+                f"process {name!r} still runs (pid {', '.join(map(str, left))}); stop it "
+                "before forgetting it"
+            )
         self._procs.pop(name, None)
         self._record_path(name).unlink(missing_ok=True)
         for suffix in (".out", ".jsonl", ".jsonl.1", ".exit"):
@@ -457,7 +474,12 @@ class ProcessSupervisor:
     async def close(self, stop_processes: bool = False, timeout: float = 10.0) -> None:
         """Stop tailing; processes keep running (and stay adoptable) unless asked."""
         if stop_processes:
-            await asyncio.gather(*(self.stop(n, timeout) for n in list(self._procs)))
+            results = await asyncio.gather(
+                *(self.stop(n, timeout) for n in list(self._procs)), return_exceptions=True
+            )
+            for error in results:
+                if isinstance(error, Exception):
+                    log.error("%s", error)
         if self._pumper is not None:
             self._pumper.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
@@ -491,6 +513,7 @@ __all__ = [
     "ManagedProcess",
     "OutputLine",
     "ProcessRecord",
+    "ProcessStillRunning",
     "ProcessSupervisor",
     "free_port",
     "http_get",

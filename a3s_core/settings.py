@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ADMIN_TOKEN_PREFIX = "a3s-admin-"  # generated tokens; the gateway names the kind by it
+
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -46,6 +48,19 @@ class Settings(BaseSettings):
     scrape_interval_s: float = 0.5
     replica_start_timeout_s: float = 900.0
     max_restarts: int = 3
+    replica_lost_grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="a replica the runtime does not report is lost (replaced) only after "
+        "this long since it was created and since this process began leading",
+    )
+    failed_retry_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="a deployment failed for a cause that may clear (engines crashing "
+        "max_restarts times in a row, runtime or hub unreachable) is tried again after "
+        "this long, doubling each time it fails again, at most 1 h; None: never",
+    )
     controllers: bool = Field(
         True,
         description="campaign for the controllers' lease and run the reconcile/autoscale "
@@ -125,7 +140,7 @@ class Settings(BaseSettings):
         if path.exists():
             return path.read_text().strip(), False
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        token = "a3s-admin-" + secrets.token_urlsafe(32)
+        token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")

@@ -218,3 +218,159 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+# ---------------------------------------------------------------- killed mid-start / mid-stop
+
+_STARTER = (
+    "import asyncio, sys\n"
+    "from a3s_core.procs import ProcessSupervisor\n"
+    "sup = ProcessSupervisor(sys.argv[1])\n"
+    "if sys.argv[2] == 'start':\n"
+    "    sup.start('r', [sys.executable, '-c', 'import time; time.sleep(60)'], meta={'gpu': 0})\n"
+    "else:\n"
+    "    sup.adopt_all()\n"
+    "    asyncio.run(sup.stop('r', timeout=5))\n"
+)
+
+
+def _run_and_crash(state: Path, action: str, step: str | None) -> None:
+    """A real platform-like process that starts (or stops) one process, SIGKILLed at `step`."""
+    import subprocess
+
+    env = {**os.environ, "A3S_TEST_CRASH_AT": step or ""}
+    done = subprocess.run([PY, "-c", _STARTER, str(state), action], env=env, timeout=30)
+    expected = -signal.SIGKILL if step else 0
+    assert done.returncode == expected, f"{action} at {step}: exit {done.returncode}"
+
+
+def _sleepers(state: Path) -> list[int]:
+    """Live `sleep 60` children started through `state` (by the wrapper's exit-file path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat.split(") ")[1].startswith("Z"):
+            continue
+        if any(str(state).encode() in a for a in argv) and b"a3s-proc" in b" ".join(argv):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+@pytest.mark.parametrize("step", ["start:intent", "start:spawned", "start:recorded"])
+async def test_a_start_killed_at_any_step_leaves_no_untracked_process(
+    tmp_path: Path, step: str
+) -> None:
+    state = tmp_path / "s"
+    _run_and_crash(state, "start", step)
+    sup = ProcessSupervisor(state)
+    try:
+        adopted = {p.name: p for p in sup.adopt_all()}
+        live = _sleepers(state)
+        if live:  # started before the kill: adopted, with its pid and the caller's meta
+            (proc,) = adopted.values()
+            assert proc.is_running() and [proc.pid] == live and proc.meta == {"gpu": 0}
+            record = json.loads((state / "r.json").read_text())
+            assert record["pid"] == proc.pid
+        else:  # killed before the process existed: the record says so, nothing runs
+            assert step == "start:intent"
+            (proc,) = adopted.values()
+            status = proc.poll()
+            assert status is not None and "never started" in status.describe()
+        status = await sup.stop("r", timeout=2)
+        assert status is not None
+        assert not (state / "r.json").exists() and not _sleepers(state)
+    finally:
+        await sup.close(stop_processes=True, timeout=2)
+        for pid in _sleepers(state):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+@pytest.mark.parametrize("step", ["stop:signalled", "stop:dead"])
+async def test_a_stop_killed_at_any_step_keeps_the_record_until_all_is_dead(
+    tmp_path: Path, step: str
+) -> None:
+    state = tmp_path / "s"
+    _run_and_crash(state, "start", None)
+    (wrapper,) = _sleepers(state)
+    _run_and_crash(state, "stop", step)
+    assert (state / "r.json").exists()  # the record outlives the kill
+    sup = ProcessSupervisor(state)
+    try:
+        (proc,) = sup.adopt_all()
+        assert proc.pid == wrapper
+        await sup.stop("r", timeout=2)
+        assert not (state / "r.json").exists() and not _sleepers(state)
+    finally:
+        await sup.close(stop_processes=True, timeout=2)
+        for pid in _sleepers(state):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+async def test_stop_kills_workers_that_left_the_group_before_dropping_the_record(
+    sup: ProcessSupervisor,
+) -> None:
+    # An engine whose worker starts its own session and ignores SIGTERM: killing the
+    # engine's group does not reach it, and it would keep its GPU with no record left.
+    body = (
+        "import subprocess, sys, time\n"
+        "w = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'], "
+        "start_new_session=True)\n"
+        "print('worker', w.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = sup.start("w1", script(body))
+    await wait_for(lambda: any(x.line.startswith("worker") for x in proc.lines()))
+    worker = int(next(x.line for x in proc.lines() if x.line.startswith("worker")).split()[1])
+    try:
+        await sup.stop("w1", timeout=2)
+        assert not _alive(worker)
+        assert not (sup.state_dir / "w1.json").exists()
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+async def test_a_running_process_is_never_forgotten_nor_started_twice(
+    sup: ProcessSupervisor,
+) -> None:
+    from a3s_core.procs import ProcessStillRunning
+
+    proc = sup.start("f1", script("import time; time.sleep(30)"))
+    with pytest.raises(ProcessStillRunning, match="still runs"):
+        sup.forget("f1")
+    with pytest.raises(ValueError, match="already running"):
+        sup.start("f1", script("import time; time.sleep(30)"))
+    assert (sup.state_dir / "f1.json").exists() and proc.is_running()
+    assert sup.get("f1") is proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+async def test_a_never_started_verdict_is_revised_when_the_record_gets_a_pid(
+    tmp_path: Path,
+) -> None:
+    # Two platform processes on one state dir: A looked while the start was only an
+    # intent; B then started the process. A's next adoption pass must see it running.
+    state = tmp_path / "s"
+    _run_and_crash(state, "start", "start:intent")
+    a, b = ProcessSupervisor(state), ProcessSupervisor(state)
+    try:
+        (seen,) = a.adopt_all()
+        assert seen.poll() is not None and seen.poll().never_started  # type: ignore[union-attr]
+        b.adopt_all()
+        started = b.start("r", script("import time; time.sleep(30)"))
+        (revised,) = a.adopt_all()
+        assert revised.pid == started.pid and revised.is_running()
+        assert a.get("r") is revised
+    finally:
+        await b.close(stop_processes=True, timeout=2)
+        await a.close()

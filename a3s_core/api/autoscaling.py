@@ -30,6 +30,11 @@ class SignalsView(Camel):
     queue_depth_per_replica: float | None
     p99_latency_s: float | None
     requests_in_window: int
+    in_flight: int | None = Field(description="requests being answered now")
+    recent_p99_latency_s: float | None = Field(
+        description="P99 of the requests answered since the last scaling change"
+    )
+    recent_requests: int | None = Field(description="requests behind recentP99LatencyS")
     queue_zero_for_s: float = Field(description="seconds the queue has been seen empty")
 
 
@@ -134,6 +139,9 @@ async def get_autoscaling(platform: PlatformDep, deployment_id: str) -> Autoscal
             else sig.queue_depth / max(sig.replicas, 1),
             p99_latency_s=sig.p99_latency_s,
             requests_in_window=sig.requests_in_window,
+            in_flight=sig.in_flight,
+            recent_p99_latency_s=sig.recent_p99_latency_s,
+            recent_requests=sig.recent_requests,
             queue_zero_for_s=round(sig.queue_zero_for_s, 3),
         ),
         cooldowns=CooldownView(

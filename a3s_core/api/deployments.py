@@ -26,11 +26,11 @@ router = APIRouter(prefix="/v1", dependencies=[Admin], tags=["deployments"])
 
 _EXAMPLES: dict[str, Any] = {
     "minimal": {
-        "summary": "The seed's minimal request",
+        "summary": "Minimal request: one model, every default",
         "value": {"models": [{"name": "qwen-72b", "model": "Qwen/Qwen2.5-72B-Instruct"}]},
     },
     "full": {
-        "summary": "The seed's §2.1 request",
+        "summary": "Every field of a model, a namespace and metadata",
         "value": {
             "models": [
                 {
@@ -48,7 +48,7 @@ _EXAMPLES: dict[str, Any] = {
         },
     },
     "multi": {
-        "summary": "The seed's multi-model request",
+        "summary": "Several models in one request",
         "value": {
             "models": [
                 {
@@ -83,7 +83,9 @@ def check_extra_args(request: DeploymentRequest) -> None:
     response_model=SubmitResponse,
     response_model_by_alias=True,
     summary="Deploy models; returns endpoints and API keys at once",
-    responses={200: {"description": "dry run: the sizing and placement plan"}},
+    responses={200: {"description": "dry run: the sizing and placement plan"},
+               422: {"description": "dry run: a model cannot be sized (see `error`)"},
+               503: {"description": "dry run: a model's hub cannot be reached"}},
 )
 async def create_deployments(
     platform: PlatformDep,
@@ -92,14 +94,20 @@ async def create_deployments(
 ) -> Any:
     check_extra_args(body)
     if dry_run:
-        return JSONResponse(await plan_request(platform, body))
+        return JSONResponse(*await plan_request(platform, body))
     return await run_in_threadpool(service.submit, platform, body)
 
 
-@router.post("/deployments:plan", summary="Size and place without deploying")
-async def plan_deployments(platform: PlatformDep, body: RequestBody) -> dict[str, Any]:
+@router.post(
+    "/deployments:plan",
+    summary="Size and place without deploying",
+    responses={422: {"description": "a model cannot be sized: `error` names it, and each "
+                                    "model's entry says why"},
+               503: {"description": "a model's hub cannot be reached (retry later)"}},
+)
+async def plan_deployments(platform: PlatformDep, body: RequestBody) -> JSONResponse:
     check_extra_args(body)
-    return await plan_request(platform, body)
+    return JSONResponse(*await plan_request(platform, body))
 
 
 @router.get("/deployments", response_model=list[DeploymentView], response_model_by_alias=True)

@@ -54,6 +54,9 @@ class DeploymentView(Camel):
     quantization: str
     status: str
     reason: str
+    retry_at: datetime | None = Field(
+        None, description="failed: when the controller tries again (null: it will not)"
+    )
     suggestions: list[str]
     endpoint: str
     desired_replicas: int

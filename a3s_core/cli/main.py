@@ -1,48 +1,21 @@
-"""`a3s`: run the platform and talk to it."""
+"""`a3s`: run the platform and talk to it. Deployment commands are in
+`deployment_commands.py`; shared options and output forms in `app.py` and `output.py`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from a3s_core.cli.client import Client, CliError
+from a3s_core.cli import deployment_commands as _deployment_commands  # noqa: F401 (registers)
+from a3s_core.cli.app import OutputOpt, RequestFile, Token, Url, app, client, fail, load
+from a3s_core.cli.output import Output, dump, resolve, stdout_console
 
-app = typer.Typer(
-    help="A3S GPU inference platform", no_args_is_help=True, pretty_exceptions_enable=False
-)
-console = Console()
-err = Console(stderr=True)
-
-Url = Annotated[str | None, typer.Option("--url", envvar="A3S_URL", help="platform URL")]
-Token = Annotated[str | None, typer.Option("--token", envvar="A3S_TOKEN", help="admin token")]
-
-
-def _client(url: str | None, token: str | None) -> Client:
-    return Client(url, token)
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
-
-
-def _load(file: Path) -> dict[str, Any]:
-    try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text()
-    except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror}")
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        _fail(f"{file} is not JSON: {exc}")
-    return body  # type: ignore[no-any-return]
+console = Console()  # `a3s serve` only; other commands make theirs when they run
+_fail = fail
 
 
 @app.command()
@@ -101,134 +74,96 @@ def serve(
             f"admin token (shown once, saved in {settings.data_dir / 'admin-token'}):"
             f"\n  {platform.admin_token}",
             highlight=False,
+            soft_wrap=True,  # the token whole on one line, however narrow the terminal
         )
     console.print(
         f"A3S on {settings.base_url} — runtime {settings.runtime}, "
         f"store {settings.db_url.split('@')[-1]}",
         highlight=False,
+        soft_wrap=True,
     )
     # No per-request access log: it costs time on every data-plane request.
     # ws: uvicorn's sans-I/O WebSocket protocol plus one socket write for many event
     # envelopes (a3s_core/api/ws_protocol.py).
+    # log_config: uvicorn's, with credentials taken out of every line (a3s_core/log_config.py).
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=access_log, ws=A3SWebSocketProtocol)
+                access_log=access_log, ws=A3SWebSocketProtocol, log_config=serve_logging())
 
 
-@app.command()
-def deploy(
-    file: Annotated[Path, typer.Argument(help="the seed's JSON request ('-' for stdin)")],
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="follow the events")] = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Deploy the models in FILE; prints endpoints and API keys (shown once)."""
-    c = _client(url, token)
-    out = c.request("POST", "/v1/deployments", json=_load(file))
-    t = Table("id", "name", "namespace", "endpoint", "apiKey", "status")
-    for d in out["deployments"]:
-        t.add_row(d["id"], d["name"], d["namespace"], d["endpoint"], d["apiKey"], d["status"])
-    console.print(t)
-    if watch:
-        from a3s_core.cli.watch import watch_deployments
+def serve_logging() -> dict[str, Any]:
+    """uvicorn's logging with credentials taken out of every line, plus the platform's own
+    loggers on stderr through the same (redacting) handler: warnings from every `a3s`
+    logger, and leadership changes (`a3s.leader`, info) of a multi-process platform."""
+    from a3s_core.log_config import uvicorn_log_config
 
-        ok = asyncio.run(watch_deployments(c, [d["id"] for d in out["deployments"]], console))
-        if not ok:
-            raise typer.Exit(1)
+    config = uvicorn_log_config()
+    config["loggers"]["a3s"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    config["loggers"]["a3s.leader"] = {"level": "INFO"}
+    return config
 
 
 @app.command()
 def plan(
-    file: Annotated[Path, typer.Argument(help="the seed's JSON request")],
+    file: RequestFile,
     url: Url = None,
     token: Token = None,
-    offline: Annotated[bool, typer.Option(help="size here, without a running platform")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="size here, without a running platform")
+    ] = False,
+    output: OutputOpt = None,
 ) -> None:
-    """Show the sizing arithmetic and where each model would land, without deploying."""
+    """Show the sizing arithmetic and where each model would land, without deploying.
+    Exits 1 when a model cannot be sized."""
     from a3s_core.cli.render import print_plan
 
-    body = _load(file)
+    body = load(file)
     if offline:
         from a3s_core.cli.local_plan import plan_offline
 
         out = plan_offline(body)
     else:
-        out = _client(url, token).request("POST", "/v1/deployments:plan", json=body)
-    print_plan(console, out)
-
-
-@app.command("ls")
-def list_(
-    namespace: Annotated[str | None, typer.Option()] = None, url: Url = None, token: Token = None
-) -> None:
-    """List deployments."""
-    rows = _client(url, token).request(
-        "GET", "/v1/deployments", params={"namespace": namespace} if namespace else None
-    )
-    t = Table("id", "name", "namespace", "model", "engine", "status", "replicas", "endpoint")
-    for d in rows:
-        t.add_row(
-            d["id"],
-            d["name"],
-            d["namespace"],
-            d["model"],
-            d["engine"],
-            d["status"],
-            f"{d['readyReplicas']}/{d['desiredReplicas']}",
-            d["endpoint"],
-        )
-    console.print(t)
+        # a model that cannot be sized makes the answer 422/503; it still holds every model
+        out = client(url, token).request("POST", "/v1/deployments:plan", json=body,
+                                         answers="models")
+    con = stdout_console()
+    fmt = resolve(output, con)
+    if fmt in (Output.json, Output.yaml):
+        dump(con, out, fmt)
+    else:
+        print_plan(con, fmt, out)
+    failed = [m["name"] for m in out.get("models", []) if "error" in m]
+    if failed:
+        fail(f"could not size {', '.join(failed)}")
 
 
 @app.command()
-def get(deployment_id: str, url: Url = None, token: Token = None) -> None:
-    """Show one deployment: status, replicas, plan summary."""
-    from a3s_core.cli.render import print_deployment
-
-    print_deployment(
-        console, _client(url, token).request("GET", f"/v1/deployments/{deployment_id}")
-    )
-
-
-@app.command()
-def rm(deployment_id: str, url: Url = None, token: Token = None) -> None:
-    """Delete a deployment: stop replicas, free GPUs, revoke keys."""
-    d = _client(url, token).request("DELETE", f"/v1/deployments/{deployment_id}")
-    console.print(f"{d['name']}: {d['status']}")
-
-
-@app.command()
-def scale(deployment_id: str, replicas: int, url: Url = None, token: Token = None) -> None:
-    """Set the desired number of replicas."""
-    d = _client(url, token).request(
-        "POST", f"/v1/deployments/{deployment_id}/scale", json={"replicas": replicas}
-    )
-    console.print(f"{d['name']}: desired replicas {d['desiredReplicas']}")
-
-
-@app.command("rotate-key")
-def rotate_key(deployment_id: str, url: Url = None, token: Token = None) -> None:
-    """Revoke the deployment's keys and print a new one (shown once)."""
-    d = _client(url, token).request("POST", f"/v1/deployments/{deployment_id}/keys:rotate")
-    console.print(d["apiKey"])
-
-
-@app.command()
-def cluster(url: Url = None, token: Token = None) -> None:
+def cluster(url: Url = None, token: Token = None, output: OutputOpt = None) -> None:
     """Nodes, GPUs, what runs where, totals per GPU type."""
     from a3s_core.cli.render import print_cluster
 
-    print_cluster(console, _client(url, token).request("GET", "/v1/cluster"))
+    c = client(url, token).request("GET", "/v1/cluster")
+    con = stdout_console()
+    fmt = resolve(output, con)
+    if fmt in (Output.json, Output.yaml):
+        dump(con, c, fmt)
+    else:
+        print_cluster(con, fmt, c)
 
 
 @app.command()
 def plugins(
-    remote: Annotated[bool, typer.Option(help="ask the running platform instead")] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="ask the running platform instead")
+    ] = False,
     url: Url = None,
     token: Token = None,
+    output: OutputOpt = None,
 ) -> None:
     """Installed plugins: name, version, distribution, hooks."""
+    from a3s_core.cli.render import print_plugins
+
     if remote:
-        rows = _client(url, token).request("GET", "/v1/plugins")
+        rows = client(url, token).request("GET", "/v1/plugins")
     else:
         from a3s_core.errors import A3SError
         from a3s_core.plugins import Plugins
@@ -238,57 +173,58 @@ def plugins(
             p.check()
             rows = [vars(i) for i in p.describe()]
         except A3SError as exc:
-            _fail(exc.message)
-    t = Table("name", "version", "distribution", "hooks")
-    for r in rows:
-        t.add_row(r["name"], r["version"] or "", r["distribution"] or "", ", ".join(r["hooks"]))
-    console.print(t)
+            fail(exc.message)
+    con = stdout_console()
+    fmt = resolve(output, con)
+    if fmt in (Output.json, Output.yaml):
+        dump(con, rows, fmt)
+    else:
+        print_plugins(con, fmt, rows)
 
 
 @app.command()
 def events(
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new events")
+    ] = False,
     since: Annotated[int, typer.Option(help="start after this seq")] = 0,
-    namespace: Annotated[str | None, typer.Option()] = None,
-    deployment: Annotated[str | None, typer.Option()] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="only this namespace")
+    ] = None,
+    deployment: Annotated[
+        str | None, typer.Option(help="only this deployment (id or name)")
+    ] = None,
     url: Url = None,
     token: Token = None,
+    output: Annotated[
+        Output | None,
+        typer.Option(
+            "--output", "-o", help="json (one event a line) or yaml (one document each)"
+        ),
+    ] = None,
 ) -> None:
     """Print the event stream (everything after --since; then live with -f)."""
     from a3s_core.cli.watch import stream_events
 
+    c = client(url, token)
+    if deployment is not None:
+        deployment = c.deployment(deployment, namespace)["id"]
+    con = stdout_console()
     asyncio.run(
         stream_events(
-            _client(url, token),
-            console,
+            c,
+            con,
             since=since,
             follow=follow,
             namespace=namespace,
             deployment=deployment,
+            documents=output.value if output in (Output.json, Output.yaml) else None,
         )
     )
 
 
-@app.command()
-def logs(
-    deployment_id: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    tail: Annotated[int, typer.Option()] = 100,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Print replica logs of a deployment."""
-    from a3s_core.cli.watch import stream_logs
-
-    asyncio.run(stream_logs(_client(url, token), console, deployment_id, tail=tail, follow=follow))
-
-
 def main() -> None:
-    try:
-        app()
-    except CliError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
+    app()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,16 +22,18 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import yaml
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from a3s_core.cli.client import Client, CliError
+from a3s_core.cli.client import path as url_path
+from a3s_core.cli.output import Col, fitting_table
 
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnects
 MAX_ATTEMPTS = 8  # consecutive failed connects before giving up
@@ -67,7 +70,7 @@ async def _stream(
     """Read a stream until `on_message` says stop or (without follow) the server closes it.
     With `since`, reconnect after a drop or an overflow from the last seq seen; without it
     (logs), reconnect for new lines only (`tail=0`)."""
-    last, failures, reconnected = since, 0, False
+    last, failures, reconnected, connected = since, 0, False, False
     while True:
         query = dict(params)
         if last is not None:
@@ -79,7 +82,7 @@ async def _stream(
         )
         try:
             async with connect(url, additional_headers=_headers(client), open_timeout=10) as ws:
-                failures = 0
+                failures, connected = 0, True
                 async for raw in ws:
                     msg = json.loads(raw)
                     kind = msg.get("type")
@@ -103,6 +106,9 @@ async def _stream(
         except InvalidStatus as exc:
             raise _refusal(exc) from exc
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            if not connected and isinstance(exc, ConnectionRefusedError | socket.gaierror):
+                # never reached it: a wrong URL or a platform that is down; say so now
+                raise CliError(f"cannot reach the platform at {client.url}: {exc}") from exc
             failures += 1
             if failures >= MAX_ATTEMPTS:
                 raise CliError(f"lost the stream at {client.ws_url(path)}: {exc}") from exc
@@ -110,6 +116,16 @@ async def _stream(
                 console.print(f"[dim]connection lost ({exc}); reconnecting…[/dim]")
         reconnected = True
         await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+
+
+def _document(console: Console, msg: dict[str, Any], form: str) -> None:
+    """One message as one line of JSON, or as one YAML document of a stream."""
+    if form == "yaml":
+        text = "---\n" + yaml.safe_dump(msg, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(msg, ensure_ascii=False) + "\n"
+    console.file.write(text)
+    console.file.flush()
 
 
 def _clock(ts: str | None) -> str:
@@ -141,11 +157,16 @@ async def stream_events(
     follow: bool,
     namespace: str | None,
     deployment: str | None,
+    documents: str | None = None,
 ) -> None:
-    """Print events after `since`; with `follow`, keep printing live ones."""
+    """Print events after `since`; with `follow`, keep printing live ones. `documents`
+    ("json" or "yaml"): each event as the API sends it, one JSON line or YAML document."""
 
     async def show(e: dict[str, Any]) -> bool:
-        console.print(event_line(e))
+        if documents:
+            _document(console, e, documents)
+        else:
+            console.print(event_line(e))
         return False
 
     params = {"namespace": namespace, "deployment": deployment, "follow": str(follow).lower()}
@@ -153,11 +174,20 @@ async def stream_events(
 
 
 async def stream_logs(
-    client: Client, console: Console, deployment_id: str, tail: int, follow: bool
+    client: Client,
+    console: Console,
+    deployment_id: str,
+    tail: int,
+    follow: bool,
+    documents: str | None = None,
 ) -> None:
-    """Print the last `tail` lines of every replica; with `follow`, new lines as they come."""
+    """Print the last `tail` lines of every replica; with `follow`, new lines as they come.
+    `documents` ("json" or "yaml"): each message as the API sends it."""
 
     async def show(msg: dict[str, Any]) -> bool:
+        if documents:
+            _document(console, msg, documents)
+            return False
         replica = str(msg.get("replica", "?"))
         style = REPLICA_STYLES[zlib.crc32(replica.encode()) % len(REPLICA_STYLES)]
         if msg.get("type") == "log.error":
@@ -173,7 +203,7 @@ async def stream_logs(
         return False
 
     params = {"tail": tail, "follow": str(follow).lower()}
-    path = f"/v1/deployments/{deployment_id}/logs"
+    path = url_path("v1", "deployments", deployment_id, "logs")
     await _stream(client, path, params, show, follow=follow, console=console)
 
 
@@ -241,16 +271,35 @@ def _strings(v: Any) -> list[str]:
     return [str(x) for x in v] if isinstance(v, list) else []
 
 
-def _table(rows: list[Progress]) -> RenderableType:
-    t = Table("deployment", "status", "step", "last message", expand=True)
-    for p in rows:
-        status: RenderableType = (
-            Text(p.status, STATUS_STYLE.get(p.status, ""))
-            if p.done
-            else Spinner("dots", Text(p.status, "cyan"))
-        )
-        t.add_row(p.name or p.id, status, p.step, Text(p.message, overflow="fold"))
-    return t
+def _status_cell(row: dict[str, Any]) -> RenderableType:
+    p: Progress = row["progress"]
+    if p.done:
+        return Text(p.status, STATUS_STYLE.get(p.status, ""))
+    return Spinner("dots", Text(p.status, "cyan"))
+
+
+LIVE_COLS = [
+    Col("deployment", lambda r: r["progress"].name or r["progress"].id, copy=True),
+    Col("status", lambda r: "⠋ " + r["progress"].status, render=_status_cell),
+    Col("step", lambda r: r["progress"].step, drop=2),
+    Col("last message", lambda r: r["progress"].message, wrap=True, drop=1),
+]
+
+
+def _table(rows: list[Progress], console: Console) -> RenderableType:
+    """The live view: a table that fits the terminal, its least useful columns left out
+    when narrow; one `name status` line per deployment when even that does not fit."""
+    cells = [{"progress": p} for p in rows]
+    t = fitting_table(console, LIVE_COLS, cells, title=None)
+    if t is not None:
+        return t
+    lines: list[RenderableType] = [
+        Text.assemble((p.name or p.id, "bold"), " ", (p.status, STATUS_STYLE.get(p.status, "")))
+        if p.done
+        else Spinner("dots", Text(f"{p.name or p.id} {p.status}", "cyan"))
+        for p in rows
+    ]
+    return Group(*lines)
 
 
 def summary(p: Progress) -> RenderableType:
@@ -270,7 +319,9 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
     rows = [Progress(id=i) for i in ids]
     # A table redrawn in place on a terminal; plain lines when piped or logged.
     live = (
-        Live(_table(rows), console=console, refresh_per_second=8) if console.is_terminal else None
+        Live(_table(rows, console), console=console, refresh_per_second=8)
+        if console.is_terminal
+        else None
     )
     out = live.console if live else console
 
@@ -279,18 +330,18 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
             p.fold(e)
             out.print(event_line(e))
             if live:
-                live.update(_table(rows))
+                live.update(_table(rows, console))
             return p.done
 
-        path = f"/v1/deployments/{p.id}/events"
+        path = url_path("v1", "deployments", p.id, "events")
         await _stream(client, path, {}, on_event, follow=True, since=0, console=out)
 
     if live:
         with live:
             await asyncio.gather(*(follow(p) for p in rows))
-            live.update(_table(rows))
+            live.update(_table(rows, console))
     else:
         await asyncio.gather(*(follow(p) for p in rows))
     for p in rows:
-        console.print(summary(p))
+        console.print(summary(p), soft_wrap=True)  # the endpoint, whole
     return all(p.status == "running" for p in rows)

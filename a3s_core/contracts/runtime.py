@@ -15,6 +15,11 @@ class Runtime(ABC):
     Runtimes are stateless towards the platform: the store says what should exist, the
     runtime says what does. `observe` must find replicas started by an earlier process of
     the platform (adoption after restart), using labels/ids carried in `ReplicaRequest`.
+
+    Several platform processes may share one store; one at a time leads (runs the
+    controllers and calls `create_replica` / `delete_replica` / `observe`). When leadership
+    moves, the new leader must see every replica the old one started before it judges any
+    lost: `on_leadership(True)` is its cue to re-read the cluster.
     """
 
     name: ClassVar[str]
@@ -31,6 +36,21 @@ class Runtime(ABC):
 
     async def close(self) -> None:
         """Release connections. Replicas keep running unless `stop_on_close` is asked for."""
+
+    async def on_leadership(self, leading: bool) -> None:
+        """This process became the leader (True: called before its first reconcile pass)
+        or is a follower (False: at start-up when another process leads, or on stepping
+        down; not at shutdown). On True, re-read the cluster so that `observe` reports
+        every replica any platform process started, the previous leader's included. On
+        False, stop work only the leader should do (e.g. tailing logs other processes
+        share). Replicas keep running either way. Default: nothing, which is right for a
+        runtime whose `observe` asks the cluster itself (kubernetes)."""
+
+    def multi_process_note(self) -> str | None:
+        """One or two sentences on what several platform processes on one store mean for
+        this runtime (logged at start-up when the store is shared, i.e. PostgreSQL), or
+        None when there is nothing to say."""
+        return None
 
     async def reserve_port(self) -> int | None:
         """A port the next replica's engine should listen on, when the runtime shares one

@@ -21,7 +21,7 @@ from a3s_core.controller import launch
 from a3s_core.controller.common import aware, now
 from a3s_core.controller.placement import place, preview
 from a3s_core.controller.retire import Retiring
-from a3s_core.errors import A3SError, RuntimeUnavailable, Unschedulable
+from a3s_core.errors import A3SError, ModelUnavailable, RuntimeUnavailable, Unschedulable
 from a3s_core.events.tracing import step
 from a3s_core.platform import Platform
 from a3s_core.store import DeploymentRow, ReplicaRow, new_id
@@ -31,7 +31,6 @@ log = logging.getLogger("a3s.controller")
 
 LIVE = ("starting", "ready")
 FAST_INTERVAL_S = 0.1
-LOST_GRACE = timedelta(seconds=15)  # a fresh replica may not be visible to the runtime yet
 STABLE_AFTER = timedelta(seconds=120)  # ready this long → earlier failures are forgiven
 
 
@@ -51,6 +50,7 @@ class Controller(Retiring):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._busy = False
+        self.term_started = now()  # one Controller per term of leadership
 
     # ------------------------------------------------------------------ loop
 
@@ -116,8 +116,16 @@ class Controller(Retiring):
         if dep.status == "deleting":
             await self._teardown(dep, replicas)
             return
-        if dep.status in ("failed", "deleted"):
+        if dep.status == "deleted":
             return
+        if dep.status == "failed":
+            retry_at = aware(dep.retry_at)
+            if retry_at is None or now() < retry_at:
+                return
+            retried = await self._retry_failed(dep)
+            if retried is None:
+                return
+            dep = retried
         plan = await self._ensure_plan(dep)
         if plan is None:
             return
@@ -169,16 +177,10 @@ class Controller(Retiring):
                     maxModelLen=plan.max_model_len,
                 )
         except A3SError as exc:
-            if await run_in_threadpool(
-                self.store.transition, dep.id, status="failed", reason=exc.message
-            ):
-                self.emit(
-                    dep,
-                    "deployment.failed",
-                    f"{dep.name} failed: {exc.message}",
-                    level="error",
-                    data={"reason": exc.message, "step": "sizing"},
-                )
+            # A model that does not exist or does not fit stays so; a hub or runtime that
+            # cannot be reached now may answer later.
+            retry = isinstance(exc, ModelUnavailable | RuntimeUnavailable)
+            await self._fail(dep, exc.message, retry=retry, step="sizing")
             return None
         await run_in_threadpool(
             self.store.transition, dep.id, plan=plan.model_dump(mode="json"), status="scheduling"
@@ -201,8 +203,11 @@ class Controller(Retiring):
                 kept.append(r)
                 continue
             if obs is None:
-                if now() - created > LOST_GRACE:
-                    await self._replica_failed(dep, r, "the replica disappeared from the runtime")
+                # Counted from this term's start too: a new leader first gives the runtime
+                # the grace to report replicas the old leader started.
+                grace = timedelta(seconds=self.p.settings.replica_lost_grace_s)
+                if now() - max(created, self.term_started) > grace:
+                    await self._replica_lost(dep, r)
                     continue
             elif obs.state == "ready" and r.state != "ready":
                 r = await self._set(
@@ -370,10 +375,7 @@ class Controller(Retiring):
             obs = await self.p.runtime.create_replica(request)
         except RuntimeUnavailable as exc:
             await run_in_threadpool(self.store.remove_replica, row.id)
-            await run_in_threadpool(
-                self.store.transition, dep.id, status="failed", reason=exc.message
-            )
-            self.emit(dep, "deployment.failed", f"{dep.name} failed: {exc.message}", level="error")
+            await self._fail(dep, exc.message, retry=True)
             return None
         except Exception as exc:
             await self._replica_failed(dep, row, f"could not start: {exc}")

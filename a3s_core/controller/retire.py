@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -10,6 +11,15 @@ from a3s_core.controller.common import ControllerBase, aware, now
 from a3s_core.store import DeploymentRow, ReplicaRow
 
 DRAIN_TIMEOUT = timedelta(seconds=60)
+FAILED_RETRY_MAX_S = 3600.0
+
+
+def failed_backoff(first_s: float | None, past_limit: int) -> float | None:
+    """Seconds before a failed deployment is tried again: `first_s`, doubling for each
+    failure past the limit, at most an hour. None: failed deployments are not retried."""
+    if first_s is None:
+        return None
+    return min(FAILED_RETRY_MAX_S, first_s * 2.0 ** max(0, past_limit))
 
 
 class Retiring(ControllerBase):
@@ -31,10 +41,7 @@ class Retiring(ControllerBase):
             reason = f"replica failed {failures} times in a row; last: {why}" + (
                 f"; last log lines: {' | '.join(tail[-5:])}" if tail else ""
             )
-            if await run_in_threadpool(
-                self.store.transition, dep.id, status="failed", reason=reason, failures=failures
-            ):
-                self.emit(dep, "deployment.failed", f"{dep.name} failed: {reason}", level="error")
+            await self._fail(dep, reason, failures=failures, retry=True)
             return
         backoff = min(60.0, 2.0 ** (failures - 1))
         await run_in_threadpool(
@@ -51,6 +58,69 @@ class Retiring(ControllerBase):
             level="warning",
             data={"backoffSeconds": backoff},
         )
+
+    async def _replica_lost(self, dep: DeploymentRow, r: ReplicaRow) -> None:
+        """The runtime no longer reports the replica at all (not failed: gone). That is what
+        a platform restart or failover, or someone removing it outside A3S, looks like, not
+        an engine failure: it is replaced at once and not counted toward max_restarts."""
+        await self.p.runtime.delete_replica(r.id)  # in case it is only hidden from us
+        await run_in_threadpool(self.store.remove_replica, r.id)
+        self._invalidate()
+        self.emit(
+            dep,
+            "replica.lost",
+            f"{dep.name}: replica {r.id} on {r.node} is no longer reported by the runtime "
+            f"({self.p.runtime.name}); replacing it (not counted as an engine failure)",
+            level="warning",
+            data={"replica": r.id, "node": r.node},
+        )
+
+    async def _fail(
+        self,
+        dep: DeploymentRow,
+        reason: str,
+        *,
+        retry: bool,
+        failures: int | None = None,
+        step: str | None = None,
+    ) -> None:
+        """Mark the deployment `failed`. With `retry` (the cause may clear: crashing
+        engines, an unreachable runtime or hub), it is tried again after a back-off that
+        doubles with each failure past `max_restarts`, and says when."""
+        fresh = await run_in_threadpool(self.store.get_deployment, dep.id)
+        limit = self.p.settings.max_restarts
+        count = failures if failures is not None else max(fresh.failures + 1, limit)
+        fields: dict[str, Any] = {"status": "failed", "failures": count, "retry_at": None}
+        data: dict[str, Any] = {"reason": reason, "retryAt": None, "retryInSeconds": None}
+        if step:
+            data["step"] = step
+        message = f"{dep.name} failed: {reason}"
+        wait = failed_backoff(self.p.settings.failed_retry_s, count - limit)
+        if retry and wait is not None:
+            at = now() + timedelta(seconds=wait)
+            fields["retry_at"] = at
+            data |= {"retryAt": at.isoformat(), "retryInSeconds": wait}
+            message += f"; trying again at {at:%H:%M:%S} UTC (in {wait:.0f}s)"
+        if await run_in_threadpool(self.store.transition, dep.id, reason=reason, **fields):
+            self.emit(dep, "deployment.failed", message, level="error", data=data)
+
+    async def _retry_failed(self, dep: DeploymentRow) -> DeploymentRow | None:
+        """A failed deployment whose retry time has come starts over from where it
+        failed (sizing if it never got a plan). The failure count is kept, so failing
+        again fails at once with a longer wait, until it runs stably (then it is 0)."""
+        row = await run_in_threadpool(
+            self.store.transition, dep.id, status="scheduling", retry_at=None
+        )
+        if row is None:
+            return None
+        self.emit(
+            dep,
+            "deployment.retrying",
+            f"{dep.name}: trying again after failing ({dep.reason})",
+            level="warning",
+            data={"failures": row.failures, "lastReason": dep.reason},
+        )
+        return row
 
     async def _log_tail(self, replica_id: str, n: int = 20) -> list[str]:
         lines: list[str] = []

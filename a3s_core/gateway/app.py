@@ -29,6 +29,7 @@ from a3s_core.gateway import errors
 from a3s_core.gateway.asgi import MODELS, ASGIApp, Receive, Reply, Route, Scope, Send, route_of
 from a3s_core.gateway.directory import DeploymentInfo, Directory, Snapshot
 from a3s_core.gateway.errors import GatewayError
+from a3s_core.gateway.latency import percentile
 from a3s_core.gateway.load import LoadBook, ReplicaStats
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
 from a3s_core.gateway.scraper import Scraper
@@ -354,7 +355,7 @@ class Gateway:
             replicas.append({
                 "id": st.info.id, "url": st.info.url, "gpu": st.info.gpu,
                 "tensorParallelSize": st.info.tensor_parallel_size, "weight": st.weight,
-                "inFlight": load.in_flight,
+                "inFlight": load.gateway_in_flight,
                 "waiting": load.waiting if load.metrics_fresh else None,
                 "running": load.running if load.metrics_fresh else None,
                 "kvCacheUsage": load.kv_cache_usage, "gpuUtilization": load.gpu_utilization,
@@ -380,23 +381,36 @@ class Gateway:
             "replicas": replicas,
         }
 
-    def signals(self, deployment_id: str) -> ScalingSignals:
-        """The autoscaler's view now (it keeps `queue_zero_for_s` itself). Any thread."""
+    def signals(self, deployment_id: str, since_s: float | None = None) -> ScalingSignals:
+        """The autoscaler's view now (it keeps `queue_zero_for_s` itself). Any thread.
+        `since_s`: seconds since the last scaling change; the `recent_*` figures count only
+        requests answered after it (all of the window when None)."""
         now = time.monotonic()
         stale = self.book.stale_after_s
-        loads = [st.as_load(now, stale, live=False) for st in self._replica_stats(deployment_id)]
+        stats = self._replica_stats(deployment_id)
+        loads = [st.as_load(now, stale, live=False) for st in stats]
         snap = self.directory.current
         ready = len(snap.ready_replicas(deployment_id)) if snap is not None else 0
         fresh = [r for r in loads if r.metrics_fresh]
         utils = [r.gpu_utilization for r in fresh if r.gpu_utilization is not None]
         dep = self.book.deployments.get(deployment_id)
         p99 = dep.first_byte.summary(now)["p99_s"] if dep else None
+        since = None if since_s is None else now - since_s
+        recent = sorted(dep.first_byte.values(now, since)) if dep else []
+        recent_p99 = percentile(recent, 99)
+        # The gateway's own in-flight count, or what the engines report running (requests
+        # other platform processes proxied), whichever is larger.
+        # (every worker's, with several: `in_flight` of a load is this worker's only)
+        in_flight = max(sum(r.gateway_in_flight for r in loads), sum(r.running for r in fresh))
         return ScalingSignals(
             replicas=ready,
             gpu_utilization=sum(utils) / len(utils) if utils else None,
             queue_depth=sum(r.waiting for r in fresh) if fresh else None,
             p99_latency_s=float(p99) if p99 is not None else None,
             requests_in_window=dep.requests(now) if dep else 0,
+            in_flight=int(in_flight),
+            recent_p99_latency_s=recent_p99,
+            recent_requests=len(recent),
         )
 
     def _replica_stats(self, deployment_id: str) -> list[ReplicaStats]:

@@ -58,6 +58,7 @@ class ReplicaInfo:
     gpu: str | None
     tensor_parallel_size: int
     max_model_len: int
+    kv_capacity_tokens: int | None = None  # from the deployment's plan, for the balancer
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ def load_snapshot(db: DbEngine) -> Snapshot:
             select(ApiKeyRow.key_hash, ApiKeyRow.deployment_id, ApiKeyRow.revoked_at)
         ).all()
     deployments: dict[str, DeploymentInfo] = {}
+    plans: dict[str, dict[str, Any]] = {}
     by_ns_name: dict[tuple[str, str], str] = {}
     by_name: dict[str, list[str]] = {}
     for d in deps:
@@ -117,6 +119,8 @@ def load_snapshot(db: DbEngine) -> Snapshot:
             created=int(d.created_at.timestamp()) if d.created_at else 0,
         )
         deployments[d.id] = info
+        if d.plan:
+            plans[d.id] = d.plan
         by_ns_name[(d.namespace, d.name)] = d.id
         by_name.setdefault(d.name, []).append(d.id)
     replicas: dict[str, list[ReplicaInfo]] = {}
@@ -128,6 +132,9 @@ def load_snapshot(db: DbEngine) -> Snapshot:
                 id=r.id, deployment_id=r.deployment_id, url=r.url.rstrip("/"), gpu=r.gpu,
                 tensor_parallel_size=max(1, r.tensor_parallel_size or 1),
                 max_model_len=r.max_model_len,
+                kv_capacity_tokens=kv_capacity_tokens(
+                    plans.get(r.deployment_id), r.gpu, max(1, r.tensor_parallel_size or 1)
+                ),
             )
         )
     live_keys: dict[str, str] = {}
@@ -146,6 +153,24 @@ def load_snapshot(db: DbEngine) -> Snapshot:
         revoked=frozenset(revoked),
         replicas={k: tuple(sorted(v, key=lambda r: r.id)) for k, v in replicas.items()},
     )
+
+
+def kv_capacity_tokens(plan: dict[str, Any] | None, gpu: str | None, tp: int) -> int | None:
+    """Tokens of KV cache a replica on `gpu` × `tp` holds, by the plan's arithmetic (its
+    KV budget per GPU × GPUs ÷ KV bytes per token); None when the plan does not say (no
+    plan, an encoder, a GPU the plan has no candidate for)."""
+    if not plan:
+        return None
+    try:
+        per_token = int(plan.get("kv_bytes_per_token") or 0)
+        if per_token <= 0:
+            return None
+        for cand in plan.get("candidates") or ():
+            if cand.get("gpu") == gpu and int(cand.get("tensor_parallel_size", 0)) == tp:
+                return int(cand["kv_budget_per_gpu_bytes"]) * tp // per_token
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None  # a plan from an older or foreign writer: routing does without
+    return None
 
 
 # What a lenient caller (the metrics scraper) gets while the store has never been read.

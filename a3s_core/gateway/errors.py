@@ -7,6 +7,8 @@ import json
 import math
 
 from a3s_core.gateway.asgi import Reply, encode_headers
+from a3s_core.keys import PREFIX as KEY_PREFIX
+from a3s_core.settings import ADMIN_TOKEN_PREFIX as ADMIN_PREFIX
 
 
 class GatewayError(Exception):
@@ -48,12 +50,21 @@ def missing_key() -> GatewayError:
 
 
 def invalid_key(key: str, revoked: bool) -> GatewayError:
-    shown = key[:10] + "…" if len(key) > 10 else "…"
-    why = "has been revoked" if revoked else "is not valid"
-    return GatewayError(
-        401, f"The API key {shown} {why}.", code="invalid_api_key",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    """A refused credential, named by its kind only: no part of it is ever echoed (an
+    error ends up in client logs, screenshots and bug reports)."""
+    if revoked:
+        message = ("The API key you sent has been revoked; use the deployment's current key "
+                   "(`a3s rotate-key` issues a new one).")
+    elif key.startswith(KEY_PREFIX):
+        message = "The API key you sent is not valid: it is no deployment's key."
+    elif key.startswith(ADMIN_PREFIX):
+        message = ("The credential you sent looks like the platform's admin token, which does "
+                   f"not call models; send the deployment's API key ({KEY_PREFIX}…).")
+    else:
+        message = (f"The credential you sent is not an A3S API key (those start with "
+                   f"'{KEY_PREFIX}'); send the key returned when the deployment was created.")
+    return GatewayError(401, message, code="invalid_api_key",
+                        headers={"WWW-Authenticate": "Bearer"})
 
 
 def foreign_key(target: str) -> GatewayError:

@@ -26,10 +26,13 @@ class LatencyWindow:
         while samples[0][0] < cutoff:  # expiry happens here only, on the event loop
             samples.popleft()
 
-    def values(self, now: float | None = None) -> list[float]:
-        """The samples of the window. Reads a copy (list() of a deque is one C call under
-        the GIL), so the API may ask from a worker thread while the loop appends."""
+    def values(self, now: float | None = None, since: float | None = None) -> list[float]:
+        """The samples of the window (only those taken at or after `since`, a monotonic
+        time, when given). Reads a copy (list() of a deque is one C call under the GIL),
+        so the API may ask from a worker thread while the loop appends."""
         cutoff = (time.monotonic() if now is None else now) - self.window_s
+        if since is not None:
+            cutoff = max(cutoff, since)
         return [v for t, v in list(self._samples) if t >= cutoff]
 
     def count(self, now: float | None = None) -> int:

@@ -56,9 +56,9 @@ class ReplicaStats:
 
     def as_load(self, now: float, stale_after_s: float, live: bool = True) -> ReplicaLoad:
         """This replica as a balancer sees it. With `live`, the engine's figures are moved
-        on by what this gateway started and finished since the scrape: a replica that
-        answered a burst 50 ms ago no longer looks busy until the next scrape, and one that
-        was just sent a burst already looks busy. `live=False` gives the figures as
+        on by what this gateway (all its workers) started and finished since the scrape: a
+        replica that answered a burst 50 ms ago no longer looks busy until the next scrape,
+        and one that was just sent a burst already looks busy. `live=False` gives the figures as
         scraped (what the API and the autoscaler report)."""
         f, at, in_flight, at_scrape = self.scrape_view()
         fresh = at is not None and now - at <= stale_after_s
@@ -78,11 +78,15 @@ class ReplicaStats:
             url=self.info.url,
             waiting=waiting,
             running=running,
-            in_flight=in_flight,
+            # This worker's own count, and the other workers' from the shared cells.
+            in_flight=self.in_flight,
+            peer_in_flight=max(0, in_flight - self.in_flight),
             kv_cache_usage=f.kv_cache_usage if fresh else None,
             gpu_utilization=f.gpu_utilization if fresh else None,
             weight=self.weight,
             metrics_fresh=fresh,
+            metrics_age_s=None if at is None else now - at,
+            kv_capacity_tokens=self.info.kv_capacity_tokens,
         )
 
 

@@ -20,6 +20,7 @@ from a3s_core.gateway.directory import DeploymentInfo
 from a3s_core.gateway.errors import GatewayError, unavailable
 from a3s_core.gateway.load import DeploymentStats, LoadBook, ReplicaStats
 from a3s_core.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from a3s_core.types import RouteRequest
 
 ATTEMPTS = 2  # the first try and one retry on another replica
 WATCH_AFTER_S = 0.25
@@ -84,6 +85,8 @@ class Forwarder:
     def __init__(self, pool: UpstreamPool, book: LoadBook) -> None:
         self.pool = pool
         self.book = book
+        share = book.share  # (this worker, of how many) for RouteRequest
+        self.worker = (share.worker, share.workers) if share is not None else (0, 1)
 
     async def forward(
         self,
@@ -103,9 +106,11 @@ class Forwarder:
         tried: set[str] = set()
         failure: Failure | None = None
         watch = DisconnectWatch(receive)
+        members = frozenset(s.info.id for s in replicas)
         try:
-            for _ in range(ATTEMPTS):
-                st = self._choose(replicas, balancer, tried)
+            for attempt in range(ATTEMPTS):
+                request = RouteRequest(dep.id, path, body, members, attempt, *self.worker)
+                st = self._choose(replicas, balancer, tried, request)
                 if st is None:
                     break
                 tried.add(st.info.id)
@@ -134,14 +139,15 @@ class Forwarder:
         )
 
     def _choose(
-        self, replicas: list[ReplicaStats], balancer: Balancer, tried: set[str]
+        self, replicas: list[ReplicaStats], balancer: Balancer, tried: set[str],
+        request: RouteRequest,
     ) -> ReplicaStats | None:
         now = time.monotonic()
         candidates = [s for s in replicas if s.info.id not in tried and not s.ejected(now)]
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         stale = self.book.stale_after_s
-        choice = balancer.pick([s.as_load(now, stale) for s in candidates])
+        choice = balancer.pick([s.as_load(now, stale) for s in candidates], request)
         for s in candidates:
             if s.info.id == choice.replica_id:
                 return s

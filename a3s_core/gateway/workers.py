@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.config
 import multiprocessing
 import os
 import secrets
@@ -150,6 +151,19 @@ def worker_info(settings: Settings) -> dict[str, Any]:
                        "pid": os.getpid()}}
 
 
+def serve_logging() -> dict[str, Any]:
+    """What `a3s serve` logs, in each worker (as the CLI's serve_logging for one process):
+    uvicorn's logging with credentials taken out of every line, warnings from every `a3s`
+    logger, leadership changes and this module's notes at info."""
+    from a3s_core.log_config import uvicorn_log_config
+
+    config = uvicorn_log_config()
+    config["loggers"]["a3s"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    config["loggers"]["a3s.leader"] = {"level": "INFO"}
+    config["loggers"]["a3s.workers"] = {"level": "INFO"}
+    return config
+
+
 # -- the supervisor ---------------------------------------------------------------------
 
 
@@ -168,7 +182,7 @@ def serve(settings: Settings, access_log: bool, say: Any = print) -> int:
         import uvicorn
 
         uvicorn.run(build_app(settings), host=settings.host, port=settings.port,
-                    log_level="info", access_log=access_log)
+                    log_level="info", access_log=access_log, log_config=serve_logging())
         return 0
     return Supervisor(settings, n, access_log).run()
 
@@ -214,8 +228,8 @@ def run_worker(
     from a3s_core.api.ws_protocol import A3SWebSocketProtocol
 
     settings = settings.model_copy(update={"worker_index": index})
-    logging.basicConfig(level=logging.INFO, format=f"worker {index}: %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    log_config = serve_logging()
+    logging.config.dictConfig(log_config)  # before the app is built: its errors are logged
     from a3s_core.errors import A3SError
 
     try:
@@ -223,7 +237,7 @@ def run_worker(
     except A3SError as exc:  # a setting or a plugin is wrong: say so once, plainly
         log.error("error: %s", exc.message)
         raise SystemExit(BAD_CONFIG_EXIT) from None
-    config = uvicorn.Config(app, log_level="info", access_log=access_log,
+    config = uvicorn.Config(app, log_level="info", log_config=log_config, access_log=access_log,
                             ws=A3SWebSocketProtocol, timeout_graceful_shutdown=int(GRACE_S))
     # Bound here, listened on by uvicorn after the app's startup (see bind()).
     uvicorn.Server(config).run(sockets=[bind(settings.host, settings.port)])
@@ -274,6 +288,7 @@ class Supervisor:
         self.started_at[index] = time.monotonic()
 
     def run(self) -> int:
+        logging.config.dictConfig(serve_logging())
         self.prepare()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)

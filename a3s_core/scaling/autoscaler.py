@@ -129,11 +129,15 @@ class Autoscaler:
         not take a count it has not seen yet for a manual scale: the row it read may be
         older or newer than this process's state."""
         policy = policy_of(dep)
+        state = self.state_of(dep)
         if self._signals is not None:
             sig = await self._signals(dep, replicas)
         else:
-            sig = await signal_source.collect(self.p, dep, replicas, nodes or _NodesOnce(self.p))
-        state = self.state_of(dep)
+            changed = last_change(state)
+            since = None if changed is None else max(0.0, self.clock.now() - changed)
+            sig = await signal_source.collect(
+                self.p, dep, replicas, nodes or _NodesOnce(self.p), since
+            )
         if preview:
             state = state.model_copy(update={"seen_desired": dep.desired_replicas})
         return decide(
@@ -205,6 +209,12 @@ class Autoscaler:
         )
 
 
+def last_change(state: ScalingState) -> float | None:
+    """When the replica count last changed (by us or by hand), in clock seconds."""
+    known = [t for t in (state.last_up_at, state.last_down_at, state.manual_at) if t is not None]
+    return max(known) if known else None
+
+
 def event_data(d: Decision, policy: AutoscalingSpec) -> dict[str, Any]:
     """The figures that drove a decision, as carried by scaling.* events."""
     s = d.signals
@@ -220,6 +230,9 @@ def event_data(d: Decision, policy: AutoscalingSpec) -> dict[str, Any]:
             "p99LatencyS": s.p99_latency_s,
             "queueZeroForS": round(s.queue_zero_for_s, 3),
             "requestsInWindow": s.requests_in_window,
+            "inFlight": s.in_flight,
+            "recentP99LatencyS": s.recent_p99_latency_s,
+            "recentRequests": s.recent_requests,
         },
         "thresholds": policy.model_dump(mode="json"),
         "votes": [v.model_dump(mode="json") for v in d.votes],

@@ -15,6 +15,10 @@ Unknown figures (documented in docs/autoscaling.md):
 - Queue depth unknown blocks a scale-down (the queue must be *seen* empty for 5 minutes).
 - P99 unknown because nothing was requested in the window is quiet; unknown with traffic
   (every request failed) blocks a scale-down.
+
+A high P99 votes up only with live traffic behind it (something in flight or waiting) and
+when taken from at least `p99_min_requests` requests answered since the last scaling
+change; the proportional count uses that recent P99, never the window's older figures.
 """
 
 from __future__ import annotations
@@ -129,12 +133,7 @@ class LatencyP99Rule(ScalingRule):
                 reason=f"P99 unknown although {signals.requests_in_window} request(s) arrived",
             )
         if p99 > policy.p99_up_s:
-            return Vote(
-                rule=self.name,
-                direction="up",
-                reason=f"P99 latency {_ms(p99)} > {_ms(policy.p99_up_s)}",
-                desired=proportional(signals.replicas, p99, policy.p99_up_s),
-            )
+            return self._up(p99, signals, policy)
         if p99 < policy.p99_down_s:
             return Vote(
                 rule=self.name,
@@ -146,6 +145,44 @@ class LatencyP99Rule(ScalingRule):
             direction="hold",
             reason=f"P99 latency {_ms(p99)} is within "
             f"{_ms(policy.p99_down_s)}–{_ms(policy.p99_up_s)}",
+        )
+
+
+    def _up(self, p99: float, signals: ScalingSignals, policy: AutoscalingSpec) -> Vote:
+        """A high P99 scales up only with live traffic behind it: the window outlives the
+        burst that filled it, and a figure from requests answered before the last scaling
+        change describes a deployment that no longer exists."""
+        high = f"P99 latency {_ms(p99)} > {_ms(policy.p99_up_s)}"
+        if signals.in_flight == 0 and signals.queue_depth == 0:
+            return Vote(
+                rule=self.name,
+                direction="hold",
+                reason=f"{high}, but from finished requests: nothing in flight and the "
+                "queue is empty",
+            )
+        recent, count = signals.recent_p99_latency_s, signals.recent_requests
+        if count is None:  # a source that does not count recent answers: the window stands
+            recent, count = p99, signals.requests_in_window
+        if count < policy.p99_min_requests:
+            return Vote(
+                rule=self.name,
+                direction="hold",
+                reason=f"{high}, but only {count} request(s) answered since the last "
+                f"scaling change (needs {policy.p99_min_requests})",
+            )
+        if recent is None or recent <= policy.p99_up_s:
+            return Vote(
+                rule=self.name,
+                direction="hold",
+                reason=f"{high} over the window, but the {count} request(s) answered since "
+                f"the last scaling change have P99 {_ms(recent or 0.0)}",
+            )
+        return Vote(
+            rule=self.name,
+            direction="up",
+            reason=f"P99 latency {_ms(recent)} > {_ms(policy.p99_up_s)} "
+            f"over {count} request(s)",
+            desired=proportional(signals.replicas, recent, policy.p99_up_s),
         )
 
 

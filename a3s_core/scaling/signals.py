@@ -5,7 +5,9 @@
   (NVML in `local`, DCGM in Kubernetes), averaged over the GPUs that report a figure.
 - Queue depth: the engines' waiting requests, summed; when no engine reports it (no
   metrics endpoint, or stale) and the gateway has nothing in flight, the queue is 0.
-- P99 latency and requests in the window: the gateway's latency window.
+- P99 latency and requests in the window: the gateway's latency window; the recent P99
+  and its request count only over requests answered since the last scaling change.
+- In flight: the gateway's own count, or the engines' running requests when larger.
 """
 
 from __future__ import annotations
@@ -23,11 +25,20 @@ NodesFn = Callable[[], Awaitable[list[Node]]]
 
 
 async def collect(
-    platform: Platform, dep: DeploymentRow, replicas: Sequence[ReplicaRow], nodes: NodesFn
+    platform: Platform,
+    dep: DeploymentRow,
+    replicas: Sequence[ReplicaRow],
+    nodes: NodesFn,
+    since_change_s: float | None = None,
 ) -> ScalingSignals:
+    """`since_change_s`: seconds since the last scaling change (None: none known), so that
+    the recent latency figures leave out requests answered before it."""
     ready = [r for r in replicas if r.state == "ready"]
     gateway = platform.gateway
-    sig = gateway.signals(dep.id) if gateway is not None else ScalingSignals(replicas=len(ready))
+    if gateway is not None:
+        sig = gateway.signals(dep.id, since_change_s)
+    else:
+        sig = ScalingSignals(replicas=len(ready))
     updates: dict[str, object] = {"replicas": len(ready)}  # the store is the authority
     if sig.gpu_utilization is None and any(r.gpu_indices for r in ready):
         updates["gpu_utilization"] = node_gpu_utilization(ready, await nodes())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from a3s_core.errors import SizingError
+from a3s_core.sizing.config_defaults import with_defaults
 from a3s_core.types import MLA, ModelProfile, MoE
 
 Split = Literal["column", "row", "kv", "vocab", "replicated"]
@@ -22,9 +23,13 @@ vocab-parallel embedding divide by TP; `kv` divides by TP until TP exceeds the k
 
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "ernie", "electra"})
 ROBERTA_TYPES = frozenset({"roberta", "xlm-roberta", "camembert"})
-QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
-QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe"})
+QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl", "qwen2_vl_text",
+                            "qwen2_5_vl_text"})
+QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe", "gemma3_text"})  # per-head RMSNorm of q and k
 MLA_TYPES = frozenset({"deepseek_v2", "deepseek_v3", "kimi_k2"})
+# RMSNorms per decoder layer (each `hidden` wide): input and post-attention in most;
+# Gemma 2/3 also norm each sublayer's output (pre/post attention, pre/post feed-forward).
+NORMS_PER_LAYER = {"gemma2": 4, "gemma3_text": 4}
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,12 @@ def arch_from_config(config: dict[str, Any]) -> Arch:
     """Normalise a config.json (text part of multimodal configs too)."""
     cfg = dict(config)
     if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
-        cfg = {**cfg["text_config"], **{k: v for k, v in cfg.items() if k == "architectures"}}
+        outer = cfg
+        cfg = {**cfg["text_config"], "architectures": outer.get("architectures")}
+        cfg.setdefault("model_type", outer.get("model_type"))
+        if "tie_word_embeddings" in outer:  # multimodal configs keep it on the outside
+            cfg.setdefault("tie_word_embeddings", outer["tie_word_embeddings"])
+    cfg = with_defaults(cfg)
     archs = cfg.get("architectures") or ["unknown"]
     model_type = str(cfg.get("model_type", "unknown"))
     kind: Literal["decoder", "encoder"] = "encoder" if model_type in ENCODER_TYPES else "decoder"
@@ -286,7 +296,8 @@ def _mlp(a: Arch, prefix: str, inter: int, n: int, gated: bool = True) -> list[W
 def _decoder_layers(a: Arch, layers: int, moe_layers: int) -> list[Weight]:
     h = a.hidden_size
     out = _attention(a, layers)
-    out.append(Weight("norms", 1, 2 * h, layers, "replicated", linear=False))
+    norms = NORMS_PER_LAYER.get(a.model_type, 2)
+    out.append(Weight("norms", 1, norms * h, layers, "replicated", linear=False))
     out += _mlp(a, "mlp", a.intermediate_size, layers - moe_layers)
     if a.moe and moe_layers:
         m = a.moe

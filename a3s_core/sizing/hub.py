@@ -4,21 +4,30 @@ Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE (read at call time, so a runnin
 follows its environment), times each request out after A3S_HF_TIMEOUT_S seconds (default
 10; the whole lookup after twice that), and caches answers in-process. Failures become
 one-sentence ModelNotFound / ModelUnavailable errors.
+
+The hub client retries a failed connection five times with back-off (about 25 s, and a
+"Retrying in 8s" warning per attempt and file). So before a lookup the endpoint gets one
+request with no retries: if it cannot be reached the lookup fails at once (HubUnreachable),
+and for the next UNREACHABLE_TTL_S seconds every lookup on that endpoint fails without
+trying; the outage is logged once, and once more when the endpoint answers again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
-from a3s_core.errors import ModelNotFound, ModelUnavailable
+from a3s_core.errors import HubUnreachable, ModelNotFound, ModelUnavailable
 from a3s_core.sizing.profiles import profile_from_config
 from a3s_core.sizing.tensors import profile_from_tensors
 from a3s_core.types import ModelProfile
@@ -27,8 +36,12 @@ from a3s_core.types import ModelProfile
 NETWORK_MODULES = frozenset({"httpx", "httpx2", "httpcore", "requests", "urllib3"})
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
+UNREACHABLE_TTL_S = 10.0  # how long an endpoint found unreachable is not tried again
+PROBE_CONNECT_S = 3.0  # connect timeout of the reachability probe (at most A3S_HF_TIMEOUT_S)
 
+log = logging.getLogger(__name__)
 _cache: dict[tuple[str, str, str | None], ModelProfile] = {}
+_down: dict[str, tuple[float, str]] = {}  # endpoint → (when it was last probed, why down)
 _lock = threading.Lock()
 
 
@@ -51,6 +64,48 @@ def is_repo_id(model: str) -> bool:
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+        _down.clear()
+
+
+def probe(endpoint: str) -> str | None:
+    """One request to the endpoint, no retries: None when anything answers (any HTTP
+    status will do), else why not. Follows the proxy environment, as the hub client does."""
+    timeout = timeout_s()
+    try:
+        httpx.head(endpoint, timeout=httpx.Timeout(timeout, connect=min(PROBE_CONNECT_S,
+                                                                         timeout)))
+    except httpx.TransportError as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except ValueError as exc:  # not a URL at all
+        return f"HF_ENDPOINT is not a usable URL ({exc})"
+    return None
+
+
+def _check_reachable(endpoint: str, model: str) -> None:
+    """Fail fast while the endpoint is down; log the outage once (and its end)."""
+    now = time.monotonic()
+    with _lock:
+        down = _down.get(endpoint)
+    if down is not None and now - down[0] < UNREACHABLE_TTL_S:
+        reason = down[1]
+    else:
+        found = probe(endpoint)
+        with _lock:
+            if found is None:
+                if _down.pop(endpoint, None) is not None:
+                    log.info("the Hugging Face Hub at %s answers again", endpoint)
+                return
+            reason = found
+            if endpoint not in _down:
+                log.warning("the Hugging Face Hub at %s cannot be reached (%s); models that "
+                            "are not in the knowledge base or a local path cannot be sized "
+                            "until it answers", endpoint, reason)
+            _down[endpoint] = (now, reason)
+    raise HubUnreachable(
+        f"the Hugging Face Hub at {endpoint} cannot be reached to size model {model!r} "
+        f"({reason}); check network access or HF_ENDPOINT, set HF_HUB_OFFLINE=1 to use the "
+        "local cache only, or give a local model path"
+    )
 
 
 def hub_profile(model: str, revision: str | None = None) -> ModelProfile | None:
@@ -61,6 +116,8 @@ def hub_profile(model: str, revision: str | None = None) -> ModelProfile | None:
     with _lock:
         hit = _cache.get(key)
     if hit is None:
+        if not _truthy(os.environ.get("HF_HUB_OFFLINE")):
+            _check_reachable(endpoint, model)
         hit = _with_deadline(model, endpoint, lambda: _fetch(model, revision, endpoint))
         with _lock:
             _cache[key] = hit
@@ -86,7 +143,7 @@ def _with_deadline(model: str, endpoint: str, fetch: Callable[[], ModelProfile])
     worker.start()
     worker.join(deadline)
     if worker.is_alive():
-        raise ModelUnavailable(
+        raise HubUnreachable(
             f"the Hugging Face Hub at {endpoint} did not answer within {deadline:g} s for model "
             f"{model!r}; check network access or HF_ENDPOINT, raise A3S_HF_TIMEOUT_S, or give a "
             "local model path"
@@ -168,7 +225,7 @@ def _translate(exc: Exception, model: str, revision: str | None, endpoint: str,
             f"(HTTP {exc.response.status_code}); set HF_TOKEN to a token with access"
         )
     if _is_network_error(exc):
-        return ModelUnavailable(
+        return HubUnreachable(
             f"the Hugging Face Hub at {endpoint} could not be reached to size model {model!r} "
             f"({type(exc).__name__}); check network access or HF_ENDPOINT, raise "
             "A3S_HF_TIMEOUT_S, or give a local model path"

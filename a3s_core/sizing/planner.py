@@ -34,11 +34,11 @@ from a3s_core.sizing.memory import (
     sequence_tokens,
 )
 from a3s_core.sizing.quantization import DTYPE_BYTES, weight_bytes, weight_bytes_per_gpu
-from a3s_core.sizing.served import GPUS_PER_NODE, MIN_CC, TP_SIZES, Served
+from a3s_core.sizing.served import FP8_NATIVE_CC, GPUS_PER_NODE, MIN_CC, TP_SIZES, Served
 from a3s_core.types import Candidate, GpuType, Rejection
 
 DEFAULT_UTILIZATION = 0.9  # vLLM's gpu_memory_utilization default
-AUTO_MIN_MODEL_LEN = 8192  # never lower an automatic max_model_len below this (or the model's)
+AUTO_MIN_MODEL_LEN = 4096  # never lower an automatic max_model_len below this (or the model's)
 
 
 @dataclass
@@ -105,11 +105,15 @@ def serving_dtype(s: Sizing, gpu: GpuType) -> tuple[str | None, str | None]:
     return want, None
 
 
+def weight_only_fp8(s: Sizing, gpu: GpuType) -> bool:
+    """FP8 weights on a GPU without FP8 tensor cores (Ampere): served weight-only."""
+    return s.served.scheme.label == "fp8" and s.served.scheme.bits == 8 \
+        and gpu.cc < FP8_NATIVE_CC
+
+
 def capability_reason(s: Sizing, gpu: GpuType) -> str | None:
     method = s.served.scheme.method
     need = MIN_CC.get(method or "")
-    if method == "compressed-tensors" and s.served.scheme.bits < 8:
-        need = (8, 0)
     if need and gpu.cc < need:
         what = "FP8" if s.served.scheme.label == "fp8" else (method or "").upper()
         hint = ""
@@ -158,7 +162,7 @@ def try_fit(
     act_bytes = DTYPE_BYTES.get(dtype, 2)
     weights = s.weights_per_gpu(tp)
     over = s.overhead(tp, act_bytes)
-    usable = int(gpu.memory_bytes * s.utilization)
+    usable = int(gpu.allocatable_bytes * s.utilization)
     budget = usable - weights - over.total
     per_token = s.kv.per_token_per_gpu(s.arch, tp)
     if budget <= 0:
@@ -186,6 +190,11 @@ def try_fit(
                      f"{fmt_int(chosen)}: the most this KV budget holds for one sequence")
     if s.arch.mla is None and s.arch.kind == "decoder" and tp > s.arch.num_kv_heads:
         notes.append(f"TP {tp} > {s.arch.num_kv_heads} kv heads: each rank keeps a replica")
+    if weight_only_fp8(s, gpu):
+        notes.append(f"FP8 weight-only on {gpu.name} (compute capability "
+                     f"{gpu.compute_capability}, no FP8 tensor cores): the engine keeps the "
+                     "weights in FP8 and computes in 16-bit (W8A16, vLLM's FP8 Marlin "
+                     "kernels): FP8's memory, not its speed")
     if dtype == "float16" and s.served.profile.checkpoint_dtype in ("bfloat16", "bf16") \
             and s.served.scheme.bits >= 16:
         notes.append(f"{gpu.name} has no bf16: the bf16 weights are served as float16")
@@ -243,7 +252,7 @@ def _no_fit_reason(s: Sizing, gpu: GpuType, dtype: str, reasons: list[Why],
                    forced: int | None) -> str:
     if forced:
         return f"at tensor_parallel_size {forced} (extra_args): {reasons[-1]()}"
-    usable = int(gpu.memory_bytes * s.utilization)
+    usable = int(gpu.allocatable_bytes * s.utilization)
     over = s.overhead(GPUS_PER_NODE, DTYPE_BYTES.get(dtype, 2)).total
     length = s.asked_len or min(s.native_len, AUTO_MIN_MODEL_LEN)
     seq = sequence_tokens(length) * s.kv.per_token_per_gpu(s.arch, GPUS_PER_NODE)
@@ -262,7 +271,7 @@ def _no_fit_reason(s: Sizing, gpu: GpuType, dtype: str, reasons: list[Why],
 def rank(fits: list[Fit], gpus: dict[str, GpuType]) -> list[Fit]:
     def key(f: Fit) -> tuple[int, int, int]:
         c = f.candidate
-        waste = c.gpu_count * (gpus[c.gpu].memory_bytes - f.need_per_gpu)
+        waste = c.gpu_count * (gpus[c.gpu].allocatable_bytes - f.need_per_gpu)
         return (c.gpu_count, 1 if f.lowered else 0, waste)
 
     return sorted(fits, key=key)
@@ -291,7 +300,7 @@ def largest_fitting_len(s: Sizing, catalog: list[GpuType]) -> tuple[int, str]:
             if tp_reason(s, tp):
                 continue
             over = s.overhead(tp, DTYPE_BYTES.get(dtype, 2)).total
-            budget = int(gpu.memory_bytes * s.utilization) - s.weights_per_gpu(tp) - over
+            budget = int(gpu.allocatable_bytes * s.utilization) - s.weights_per_gpu(tp) - over
             per = s.kv.per_token_per_gpu(s.arch, tp)
             if budget > 0 and per:
                 tokens = min(budget // per // 16 * 16, s.native_len)

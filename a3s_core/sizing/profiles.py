@@ -6,6 +6,7 @@ from typing import Any
 
 from a3s_core.errors import SizingError
 from a3s_core.sizing.architecture import Arch, arch_from_config, fmt_int, layout
+from a3s_core.sizing.config_defaults import known_types
 from a3s_core.sizing.quantization import quantization_from_config
 from a3s_core.types import ModelProfile
 from a3s_core.types.profile import ProfileSource
@@ -35,6 +36,11 @@ def profile_from_config(
         parameters = lay.total
         out_notes.append(f"parameters {fmt_int(parameters)} computed from config.json "
                          f"({arch.architecture}); no tensor metadata was read")
+        if arch.model_type not in known_types():
+            out_notes.append(
+                f"model_type {arch.model_type!r} is not an architecture the formula knows: "
+                "counted as a Llama-style decoder (two norms a layer, untied head unless the "
+                "config says otherwise); give a local checkpoint for exact figures")
     if lay.mtp_parameters:
         out_notes.append(
             f"the checkpoint also holds {fmt_int(lay.mtp_parameters)} multi-token-prediction "

@@ -29,7 +29,10 @@ SIZING_KEYS = {
 }
 ALIASES = {"tp": "tensor_parallel_size", "tp_size": "tensor_parallel_size",
            "max_model_length": "max_model_len", "context_length": "max_model_len"}
-MIN_CC = {"awq": (7, 5), "gptq": (6, 0), "fp8": (8, 9), "compressed-tensors": (8, 9)}
+# FP8 runs as W8A8 from 8.9 (Ada, Hopper: FP8 tensor cores) and weight-only (W8A16, vLLM's
+# FP8 Marlin kernels) from 8.0 (Ampere); see FP8_NATIVE_CC.
+MIN_CC = {"awq": (7, 5), "gptq": (6, 0), "fp8": (8, 0), "compressed-tensors": (8, 0)}
+FP8_NATIVE_CC = (8, 9)
 
 
 def sizing_key(raw_key: str) -> str:

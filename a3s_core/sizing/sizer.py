@@ -171,7 +171,9 @@ def explain(s: Sizing, plan: SizingPlan, asked: ModelProfile) -> list[str]:
         top = plan.candidates[0]
         over = s.overhead(top.tensor_parallel_size, 2)
         lines.append(f"overhead per GPU at TP {top.tensor_parallel_size}: {over.describe()}")
-        lines.append(f"usable per GPU: memory × gpu_memory_utilization {s.utilization}")
+        lines.append(f"usable per GPU: the memory the CUDA runtime reports (nvidia-smi's "
+                     f"figure less the driver's reserve) × gpu_memory_utilization "
+                     f"{s.utilization}")
     for c in plan.candidates:
         per_gpu_token = s.kv.per_token_per_gpu(s.arch, c.tensor_parallel_size)
         kv = (f" ÷ {fmt_int(per_gpu_token)} B per token per GPU = {c.concurrent_sequences} "

@@ -6,6 +6,7 @@ from a3s_core.types.load import LoadFigures, ReplicaLoad
 from a3s_core.types.plan import Candidate, GpuType, Rejection, SizingPlan
 from a3s_core.types.profile import MLA, ExistingQuantization, ModelProfile, MoE
 from a3s_core.types.replica import LogLine, ReplicaObservation, ReplicaRequest, ReplicaState
+from a3s_core.types.routing import RouteRequest
 from a3s_core.types.scaling import ScalingSignals, Vote
 from a3s_core.types.spec import QUANTIZATIONS, AutoscalingSpec, DeploymentRequest, ModelSpec
 
@@ -32,6 +33,7 @@ __all__ = [
     "ReplicaObservation",
     "ReplicaRequest",
     "ReplicaState",
+    "RouteRequest",
     "ScalingSignals",
     "SizingPlan",
     "Vote",

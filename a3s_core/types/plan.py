@@ -6,12 +6,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+# The CUDA runtime's total is below nvidia-smi's by what the driver reserves: gaps seen are
+# 250-620 MiB (T4, RTX 4090, A100-40GB, H100), about 770 MiB on A100-80GB; 1 %, at least
+# 640 MiB, covers each (docs/sizing.md).
+ALLOCATABLE_RESERVE = 0.01
+ALLOCATABLE_RESERVE_MIN_MIB = 640
+
 
 class GpuType(BaseModel):
     """One entry of the GPU catalog (data, not code: `a3s_core/data/gpus.toml`)."""
 
     name: str = Field(description="catalog name, e.g. A100-80GB")
     memory_mib: int = Field(description="memory per GPU as nvidia-smi / GFD report it, MiB")
+    allocatable_mib: int | None = Field(
+        None, description="what the CUDA runtime reports as the GPU's total "
+        "(cudaMemGetInfo, torch.cuda.mem_get_info), MiB: the figure vLLM's "
+        "gpu_memory_utilization multiplies; a few hundred MiB below memory_mib. Unset: "
+        "memory_mib less 1 % (at least 640 MiB)")
     bandwidth_gbs: float = Field(description="memory bandwidth, GB/s")
     bf16_tflops: float = Field(description="dense bf16 (fp16 where bf16 is absent) TFLOPS")
     fp8_tflops: float | None = None
@@ -21,6 +32,15 @@ class GpuType(BaseModel):
     @property
     def memory_bytes(self) -> int:
         return self.memory_mib * 1024 * 1024
+
+    @property
+    def allocatable_bytes(self) -> int:
+        """What an engine on this GPU can allocate at most (before its utilisation cap)."""
+        mib = self.allocatable_mib
+        if mib is None:
+            mib = self.memory_mib - max(ALLOCATABLE_RESERVE_MIN_MIB,
+                                        round(self.memory_mib * ALLOCATABLE_RESERVE))
+        return mib * 1024 * 1024
 
     @property
     def cc(self) -> tuple[int, int]:
@@ -45,7 +65,8 @@ class Candidate(BaseModel):
     dtype: str = Field(description="activation dtype the engine will use on this GPU")
     weights_per_gpu_bytes: int
     overhead_per_gpu_bytes: int
-    usable_per_gpu_bytes: int = Field(description="GPU memory × gpu_memory_utilization")
+    usable_per_gpu_bytes: int = Field(
+        description="GPU memory the CUDA runtime reports × gpu_memory_utilization")
     kv_budget_per_gpu_bytes: int = Field(description="what is left for KV cache on each GPU")
     max_model_len: int
     concurrent_sequences: float = Field(description="full-length sequences the KV budget holds")

@@ -18,6 +18,19 @@ class ScalingSignals(BaseModel):
     p99_latency_s: float | None = None
     queue_zero_for_s: float = Field(0, description="seconds the queue has been 0 without break")
     requests_in_window: int = 0
+    in_flight: int | None = Field(
+        None,
+        description="requests being answered now: the gateway's in flight, or the engines' "
+        "running ones when larger; None: unknown",
+    )
+    recent_p99_latency_s: float | None = Field(
+        None, description="P99 over the window's requests answered since the last scaling change"
+    )
+    recent_requests: int | None = Field(
+        None,
+        description="how many requests `recent_p99_latency_s` is taken from; None: the source "
+        "does not tell (then `p99_latency_s` and `requests_in_window` stand in)",
+    )
 
 
 class Vote(BaseModel):

@@ -99,7 +99,9 @@ def check_plain_json(value: J) -> J:
 
 
 class AutoscalingSpec(BaseModel):
-    """Per-model autoscaling. Defaults are the seed's §3.7 table."""
+    """Per-model autoscaling; the defaults are the scaling table in docs/autoscaling.md."""
+
+    # (seed §3.7; docstrings here are user-facing: they are the OpenAPI descriptions)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
@@ -112,6 +114,11 @@ class AutoscalingSpec(BaseModel):
     queue_zero_for_s: Number = Field(300, ge=0, description="queue must be 0 this long to go down")
     p99_up_s: Number = Field(2.0, gt=0, description="scale up when P99 latency exceeds this")
     p99_down_s: Number = Field(0.5, gt=0, description="scale down only when P99 is below this")
+    p99_min_requests: Annotated[StrictInt, Field(ge=1)] = Field(
+        10,
+        description="the latency rule votes up only on a P99 taken from at least this many "
+        "requests answered since the last scaling change",
+    )
     up_cooldown_s: Number = Field(60, ge=0)
     down_cooldown_s: Number = Field(300, ge=0)
     max_step: Annotated[StrictInt, Field(ge=1)] = 4
@@ -168,7 +175,9 @@ class ModelSpec(BaseModel):
 
 
 class DeploymentRequest(BaseModel):
-    """The body of `POST /v1/deployments` (seed §2.1)."""
+    """The body of `POST /v1/deployments`: the models to deploy, a namespace, metadata."""
+
+    # (seed §2.1)
 
     model_config = ConfigDict(
         extra="forbid",

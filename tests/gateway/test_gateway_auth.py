@@ -163,3 +163,29 @@ async def test_wrong_method_unknown_endpoint_and_oversized_body_answer_in_openai
                                   headers={**auth, "content-type": "application/json"})
         assert chunked.status_code == 200, chunked.text
         assert chunked.json()["choices"][0]["message"]["content"]
+
+
+async def test_a_refused_credential_is_named_by_kind_never_echoed(
+    harness: Harness, two: tuple[Deployed, Deployed]
+) -> None:
+    alpha, _ = two
+    url = f"/d/{alpha.namespace}/alpha/v1/chat/completions"
+    refused = {
+        "sk-a3s-Zq9XvW4kLpGt": "API key",
+        "a3s-admin-Qj7YpR2mNcFz": "admin token",
+        "rel-admin-Hx5TbK8wVdJq": "not an A3S API key",
+    }
+    harness.revoke(alpha)
+    refused[alpha.key] = "revoked"
+    async with httpx.AsyncClient(base_url=harness.base_url) as http:
+        for secret, kind in refused.items():
+            error = assert_openai_error(
+                await http.post(url, json=CHAT, headers={"Authorization": f"Bearer {secret}"}),
+                401, "invalid_api_key",
+            )
+            message = str(error["message"])
+            assert kind in message
+            # No piece of the credential beyond the public prefix of generated ones.
+            body = secret.removeprefix("sk-a3s-").removeprefix("a3s-admin-")
+            pieces = {body[i:i + 3] for i in range(len(body) - 2)}
+            assert not [p for p in pieces if p in message], message

@@ -48,10 +48,12 @@ def test_a_worker_sees_the_replicas_in_flight_over_every_worker(shares: Shares) 
         b1.started(st1)
     b0.started(st0)
     now = time.monotonic()
-    assert b0.replicas["rep-a"].as_load(now, 1.5).in_flight == 4  # not its own 1
+    load = b0.replicas["rep-a"].as_load(now, 1.5)
+    # Its own count stays its own; the others' come from the shared cells.
+    assert (load.in_flight, load.peer_in_flight, load.gateway_in_flight) == (1, 3, 4)
     b1.finished(st1)
-    assert st0.as_load(now, 1.5).in_flight == 3
-    assert st0.in_flight == 1  # its own count stays its own
+    assert st0.as_load(now, 1.5).gateway_in_flight == 3
+    assert st1.as_load(now, 1.5).in_flight == 2
 
 
 def test_one_worker_scrapes_and_the_other_moves_the_figures_on_by_all_in_flight(
@@ -70,7 +72,8 @@ def test_one_worker_scrapes_and_the_other_moves_the_figures_on_by_all_in_flight(
     other.started(xst)  # sent since the scrape, through the other worker
     other.started(xst)
     seen_by_owner = ost.as_load(time.monotonic(), 1.5)
-    assert seen_by_owner.running == 3.0 and seen_by_owner.in_flight == 3
+    assert seen_by_owner.running == 3.0 and seen_by_owner.gateway_in_flight == 3
+    assert load.metrics_age_s is not None  # the scrape's age, though another worker made it
     assert ost.as_load(time.monotonic(), 1.5, live=False).running == 1.0
 
 
@@ -103,9 +106,9 @@ def test_a_dead_workers_counts_are_cleared(shares: Shares) -> None:
     st0, st1 = _one(b0), _one(b1)
     b1.started(st1)
     b1.started(st1)
-    assert st0.as_load(time.monotonic(), 1.5).in_flight == 2
+    assert st0.as_load(time.monotonic(), 1.5).peer_in_flight == 2
     s0.clear_worker(1)
-    assert st0.as_load(time.monotonic(), 1.5).in_flight == 0
+    assert st0.as_load(time.monotonic(), 1.5).gateway_in_flight == 0
 
 
 def test_slots_are_reclaimed_only_when_unused_for_a_while(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ class FakeGateway:
     def __init__(self, sig: ScalingSignals, in_flight: int = 0) -> None:
         self.sig, self.in_flight = sig, in_flight
 
-    def signals(self, deployment_id: str) -> ScalingSignals:
+    def signals(self, deployment_id: str, since_s: float | None = None) -> ScalingSignals:
         return self.sig
 
     def stats(self, deployment_id: str) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from a3s_core.sizing.memory import kv_cache
 
 # Real totals: the checkpoints' model.safetensors.index.json `total_size` / 2 bytes (bf16),
 # bge: its float32 model.safetensors / 4; Mixtral, Mistral, Qwen3-MoE, Llama-3.2-1B from
-# their Hub safetensors metadata; DeepSeek-V3: main model (MTP excluded).
+# their Hub safetensors metadata; DeepSeek-V3: main model (MTP excluded). The Gemma
+# configs omit tie_word_embeddings (their classes default to True) and Gemma 2/3 have four
+# norms per layer: the counts hold only when both are right.
 REAL = {
     "Qwen--Qwen2.5-72B-Instruct": 72_706_203_648,
     "Qwen--Qwen2.5-32B-Instruct": 32_763_876_352,
@@ -24,6 +26,10 @@ REAL = {
     "mistralai--Mistral-7B-v0.1": 7_241_732_096,
     "Qwen--Qwen3-30B-A3B": 30_532_122_624,
     "meta-llama--Llama-3.2-1B-Instruct": 1_235_814_400,
+    "google--gemma-7b": 8_537_680_896,
+    "google--gemma-2-9b": 9_241_705_984,
+    "google--gemma-3-1b-it": 999_885_952,
+    "microsoft--Phi-3-mini-4k-instruct": 3_821_079_552,
 }
 
 # 2 × layers × kv heads × head dim × 2 B; MLA: layers × (512 + 64) × 2 B; encoders none.

@@ -16,7 +16,8 @@ import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
 
-from a3s_core.errors import ModelNotFound, ModelUnavailable
+from a3s_core.errors import HubUnreachable, ModelNotFound, ModelUnavailable
+from a3s_core.sizing import hub
 from a3s_core.sizing.default_profiles import find_profile
 from a3s_core.sizing.hub import hub_profile
 
@@ -71,6 +72,7 @@ def fake_hub(tmp_path, monkeypatch) -> FakeHub:
     fake = FakeHub(tmp_path, dict(tiny.TINY_LLAMA, torch_dtype="bfloat16"))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.download)
     monkeypatch.setattr(huggingface_hub, "HfApi", fake.api)
+    monkeypatch.setattr(hub, "probe", lambda endpoint: None)  # the fake hub is reachable
     return fake
 
 
@@ -165,6 +167,61 @@ def test_sizing_hub_unreachable_endpoint_for_real(monkeypatch):
         find_profile("acme/unreachable-model")
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "'acme/unreachable-model'" in str(err.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sizing_hub_unreachable_fails_at_once_and_logs_once(monkeypatch, caplog):
+    """Issue 15: the hub client retried a refused connection five times per file (20 s, a
+    'Retrying in 8s' line each); now one probe fails the lookup, and the next lookups on
+    that endpoint fail without a request until UNREACHABLE_TTL_S has passed."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    downloads: list[str] = []
+    real_download = huggingface_hub.hf_hub_download
+
+    def spy(repo_id: str, *args: Any, **kw: Any) -> str:
+        downloads.append(repo_id)
+        return real_download(repo_id, *args, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    probes: list[str] = []
+    real_probe = hub.probe
+    monkeypatch.setattr(hub, "probe", lambda e: probes.append(e) or real_probe(e))
+    caplog.set_level("INFO")
+    for model in ("acme/first-unknown", "acme/second-unknown"):
+        with pytest.raises(HubUnreachable) as err:
+            find_profile(model)
+        assert endpoint in err.value.message and repr(model) in err.value.message
+        assert err.value.status_code == 503
+    assert downloads == [] and probes == [endpoint]  # no retries; the second did not try
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and endpoint in warnings[0].getMessage()
+
+
+def test_sizing_hub_back_after_an_outage_is_used_and_logged(fake_hub, monkeypatch, caplog):
+    answers = iter(["ConnectError: refused", None])
+    monkeypatch.setattr(hub, "probe", lambda endpoint: next(answers))
+    monkeypatch.setattr(hub, "UNREACHABLE_TTL_S", 0.0)
+    caplog.set_level("INFO")
+    with pytest.raises(HubUnreachable):
+        find_profile("acme/tiny-llama")
+    p = find_profile("acme/tiny-llama")
+    assert p is not None and p.source == "hub"
+    assert [r.levelname for r in caplog.records if r.name == hub.__name__] == ["WARNING", "INFO"]
+
+
+def test_sizing_hub_offline_never_probes(fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "probe", lambda endpoint: pytest.fail("probed while offline"))
+    with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE"):
+        fake_hub.error = hf_errors.LocalEntryNotFoundError("not cached")
+        find_profile("acme/not-cached")
 
 
 def test_sizing_knowledge_base_needs_no_hub(fake_hub):

@@ -106,7 +106,10 @@ def test_sizing_hub_http_reads_headers_only(fake_hub):
 def test_sizing_hub_http_sends_the_token(fake_hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_fake_token")
     hub_profile("acme/tiny")
-    assert all(auth == "Bearer hf_fake_token" for _, _, auth, _ in fake_hub.seen)
+    # every hub call carries it; the reachability probe of the endpoint's root needs none
+    calls = [(path, auth) for _, path, auth, _ in fake_hub.seen]
+    assert calls[0] == ("/", None)
+    assert all(auth == "Bearer hf_fake_token" for _, auth in calls[1:])
 
 
 def test_sizing_hub_http_without_safetensors_uses_formula(fake_hub):

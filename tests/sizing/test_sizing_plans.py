@@ -25,6 +25,8 @@ def plan_for(plugins: Plugins, model: str, quantization: str = "none", **kw) -> 
 # The seed's recommended configurations that are physically right:
 # (model, quantization, GPU type, GPU count)
 SEED_TABLE = [
+    # two hold the weights at vLLM's default 0.9 of the memory CUDA reports, with a
+    # context lowered to what their KV cache holds (see the test below)
     ("Qwen/Qwen2.5-72B-Instruct", "none", "A100-80GB", 2),
     ("Qwen/Qwen2.5-72B-Instruct", "awq", "A100-80GB", 1),
     ("Qwen/Qwen2.5-32B-Instruct", "none", "A100-80GB", 1),
@@ -71,11 +73,34 @@ def test_sizing_qwen72b_fp16_two_a100_lowers_context(plugins):
     plan = plan_for(plugins, "Qwen/Qwen2.5-72B-Instruct")
     assert plan.weight_bytes == 145_412_407_296  # exact bf16 checkpoint
     assert plan.bytes_per_parameter == 2.0
+    # 2 × A100-80GB at 0.9 leave ~1 GiB a GPU for KV cache: about 6k tokens, above the
+    # automatic floor (4,096), so the seed's 2 GPUs with a lowered context; 4 hold the full
+    # 32,768 tokens
     two = [c for c in plan.candidates if c.gpu == "A100-80GB"]
-    # 2 GPUs hold the weights with a lowered context; 4 hold the full 32,768 tokens
     assert [(c.gpu_count, c.max_model_len < 32768) for c in two] == [(2, True), (4, False)]
-    assert two[0].max_model_len >= 8192
+    assert 4096 <= two[0].max_model_len < 8192
     assert any("lowered from 32,768" in n for n in two[0].notes)
+    # at 0.95 the same two hold a longer context
+    plan = plan_for(plugins, "Qwen/Qwen2.5-72B-Instruct",
+                    extra_args={"gpu_memory_utilization": 0.95})
+    more = [c for c in plan.candidates if c.gpu == "A100-80GB"]
+    assert more[0].gpu_count == 2 and more[0].max_model_len > two[0].max_model_len
+
+
+def test_sizing_usable_memory_is_what_cuda_reports(plugins):
+    """vLLM's gpu_memory_utilization multiplies the total torch.cuda.mem_get_info reports,
+    a few hundred MiB below nvidia-smi's figure (the catalog's memory_mib): a plan that
+    counted nvidia-smi's MiB would fail at load by that much."""
+    cat = {g.name: g for g in load_catalog().gpus}
+    for g in cat.values():
+        assert g.memory_bytes - g.allocatable_bytes >= 256 * 2**20, g.name
+    assert cat["A100-40GB"].allocatable_bytes == 40339 * 2**20  # measured, recorded
+    plan = plan_for(plugins, "meta-llama/Llama-3.1-8B-Instruct")
+    for c in plan.candidates:
+        assert c.usable_per_gpu_bytes == int(cat[c.gpu].allocatable_bytes * 0.9)
+        assert c.weights_per_gpu_bytes + c.overhead_per_gpu_bytes \
+            + -(-c.max_model_len // 16) * 16 * (plan.kv_bytes_per_token // c.gpu_count) \
+            <= c.usable_per_gpu_bytes
 
 
 def test_sizing_weights_match_seed_figures(plugins):
@@ -105,8 +130,10 @@ def test_sizing_deepseek_v3_correct_figures(plugins):
     assert (top.gpu, top.gpu_count) == ("H200-141GB", 8)
     assert plan.candidate_for("A100-80GB") is None  # seed's 8 × A100-80 cannot hold it
     reasons = {r.gpu: r.reason for r in plan.rejected}
-    assert "compute capability" in reasons["A100-80GB"]
+    # A100 could serve FP8 weight-only, but 627 GiB of it is more than one node holds
+    assert "more than one 8-GPU node" in reasons["A100-80GB"]
     assert "more than one 8-GPU node" in reasons["H100-80GB"]
+    assert "compute capability ≥ 8.0" in reasons["T4-16GB"]  # no FP8 kernel at all
 
 
 def test_sizing_deepseek_v3_awq_needs_eight_a100(plugins):
@@ -141,7 +168,7 @@ def test_sizing_ranking_is_documented_order(plugins):
         need = c.weights_per_gpu_bytes + c.overhead_per_gpu_bytes \
             + -(-c.max_model_len // 16) * 16 * (plan.kv_bytes_per_token // c.gpu_count)
         keys.append((c.gpu_count, c.max_model_len < 131072,
-                     c.gpu_count * (cat[c.gpu].memory_bytes - need)))
+                     c.gpu_count * (cat[c.gpu].allocatable_bytes - need)))
     assert keys == sorted(keys)
     assert plan.max_model_len == plan.candidates[0].max_model_len
 
@@ -154,13 +181,25 @@ def test_sizing_t4_has_no_bf16(plugins):
     assert any(r.gpu == "T4-16GB" and "bfloat16" in r.reason for r in plan.rejected)
 
 
-def test_sizing_fp8_needs_ada_or_hopper(plugins):
+def test_sizing_fp8_native_on_ada_hopper_weight_only_on_ampere(plugins):
+    """FP8 runs W8A8 from compute capability 8.9; on Ampere (8.0, 8.6) vLLM serves the
+    same FP8 weights weight-only with its FP8 Marlin kernels, which the plan says; below
+    8.0 there is no FP8 kernel."""
     plan = plan_for(plugins, "meta-llama/Llama-3.1-8B-Instruct", "fp8")
     assert plan.checkpoint == "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"
-    gpus = {c.gpu for c in plan.candidates}
-    assert {"L40S-48GB", "H100-80GB", "L4-24GB"} <= gpus
-    assert not gpus & {"A100-80GB", "A100-40GB", "A10-24GB", "T4-16GB"}
     assert plan.engine_quantization == "compressed-tensors"
+    by_gpu = {c.gpu: c for c in plan.candidates}
+    assert {"L40S-48GB", "H100-80GB", "L4-24GB", "A100-80GB", "A100-40GB", "A10-24GB"} \
+        <= set(by_gpu)
+    assert "T4-16GB" not in by_gpu
+    for gpu in ("A100-80GB", "A100-40GB", "A10-24GB"):
+        assert any("weight-only" in n and "W8A16" in n for n in by_gpu[gpu].notes), gpu
+    for gpu in ("L40S-48GB", "H100-80GB", "L4-24GB"):
+        assert not any("weight-only" in n for n in by_gpu[gpu].notes), gpu
+    # the same bytes either way: weight-only FP8 holds its weights as FP8
+    assert by_gpu["A100-80GB"].weights_per_gpu_bytes == by_gpu["H100-80GB"].weights_per_gpu_bytes
+    online = plan_for(plugins, "Qwen/Qwen2.5-7B-Instruct", "fp8")  # quantized at load time
+    assert any("weight-only" in n for n in online.candidate_for("A100-80GB").notes)
 
 
 def test_sizing_fp8_online_on_16bit_checkpoint(plugins):

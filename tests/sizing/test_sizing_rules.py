@@ -14,7 +14,7 @@ from huggingface_hub import errors as hf_errors
 from a3s_core.catalog import load_catalog
 from a3s_core.errors import InvalidRequest, ModelNotFound, ModelUnavailable, SizingError
 from a3s_core.plugins import Plugins, build_plugin_manager
-from a3s_core.sizing import candidate_rows, plan_rows, render_plan_table
+from a3s_core.sizing import candidate_rows, hub, plan_rows, render_plan_table
 from a3s_core.types import ModelSpec, SizingPlan
 
 # the HTTP library this huggingface_hub raises with (httpx2 in 2.x): fakes raise the same
@@ -59,6 +59,7 @@ def test_sizing_error_unknown_model(plugins, monkeypatch):
         raise hf_errors.RepositoryNotFoundError("404", response=response)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_found)
+    monkeypatch.setattr(hub, "probe", lambda endpoint: None)  # the hub answers
     with pytest.raises(ModelNotFound) as err:
         plugins.model_profile("acme/no-such-model")
     assert "'acme/no-such-model'" in err.value.message and one_sentence(err.value.message)
@@ -175,7 +176,7 @@ def test_sizing_extra_args_override_and_are_recorded(plugins):
     assert plan.kv_bytes_per_token == 2 * 32 * 8 * 128 * 1  # fp8 KV cache: 1 byte
     assert {c.tensor_parallel_size for c in plan.candidates} == {2}
     l4 = next(g for g in load_catalog().gpus if g.name == "L4-24GB")
-    assert plan.candidate_for("L4-24GB").usable_per_gpu_bytes == int(l4.memory_bytes * 0.8)
+    assert plan.candidate_for("L4-24GB").usable_per_gpu_bytes == int(l4.allocatable_bytes * 0.8)
     assert any("overridden by extra_args" in line for line in plan.explanation)
 
 
@@ -261,10 +262,18 @@ def test_sizing_extra_args_quantization_alone_is_sized(plugins):
 
 def test_sizing_config_missing_field_names_the_model(plugins, tmp_path):
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    # an architecture whose defaults are not known: a missing size is an error …
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"model_type": "acme_lm"}))
     with pytest.raises(SizingError) as err:
         plugins.model_profile(str(tmp_path / "bad"))
     assert str(tmp_path / "bad") in err.value.message and "hidden_size" in err.value.message
+
+
+def test_sizing_config_omitted_keys_take_the_architecture_defaults(plugins, tmp_path):
+    # … a known one means what transformers' LlamaConfig() means: the original LLaMA-7B
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert plugins.model_profile(str(tmp_path / "llama")).parameters == 6_738_415_616
 
 
 def test_sizing_override_aliases_are_recorded(plugins):

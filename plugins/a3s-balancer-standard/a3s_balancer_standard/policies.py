@@ -1,4 +1,5 @@
-"""Three policies over the gateway's live view of each replica (`ReplicaLoad`).
+"""Three load-only policies over the gateway's live view of each replica (`ReplicaLoad`);
+they ignore the request (`prefix.py` has the one that reads it).
 
 Every policy gets only routable replicas (ready, not ejected) and keeps its state on the
 instance: the gateway makes one instance per deployment.
@@ -10,20 +11,21 @@ import math
 from collections.abc import Sequence
 
 from a3s_core.contracts import Balancer
-from a3s_core.types import ReplicaLoad
+from a3s_core.types import ReplicaLoad, RouteRequest
 
 
 def queue_of(r: ReplicaLoad) -> float:
     """Requests the replica is working on or holding.
 
     Engine figures (waiting + running) see every client, but are up to one scrape
-    interval old; the gateway's in-flight count is exact for its own requests at this
-    instant. Taking the larger keeps a burst that arrives between two scrapes from all
-    landing on the replica that looked idlest at the last scrape.
+    interval old; the gateway's in-flight count (every worker's: `gateway_in_flight`) is
+    exact for its own requests at this instant. Taking the larger keeps a burst that
+    arrives between two scrapes from all landing on the replica that looked idlest at the
+    last scrape.
     """
     if r.metrics_fresh:
-        return max(r.waiting + r.running, float(r.in_flight))
-    return float(r.in_flight)
+        return max(r.waiting + r.running, float(r.gateway_in_flight))
+    return float(r.gateway_in_flight)
 
 
 class _Rotating(Balancer):
@@ -47,7 +49,9 @@ class LeastQueue(_Rotating):
 
     name = "least-queue"
 
-    def pick(self, replicas: Sequence[ReplicaLoad]) -> ReplicaLoad:
+    def pick(
+        self, replicas: Sequence[ReplicaLoad], request: RouteRequest | None = None
+    ) -> ReplicaLoad:
         if not replicas:
             raise ValueError("pick() needs at least one replica")
         ranked = sorted(((queue_of(r), float(r.in_flight)), i) for i, r in enumerate(replicas))
@@ -72,7 +76,9 @@ class LeastLoad(_Rotating):
 
     name = "least-load"
 
-    def pick(self, replicas: Sequence[ReplicaLoad]) -> ReplicaLoad:
+    def pick(
+        self, replicas: Sequence[ReplicaLoad], request: RouteRequest | None = None
+    ) -> ReplicaLoad:
         if not replicas:
             raise ValueError("pick() needs at least one replica")
 
@@ -95,7 +101,9 @@ class Weighted(Balancer):
     def __init__(self) -> None:
         self._current: dict[str, float] = {}
 
-    def pick(self, replicas: Sequence[ReplicaLoad]) -> ReplicaLoad:
+    def pick(
+        self, replicas: Sequence[ReplicaLoad], request: RouteRequest | None = None
+    ) -> ReplicaLoad:
         if not replicas:
             raise ValueError("pick() needs at least one replica")
         # Forget replicas that left (scaled down, ejected); newcomers start at 0.

@@ -22,7 +22,8 @@ from a3s_engine_sim.model import (
     prompt_key,
     token_text,
 )
-from a3s_engine_sim.state import EngineState, QueueFull, Sequence
+from a3s_engine_sim.prefix_cache import block_hashes
+from a3s_engine_sim.state import BLOCK, EngineState, QueueFull, Sequence
 
 
 class ApiError(Exception):
@@ -58,6 +59,8 @@ class Job:
     max_tokens: int
     stops: list[str]
     completion_tokens: int = 0
+    # Per distinct prompt: its KV block hashes and its tokens (for prefix caching).
+    blocks: tuple[tuple[tuple[bytes, ...], int], ...] = ()
 
 
 def _text_of(content: Any) -> str:
@@ -136,7 +139,10 @@ class OpenAIApi:
                 )
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
-        return Job(prompts, prompt_tokens, max_tokens, [s for s in stops if s])
+        distinct = dict.fromkeys(texts)
+        blocks = tuple((block_hashes(t, BLOCK), estimate_tokens(t) + extra_tokens)
+                       for t in distinct)
+        return Job(prompts, prompt_tokens, max_tokens, [s for s in stops if s], blocks=blocks)
 
     async def generate(self, job: Job) -> AsyncGenerator[list[Step], None]:
         """Queue, prefill, then one step per decode iteration until every choice is done."""
@@ -144,7 +150,16 @@ class OpenAIApi:
         seq = Sequence(prompt_tokens=job.prompt_tokens, max_tokens=job.max_tokens)
         state.requests_total += 1
         async with state.admit(seq):
-            await asyncio.sleep(model.wall(model.prefill_s(sum(t for _, t in job.prompts))))
+            # Blocks already cached are not prefilled again; the n copies of one prompt
+            # (n > 1) share its blocks.
+            prompt_total = sum(t for _, t in job.prompts)
+            cached = sum(state.prefix.cached_tokens(h, t) for h, t in job.blocks)
+            cached += prompt_total - sum(t for _, t in job.blocks)
+            prefill = model.wall(model.prefill_s(prompt_total - cached))
+            await asyncio.sleep(state.prefill_lane.book(prefill))
+            room = state.kv_capacity_blocks - state.kv_reserved_blocks + seq.reserved_blocks
+            for hashes, _ in job.blocks:
+                state.prefix.insert(hashes, room)
             state.prompt_tokens_total += sum(t for _, t in job.prompts)
             texts = ["" for _ in job.prompts]
             done: list[str | None] = [None for _ in job.prompts]

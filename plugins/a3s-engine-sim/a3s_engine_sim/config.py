@@ -40,6 +40,8 @@ class SimConfig:
     jitter: float = 0.1
     time_scale: float = 1.0
     default_max_tokens: int = 16
+    enable_prefix_caching: bool = True  # vLLM V1's default
+    serial_prefill: bool = True  # concurrent prefills share the GPU's compute
     embedding_dim: int = 1024
     seed: int = 0
     api_key: str | None = None
@@ -107,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gpu-memory-utilization", type=_fraction, default=d.gpu_memory_utilization)
     a("--parameters", type=_positive(float), default=d.parameters)
     a("--weight-bytes", type=_positive(float), default=None, help="default: 2 × parameters")
-    a("--kv-bytes-per-token", type=_positive(float), default=d.kv_bytes_per_token)
+    a("--kv-bytes-per-token", type=_positive(float, allow_zero=True),
+      default=d.kv_bytes_per_token, help="0 for an embedding model (no KV cache)")
     a("--max-model-len", type=_positive(int), default=d.max_model_len)
     a("--max-num-seqs", type=_positive(int), default=d.max_num_seqs,
       help="requests decoded at once; the rest wait")
@@ -119,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--jitter", type=_fraction, default=d.jitter, help="relative spread of every delay")
     a("--time-scale", type=_positive(float), default=d.time_scale,
       help="multiplies every simulated delay (tests use 0.001–0.05)")
+    a("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+      default=d.enable_prefix_caching,
+      help="reuse the KV blocks of prompt prefixes already computed (vLLM's automatic "
+           "prefix caching); --no-enable-prefix-caching prefills every prompt in full")
+    a("--serial-prefill", action=argparse.BooleanOptionalAction, default=d.serial_prefill,
+      help="prefills of concurrent requests take turns on the GPU (as on a real one); "
+           "--no-serial-prefill lets them overlap at no cost")
     a("--default-max-tokens", type=_positive(int), default=d.default_max_tokens)
     a("--embedding-dim", type=_positive(int), default=d.embedding_dim)
     a("--seed", type=int, default=d.seed)

@@ -4,10 +4,12 @@ Names follow each engine's own exporter, so the engine plugins' parsers read the
 exactly as they read the real thing:
 - vLLM (V1): vllm:num_requests_running / _waiting, vllm:kv_cache_usage_perc (0–1),
   histograms vllm:time_to_first_token_seconds, vllm:e2e_request_latency_seconds,
-  vllm:inter_token_latency_seconds; `vllm-v0` says vllm:gpu_cache_usage_perc and
-  vllm:time_per_output_token_seconds instead.
+  vllm:inter_token_latency_seconds, prefix caching as vllm:prefix_cache_queries_total /
+  vllm:prefix_cache_hits_total (tokens); `vllm-v0` says vllm:gpu_cache_usage_perc and
+  vllm:time_per_output_token_seconds and vllm:gpu_prefix_cache_hit_rate instead.
 - TGI: tgi_queue_size, tgi_batch_current_size, tgi_request_duration, tgi_request_count …
-- SGLang: sglang:num_running_reqs, sglang:num_queue_reqs, sglang:token_usage …
+- SGLang: sglang:num_running_reqs, sglang:num_queue_reqs, sglang:token_usage,
+  sglang:cache_hit_rate, sglang:cached_tokens_total{cache_source="device"} …
 - llama.cpp server: llamacpp:requests_processing, llamacpp:requests_deferred,
   llamacpp:kv_cache_usage_ratio.
 - Ollama has no /metrics; the simulator still serves the GPU gauges below there.
@@ -68,6 +70,15 @@ def _vllm(w: _Writer, s: EngineState, legacy: bool) -> None:
              s.prompt_tokens_total, lb)
     w.metric("vllm:generation_tokens_total", "counter",
              "Number of generation tokens processed.", s.generation_tokens_total, lb)
+    if legacy:  # V0 exported a rate; V1 exports the two counters (tokens)
+        w.metric("vllm:gpu_prefix_cache_hit_rate", "gauge", "GPU prefix cache block hit rate.",
+                 s.prefix.hit_rate(), lb)
+    else:
+        w.metric("vllm:prefix_cache_queries_total", "counter",
+                 "Prefix cache queries, in terms of number of queried tokens.",
+                 s.prefix.queries, lb)
+        w.metric("vllm:prefix_cache_hits_total", "counter",
+                 "Prefix cache hits, in terms of number of cached tokens.", s.prefix.hits, lb)
     w.series("vllm:request_success_total", "counter", "Count of successfully processed requests.",
              [({**lb, "finished_reason": r}, n) for r, n in sorted(s.success.items())])
     w.histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
@@ -109,6 +120,11 @@ def _sglang(w: _Writer, s: EngineState) -> None:
              s.prompt_tokens_total, lb)
     w.metric("sglang:generation_tokens_total", "counter",
              "Number of generation tokens processed.", s.generation_tokens_total, lb)
+    w.metric("sglang:cache_hit_rate", "gauge", "The prefix cache hit rate.",
+             s.prefix.hit_rate(), lb)
+    w.series("sglang:cached_tokens_total", "counter",
+             "Number of cached prompt tokens by source.",
+             [({**lb, "cache_source": "device"}, s.prefix.hits)])
     w.histogram("sglang:time_to_first_token_seconds",
                 "Histogram of time to first token in seconds.", s.ttft, lb)
     w.histogram("sglang:e2e_request_latency_seconds",

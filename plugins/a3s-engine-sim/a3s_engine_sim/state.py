@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from a3s_engine_sim.config import SimConfig
 from a3s_engine_sim.model import LatencyModel
+from a3s_engine_sim.prefix_cache import PrefillLane, PrefixCache
 
 BLOCK = 16  # tokens per KV block, as vLLM's default
 
@@ -72,6 +73,8 @@ class EngineState:
         self.waiting: deque[tuple[Sequence, asyncio.Future[None]]] = deque()
         self.kv_capacity_blocks = _blocks(model.kv_capacity_tokens())
         self.kv_reserved_blocks = 0
+        self.prefix = PrefixCache(self.kv_capacity_blocks, BLOCK, cfg.enable_prefix_caching)
+        self.prefill_lane = PrefillLane(cfg.serial_prefill)
         self.started = time.monotonic()
         # Statistics (wall-clock seconds, as a scraper and the gateway both measure them).
         self.prompt_tokens_total = 0
@@ -103,6 +106,8 @@ class EngineState:
         seq.admitted = time.monotonic()
         self.running.add(seq)
         self.kv_reserved_blocks += seq.reserved_blocks
+        # Running requests' blocks come first: cached prefixes give way (LRU).
+        self.prefix.trim(self.kv_capacity_blocks - self.kv_reserved_blocks)
         self.queue_time.observe(seq.admitted - seq.arrived)
 
     def _release(self, seq: Sequence) -> None:

@@ -91,6 +91,25 @@ class LocalRuntime(Runtime):
         await self.replicas.close(stop=self.opts.stop_on_close)
         self.nvml.close()
 
+    async def on_leadership(self, leading: bool) -> None:
+        """Leader: adopt every replica recorded in the state dir. Follower: leave tailing
+        to the leader (logs are read from what it records)."""
+        if leading:
+            self.replicas.adopt()
+        else:
+            await self.replicas.release()
+
+    def multi_process_note(self) -> str | None:
+        return (
+            f"local runtime, several platform processes: engines run as processes on this "
+            f"host ({self.node_name}) and are recorded in {self.replicas.state_dir}. Only "
+            "platform processes on this host with this same state_dir can take over their "
+            "control; a leader elsewhere sees none of them, replaces them after the grace "
+            "period and cannot stop the old ones. For HA across hosts use the kubernetes "
+            "runtime; with local, run the others with A3S_CONTROLLERS=false (API and "
+            "gateway only)."
+        )
+
     async def reserve_port(self) -> int | None:
         return self.replicas.reserve_port()
 

@@ -3,7 +3,9 @@
 Every replica, whatever its engine, runs `python -m a3s_engine_sim` on a loopback port with
 the GPU and model figures of its placement (`ReplicaRequest.sim`), speaking the dialect of
 the engine it stands in for. Processes are supervised by `a3s_core.process_replicas`, recorded in
-`state_dir`, and adopted by the next platform process after a restart.
+`state_dir`, and adopted by the next platform process after a restart. Platform processes
+that share one store share one simulated cluster by sharing `state_dir`: whichever leads
+adopts every recorded replica (`on_leadership`), so HA is testable without Kubernetes.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class SimFigures(BaseModel):
     tensor_parallel_size: int | None = Field(None, ge=1)
     parameters: float | None = Field(None, gt=0)
     weight_bytes: float | None = Field(None, gt=0)
-    kv_bytes_per_token: float | None = Field(None, gt=0)
+    kv_bytes_per_token: float | None = Field(None, ge=0)  # 0: an embedding model, no KV cache
     max_model_len: int | None = Field(None, ge=1)
     kind: str | None = None
     max_num_seqs: int | None = Field(None, ge=1)
@@ -123,6 +125,25 @@ class SimRuntime(Runtime):
 
     async def close(self) -> None:
         await self.replicas.close(stop=self.opts.stop_on_close)
+
+    async def on_leadership(self, leading: bool) -> None:
+        """Leader: every replica recorded in the state dir (shared by the platform
+        processes, as a real cluster is) is adopted. Follower: tailing is left to the
+        leader; logs are read from what it records."""
+        if leading:
+            self.replicas.adopt()
+        else:
+            await self.replicas.release()
+            self._gauges.clear()
+
+    def multi_process_note(self) -> str | None:
+        where = "set" if self.opts.state_dir else "not set, so it is per data dir"
+        return (
+            f"sim runtime, several platform processes: the simulated cluster is the state "
+            f"dir {self.state_dir} (runtime_options.state_dir is {where}). Give every "
+            "process the same state_dir so that a new leader adopts the replicas the old "
+            "one started; the simulator processes all run on this host."
+        )
 
     async def reserve_port(self) -> int | None:
         return self.replicas.reserve_port()

@@ -107,6 +107,20 @@ async def test_dialect_follows_the_engine(rt: SimRuntime) -> None:
     assert "tgi_queue_size" in text and "vllm:" not in text
 
 
+async def test_embedding_model_without_kv_cache_serves_embeddings(rt: SimRuntime) -> None:
+    # the sizing plan of an embedding model says 0 KV bytes per token: it has no KV cache
+    req = await request(rt, engine="tgi", gpus=(0,), kind="encoder", kv_bytes_per_token=0,
+                        parameters=3.3e8, weight_bytes=6.5e8, max_model_len=512)
+    await rt.create_replica(req)
+    ready = await until(rt, "rep-1", "ready")
+    c = openai.AsyncOpenAI(base_url=f"{ready.url}/v1", api_key="x", max_retries=0)
+    out = await c.embeddings.create(model="qwen", input=["a", "b"])
+    assert len(out.data) == 2 and len(out.data[0].embedding) > 0
+    with pytest.raises(openai.BadRequestError):  # and no chat: it is not a decoder
+        await c.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "x"}])
+    await c.close()
+
+
 async def test_crash_is_reported_failed_with_exit_code_and_last_lines(rt: SimRuntime) -> None:
     await rt.create_replica(await request(rt, crash_after=1))
     ready = await until(rt, "rep-1", "ready")
