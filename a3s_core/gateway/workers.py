@@ -32,6 +32,7 @@ dying within 30 s of starting (five times running) stops the supervisor instead 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import logging.config
@@ -218,11 +219,25 @@ def worker_settings(settings: Settings, share: Path) -> Settings:
     return settings.model_copy(update=update)
 
 
+def _die_with(parent: int) -> None:
+    """SIGTERM this worker when the supervisor dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG): a worker left behind would go on serving, and leading, alone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the supervisor's SIGTERM only
+        return
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_worker(
     settings: Settings, index: int, access_log: bool,
-    plugins: PluginsFactory = None,
+    plugins: PluginsFactory = None, parent: int | None = None,
 ) -> None:
-    """One worker process: its app on the shared socket until SIGTERM/SIGINT."""
+    """One worker process: its app on the shared port until SIGTERM/SIGINT."""
+    if parent is not None:
+        _die_with(parent)
     import uvicorn
 
     from a3s_core.api.ws_protocol import A3SWebSocketProtocol
@@ -281,7 +296,7 @@ class Supervisor:
     def start_worker(self, index: int) -> None:
         proc = self.ctx.Process(
             target=run_worker, name=f"a3s-worker-{index}",
-            args=(self.settings, index, self.access_log, self.plugins),
+            args=(self.settings, index, self.access_log, self.plugins, os.getpid()),
         )
         proc.start()
         self.procs[index] = proc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,20 @@ async def test_a_killed_worker_costs_only_what_it_held(tmp_path: Path) -> None:
             assert again[1] != pids[1] and again[0] == pids[0]
     finally:
         workers.stop()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """A supervisor killed with SIGKILL cannot stop its workers itself: they must not go
+    on serving (and leading) alone."""
+    Store.open(f"sqlite:///{tmp_path / 'a3s.db'}").close()
+    workers = start_workers(tmp_path, N, role="gateway")
+    pids = workers.pids()
+    workers.proc.kill()
+    workers.proc.wait()
+    deadline = time.monotonic() + 40
+    while any(Path(f"/proc/{pid}").exists() for pid in pids.values()):
+        assert time.monotonic() < deadline, f"workers {pids} outlived their supervisor"
+        time.sleep(0.1)
 
 
 async def test_a_key_revoked_through_the_api_is_refused_by_every_worker(
