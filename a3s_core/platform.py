@@ -165,6 +165,8 @@ class Platform:
 
 
 def _make_gateway(platform: Platform) -> Gateway | None:
+    if platform.settings.role == "control":  # the data plane runs elsewhere
+        return None
     try:
         from a3s_core.gateway.app import Gateway
     except ImportError:  # until the gateway lands

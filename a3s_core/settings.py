@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         description="how often the leader renews its lease and the others try to take it; "
         "at most half of lease_duration_s",
     )
+    role: Literal["all", "gateway", "control"] = Field(
+        "all",
+        description="all: API, controllers, events and gateway; gateway: the data plane "
+        "only; control: API, controllers and events, no data plane",
+    )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="processes sharing the listening socket "
+        "(a3s serve); default: one per CPU; 1 is a single process"
+    )
+    # Set by `a3s serve --workers N` for each worker process, not by hand.
+    worker_index: int = Field(0, ge=0, description="this worker's index (internal)")
+    load_share: str | None = Field(None, description="the workers' shared load file (internal)")
     hf_timeout_s: float = 10.0
     events_heartbeat_s: float = Field(15.0, gt=0, description="idle WebSocket heartbeat")
     events_queue_size: int = Field(

@@ -7,7 +7,14 @@ to spare: on a small machine the closed-loop levels keep every core busy).
     /work/venv/bin/python benchmarks/bench_gateway.py            # streaming and plain chat
     /work/venv/bin/python benchmarks/bench_gateway.py --mode stream --requests 2000
     /work/venv/bin/python benchmarks/bench_gateway.py --fake-replica --paced-rate 0
+    /work/venv/bin/python benchmarks/bench_gateway.py --proxy-bound --workers 2
     pip install vllm-router                                       # to compare with it
+
+`--proxy-bound` puts two backends that answer in microseconds (micro_backend.py) behind
+every path instead of one engine replica, so the proxy itself is the bottleneck, and prints
+the gateway's figures as ratios of vllm-router's from the same run: requests/s at 32,
+added p50 at 4, p99 at 32, and for streaming (`--chunks`, 64) the added time per chunk.
+`--workers N` runs the gateway as `a3s serve --workers N` (N processes on one socket).
 
 The gateway is the app `a3s serve` runs (create_app, on uvicorn with uvloop + httptools).
 
@@ -63,7 +70,18 @@ def free_port() -> int:
 # ---------------------------------------------------------------- the gateway process
 
 
-def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_dir: str) -> None:
+def bench_plugins() -> object:
+    """The installed plugins plus the fake runtime (built in each gateway worker)."""
+    from a3s_core.plugins import Plugins
+    from a3s_core.testing import FakeRuntimePlugin
+
+    plugins = Plugins()
+    plugins.register(FakeRuntimePlugin(), name="bench-fake-runtime")
+    return plugins
+
+
+def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_dir: str,
+                  workers: int = 1) -> None:
     """Child process: the platform app exactly as `a3s serve` builds it (create_app: API,
     gateway, store, events), on uvicorn with uvloop + httptools, with controllers off and
     one running deployment, its key and its replicas written to its store beforehand."""
@@ -95,6 +113,11 @@ def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_
         s.commit()
     store.close()
 
+    if workers > 1:  # `a3s serve --workers N`: the supervisor and N worker processes
+        from a3s_core.gateway.workers import Supervisor
+
+        settings = settings.model_copy(update={"workers": workers})
+        sys.exit(Supervisor(settings, workers, plugins=bench_plugins).run())  # type: ignore[arg-type]
     plugins = Plugins()
     plugins.register(FakeRuntimePlugin(), name="bench-fake-runtime")
     app = create_app(settings, plugins)
@@ -168,12 +191,25 @@ def replica_argv(port: int, use_sim: bool, max_tokens: int) -> list[str]:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU a process has used (Linux /proc), or None where unavailable."""
+    """User + system CPU a process and its live children (a supervisor's workers) have
+    used (Linux /proc), or None where unavailable."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        total += cpu_seconds(child) or 0.0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
 
 
 @dataclass
@@ -216,15 +252,29 @@ async def bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="a3s-bench-"))
     replica_port, gateway_port, router_port = free_port(), free_port(), free_port()
     replica_url = f"http://127.0.0.1:{replica_port}"
-    engine = "sim" if use_sim else "vllm"
+    engine = "sim" if use_sim and not args.proxy_bound else "vllm"
+    replica_urls = [replica_url]
 
     with started([]) as procs:
-        replica = spawn("replica", replica_argv(replica_port, use_sim, args.max_tokens), workdir)
-        procs.append(replica)
-        await wait_ready(replica_url + "/health", replica)
+        if args.proxy_bound:  # two backends that answer in microseconds
+            replica_urls.append(f"http://127.0.0.1:{free_port()}")
+            for i, url in enumerate(replica_urls):
+                backend = spawn(f"backend{i}", [sys.executable, str(HERE / "micro_backend.py"),
+                                                "--port", url.rsplit(":", 1)[1],
+                                                "--chunks", str(args.chunks),
+                                                "--chunk-gap-ms", str(args.chunk_gap_ms)],
+                                  workdir)
+                procs.append(backend)
+                await wait_ready(url + "/health", backend)
+        else:
+            replica = spawn("replica", replica_argv(replica_port, use_sim, args.max_tokens),
+                            workdir)
+            procs.append(replica)
+            await wait_ready(replica_url + "/health", replica)
 
         gateway = spawn("gateway", [sys.executable, __file__, "--serve-gateway",
-                                    str(gateway_port), replica_url, key, engine, str(workdir)],
+                                    str(gateway_port), ",".join(replica_urls), key, engine,
+                                    str(workdir), str(args.workers)],
                         workdir)
         procs.append(gateway)
         auth = {"Authorization": f"Bearer {key}"}
@@ -242,7 +292,7 @@ async def bench(args: argparse.Namespace) -> int:
                            "reporting direct and gateway only")
         else:
             router = spawn("vllm-router", [router_bin, "--host", "127.0.0.1", "--port",
-                                           str(router_port), "--worker-urls", replica_url,
+                                           str(router_port), "--worker-urls", *replica_urls,
                                            "--policy", "round_robin", "--log-level", "warning"],
                            workdir)
             procs.append(router)
@@ -256,10 +306,14 @@ async def bench(args: argparse.Namespace) -> int:
             except RuntimeError as exc:
                 router_note = f"vllm-router could not be run here ({exc}); see {workdir}"
 
-        print(f"replica: {'a3s_engine_sim (vLLM dialect)' if use_sim else 'fake replica'} "
-              f"at {replica_url}, {args.max_tokens} tokens per answer")
-        print(f"gateway: A3S (uvicorn+uvloop, 1 process, auth + least-queue + scraping) at "
-              f"{gateway_base}")
+        if args.proxy_bound:
+            print(f"replicas: 2 micro backends (answers in microseconds, {args.chunks} chunks "
+                  f"a stream) at {', '.join(replica_urls)}; direct = the first")
+        else:
+            print(f"replica: {'a3s_engine_sim (vLLM dialect)' if use_sim else 'fake replica'} "
+                  f"at {replica_url}, {args.max_tokens} tokens per answer")
+        print(f"gateway: A3S (uvicorn+uvloop, {args.workers} worker process(es), auth + "
+              f"least-queue + scraping) at {gateway_base}")
         print(f"load generator: {args.client} (this process)")
         if router_note:
             print(router_note)
@@ -309,7 +363,41 @@ async def bench(args: argparse.Namespace) -> int:
                     print(f"{mode:<7}{level:>9}  {name:<12}{r.ok:>7}{r.failed:>6}{r.rps:>9.0f}"
                           f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}{cpu_text}", flush=True)
             print()
+        if args.proxy_bound:
+            return parity(results, args.chunks)
         return verdict(results, router_note)
+
+
+def parity(results: list[Result], chunks: int) -> int:
+    """The proxy-bound figures as ratios of vllm-router's (issue 16's parity targets)."""
+    def get(target: str, conc: int, mode: str) -> Result | None:
+        return next((r for r in results if (r.target, r.concurrency, r.mode, r.rate)
+                     == (target, conc, mode, None)), None)
+
+    missed = 0
+    for mode in sorted({r.mode for r in results}):
+        d4, g4, r4 = get("direct", 4, mode), get("gateway", 4, mode), get("vllm-router", 4, mode)
+        g32, r32 = get("gateway", 32, mode), get("vllm-router", 32, mode)
+        if not (r4 and r32 and d4 and g4 and g32):
+            print(f"[{mode}] no vllm-router figures: ratios not computed")
+            continue
+        rps = g32.rps / r32.rps if r32.rps else float("nan")
+        added_g, added_r = g4.pct(50) - d4.pct(50), r4.pct(50) - d4.pct(50)
+        p99 = g32.pct(99) / r32.pct(99)
+        checks = [(f"req/s at 32: {g32.rps:.0f} / {r32.rps:.0f} = {rps:.2f}x (target >= 1.00)",
+                   rps >= 1.0),
+                  (f"added p50 at 4: {added_g:+.2f} ms vs {added_r:+.2f} ms (target <= "
+                   f"{added_r + 0.1:+.2f})", added_g <= added_r + 0.1),
+                  (f"p99 at 32: {g32.pct(99):.2f} / {r32.pct(99):.2f} ms = {p99:.2f}x "
+                   "(target <= 1.5)", p99 <= 1.5)]
+        if mode == "stream":
+            per_g, per_r = added_g / chunks * 1000, added_r / chunks * 1000
+            print(f"[stream] added per chunk at 4: gateway {per_g:+.1f} us, vllm-router "
+                  f"{per_r:+.1f} us")
+        for text, good in checks:
+            missed += not good
+            print(f"[{mode}] {text} {'MET' if good else 'MISSED'}")
+    return 1 if missed else 0
 
 
 def verdict(results: list[Result], router_note: str) -> int:
@@ -349,8 +437,8 @@ def verdict(results: list[Result], router_note: str) -> int:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-gateway":
-        port, url, key, engine, db_dir = sys.argv[2:7]
-        serve_gateway(int(port), url.split(","), key, engine, db_dir)
+        port, url, key, engine, db_dir, workers = sys.argv[2:8]
+        serve_gateway(int(port), url.split(","), key, engine, db_dir, int(workers))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 32])
@@ -369,6 +457,16 @@ def main() -> None:
                              "(0: skip), so the latency is measured with spare CPU")
     parser.add_argument("--paced-seconds", type=float, default=8.0,
                         help="measured seconds of the paced level per target")
+    parser.add_argument("--proxy-bound", action="store_true",
+                        help="two micro backends behind every path: the proxy is the "
+                             "bottleneck; figures as ratios of vllm-router's")
+    parser.add_argument("--chunks", type=int, default=64,
+                        help="chunks per streamed answer of the micro backends")
+    parser.add_argument("--chunk-gap-ms", type=float, default=0.0,
+                        help="pause between the micro backends' chunks (0: back to back, "
+                             "so a proxy may read and pass on several at once)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway worker processes (a3s serve --workers N)")
     parser.add_argument("--fake-replica", action="store_true",
                         help="use the tests' fake replica even when the simulator is installed")
     args = parser.parse_args()

@@ -15,6 +15,7 @@ from a3s_core import __version__
 from a3s_core.api.deps import Admin, PlatformDep
 from a3s_core.cluster import cluster_view
 from a3s_core.controller.leader import LEASE_NAME, lease_view
+from a3s_core.gateway.workers import worker_info
 from a3s_core.platform import Platform
 from a3s_core.store.leases import Leases
 
@@ -31,6 +32,7 @@ async def healthz(platform: PlatformDep) -> dict[str, Any]:
     if platform.gateway is not None:
         directory = platform.gateway.directory
         body["store"] = {"ok": directory.store_ok, "staleForS": directory.stale_for_s}
+    body.update(worker_info(platform.settings))  # which of `a3s serve --workers N` answered
     return body
 
 

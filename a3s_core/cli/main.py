@@ -27,6 +27,10 @@ def serve(
     runtime: Annotated[str | None, typer.Option(help="sim / local / kubernetes")] = None,
     domain: Annotated[str | None, typer.Option(help="wildcard domain for endpoints")] = None,
     access_log: Annotated[bool, typer.Option(help="log every HTTP request")] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="processes sharing the port (default: one per CPU)")
+    ] = None,
+    role: Annotated[str | None, typer.Option(help="all / gateway / control")] = None,
 ) -> None:
     """Run the platform (API, gateway, controllers) on its embedded defaults."""
     import uvicorn
@@ -34,6 +38,7 @@ def serve(
     from a3s_core.api.app import create_app
     from a3s_core.api.ws_protocol import A3SWebSocketProtocol
     from a3s_core.errors import A3SError
+    from a3s_core.gateway import workers as many
     from a3s_core.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -45,10 +50,20 @@ def serve(
             database_url=database_url,
             runtime=runtime,
             domain=domain,
+            workers=workers,
+            role=role,
         ).items()
         if v is not None
     }
+    if role is not None and role not in ("all", "gateway", "control"):
+        _fail(f"--role: {role!r} is not one of all, gateway, control")
+    if workers is not None and workers < 1:
+        _fail(f"--workers: {workers} must be at least 1")
     settings = Settings(**overrides)
+    if settings.role == "gateway" or (settings.workers or many.default_workers()) > 1:
+        raise typer.Exit(many.serve(
+            settings, access_log, lambda text: console.print(text, highlight=False)
+        ))
     try:
         application = create_app(settings)
     except A3SError as exc:

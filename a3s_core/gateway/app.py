@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from a3s_core.gateway.latency import percentile
 from a3s_core.gateway.load import LoadBook, ReplicaStats
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
 from a3s_core.gateway.scraper import Scraper
+from a3s_core.gateway.share import LoadShare
 from a3s_core.gateway.upstream import UpstreamPool
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
@@ -66,6 +68,14 @@ class Gateway:
         self._scrape_task: asyncio.Task[None] | None = None
         self._balancers: dict[str, tuple[str, Balancer]] = {}
         self._engines: dict[str, Engine | None] = {}
+        # One of several workers (`a3s serve --workers N`): load figures and store changes
+        # are shared with the others through this file (share.py).
+        self.share: LoadShare | None = None
+        self._generation = 0
+        if settings.load_share:
+            self.share = LoadShare.attach(Path(settings.load_share), settings.worker_index)
+            self.book.share = self.share
+            self._generation = self.share.generation
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -107,13 +117,21 @@ class Gateway:
             del self._balancers[dep_id]
 
     def invalidate(self) -> None:
-        """Deployments, replicas or keys changed: the next request reads the store."""
+        """Deployments, replicas or keys changed: the next request reads the store, here
+        and (through the shared generation) in every other worker."""
         self.directory.invalidate()
+        if self.share is not None:
+            self.share.bump()
+            self._generation = self.share.generation
 
     def in_flight(self, replica_id: str) -> int:
-        """Requests this gateway is still serving through the replica (drain waits on it)."""
+        """Requests this gateway (all its workers) is still serving through the replica
+        (drain waits on it)."""
         st = self.book.replicas.get(replica_id)
-        return st.in_flight if st else 0
+        if st is None and self.share is not None:  # never routed or scraped here
+            slot = self.share.peek("r:" + replica_id)
+            return slot.total() if slot is not None else 0
+        return st.scrape_view()[2] if st else 0
 
     async def scrape_once(self) -> None:
         """One scrape round now (tests, and callers that want figures at once)."""
@@ -190,6 +208,12 @@ class Gateway:
         key = _bearer(headers.get("authorization"))
         if key is None:
             raise errors.missing_key()
+        share = self.share
+        if share is not None and share.generation != self._generation:
+            # Another worker changed the store (a revoked key, a deleted deployment): read
+            # it before answering, as that worker does.
+            self._generation = share.generation
+            self.directory.invalidate()
         # strict: while the store is unreachable, StoreUnavailable (503) rather than rows
         # older than a change made in this process (directory.py).
         snap = await self.directory.snapshot(strict=True)
@@ -331,11 +355,13 @@ class Gateway:
             replicas.append({
                 "id": st.info.id, "url": st.info.url, "gpu": st.info.gpu,
                 "tensorParallelSize": st.info.tensor_parallel_size, "weight": st.weight,
-                "inFlight": st.in_flight, "waiting": load.waiting if load.metrics_fresh else None,
+                "inFlight": load.gateway_in_flight,
+                "waiting": load.waiting if load.metrics_fresh else None,
                 "running": load.running if load.metrics_fresh else None,
                 "kvCacheUsage": load.kv_cache_usage, "gpuUtilization": load.gpu_utilization,
                 "metricsFresh": load.metrics_fresh,
-                "metricsAgeS": None if st.scraped_at is None else round(now - st.scraped_at, 3),
+                "metricsAgeS": None if (at := st.scrape_view()[1]) is None
+                else round(now - at, 3),
                 "ejected": st.ejected(now),
                 "ejectedForS": round(st.ejected_until - now, 3) if st.ejected(now)
                 and st.ejected_until is not None else None,
@@ -349,8 +375,8 @@ class Gateway:
             "ttft": dep.ttft.summary(now) if dep else None,
             "total": dep.total.summary(now) if dep else None,
             "firstByte": dep.first_byte.summary(now) if dep else None,
-            "requests": dep.arrivals.count(now) if dep else 0,
-            "failedRequests": dep.errors.count(now) if dep else 0,
+            "requests": dep.requests(now) if dep else 0,
+            "failedRequests": dep.failed(now) if dep else 0,
             "inFlight": sum(r["inFlight"] for r in replicas),
             "replicas": replicas,
         }
@@ -374,13 +400,14 @@ class Gateway:
         recent_p99 = percentile(recent, 99)
         # The gateway's own in-flight count, or what the engines report running (requests
         # other platform processes proxied), whichever is larger.
-        in_flight = max(sum(st.in_flight for st in stats), sum(r.running for r in fresh))
+        # (every worker's, with several: `in_flight` of a load is this worker's only)
+        in_flight = max(sum(r.gateway_in_flight for r in loads), sum(r.running for r in fresh))
         return ScalingSignals(
             replicas=ready,
             gpu_utilization=sum(utils) / len(utils) if utils else None,
             queue_depth=sum(r.waiting for r in fresh) if fresh else None,
             p99_latency_s=float(p99) if p99 is not None else None,
-            requests_in_window=dep.arrivals.count(now) if dep else 0,
+            requests_in_window=dep.requests(now) if dep else 0,
             in_flight=int(in_flight),
             recent_p99_latency_s=recent_p99,
             recent_requests=len(recent),

@@ -1,5 +1,9 @@
 """Live state per replica and per deployment: scraped figures, in-flight counts, health,
-latency windows. Only the event loop touches it, so there are no locks."""
+latency windows. Only the event loop touches it, so there are no locks.
+
+With several data-plane workers (`a3s serve --workers N`) the book also writes to and
+reads from a `LoadShare` (share.py): scraped figures and in-flight counts are then the
+replica's over every worker, not this worker's share of them."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass, field
 from a3s_core.catalog import GpuCatalog
 from a3s_core.gateway.directory import ReplicaInfo
 from a3s_core.gateway.latency import LatencyWindow
+from a3s_core.gateway.share import LoadShare, Slot
 from a3s_core.types import LoadFigures, ReplicaLoad
 
 EJECT_AFTER_FAILURES = 3  # consecutive failures (connect error, 5xx, failed scrape)
@@ -31,25 +36,36 @@ class ReplicaStats:
     requests: int = 0
     ttft: LatencyWindow = field(default_factory=LatencyWindow)
     total: LatencyWindow = field(default_factory=LatencyWindow)
+    slot: Slot | None = None  # in the workers' LoadShare, when there is one
+
+    def scrape_view(self) -> tuple[LoadFigures, float | None, int, int]:
+        """(figures, scraped_at, in flight now, in flight when scraped), over every worker
+        when the book is shared, else this process's own."""
+        slot = self.slot
+        if slot is None:
+            return self.figures, self.scraped_at, self.in_flight, self.in_flight_at_scrape
+        figures, at, at_scrape = slot.figures()
+        return figures, at, slot.total(), at_scrape
 
     def fresh(self, now: float, stale_after_s: float) -> bool:
-        return self.scraped_at is not None and now - self.scraped_at <= stale_after_s
+        at = self.scrape_view()[1]
+        return at is not None and now - at <= stale_after_s
 
     def ejected(self, now: float) -> bool:
         return self.ejected_until is not None and now < self.ejected_until
 
     def as_load(self, now: float, stale_after_s: float, live: bool = True) -> ReplicaLoad:
         """This replica as a balancer sees it. With `live`, the engine's figures are moved
-        on by what this gateway started and finished since the scrape: a replica that
-        answered a burst 50 ms ago no longer looks busy until the next scrape, and one that
-        was just sent a burst already looks busy. `live=False` gives the figures as
+        on by what this gateway (all its workers) started and finished since the scrape: a
+        replica that answered a burst 50 ms ago no longer looks busy until the next scrape,
+        and one that was just sent a burst already looks busy. `live=False` gives the figures as
         scraped (what the API and the autoscaler report)."""
-        fresh = self.fresh(now, stale_after_s)
-        f = self.figures
+        f, at, in_flight, at_scrape = self.scrape_view()
+        fresh = at is not None and now - at <= stale_after_s
         waiting = (f.waiting or 0.0) if fresh else 0.0
         running = (f.running or 0.0) if fresh else 0.0
         if fresh and live:
-            delta = float(self.in_flight - self.in_flight_at_scrape)
+            delta = float(in_flight - at_scrape)
             if delta >= 0:
                 running += delta
             else:  # finished ones leave the running set; the queue refills it first
@@ -62,12 +78,14 @@ class ReplicaStats:
             url=self.info.url,
             waiting=waiting,
             running=running,
+            # This worker's own count, and the other workers' from the shared cells.
             in_flight=self.in_flight,
+            peer_in_flight=max(0, in_flight - self.in_flight),
             kv_cache_usage=f.kv_cache_usage if fresh else None,
             gpu_utilization=f.gpu_utilization if fresh else None,
             weight=self.weight,
             metrics_fresh=fresh,
-            metrics_age_s=None if self.scraped_at is None else now - self.scraped_at,
+            metrics_age_s=None if at is None else now - at,
             kv_capacity_tokens=self.info.kv_capacity_tokens,
         )
 
@@ -80,6 +98,16 @@ class DeploymentStats:
     # Timestamps only (value 0): every request routed, and those no replica could answer.
     arrivals: LatencyWindow = field(default_factory=LatencyWindow)
     errors: LatencyWindow = field(default_factory=LatencyWindow)
+    slot: Slot | None = None  # the other workers' published counts, when shared
+
+    def requests(self, now: float) -> int:
+        """Requests routed in the window, by every worker."""
+        own = self.arrivals.count(now)
+        return own if self.slot is None else own + self.slot.others()[0]
+
+    def failed(self, now: float) -> int:
+        own = self.errors.count(now)
+        return own if self.slot is None else own + self.slot.others()[1]
 
 
 class LoadBook:
@@ -100,6 +128,11 @@ class LoadBook:
         self.backoff_max_s = backoff_max_s
         self.replicas: dict[str, ReplicaStats] = {}
         self.deployments: dict[str, DeploymentStats] = {}
+        self.share: LoadShare | None = None  # set by the gateway of a worker
+
+    def owns(self, st: ReplicaStats) -> bool:
+        """Whether this process scrapes the replica (always, unless workers share)."""
+        return self.share is None or self.share.owns(_rkey(st.info.id))
 
     # -- membership ---------------------------------------------------------------------
 
@@ -113,6 +146,8 @@ class LoadBook:
             if st is None or st.info != info:
                 # Requests in flight keep (and count down on) the object they started with.
                 st = ReplicaStats(info=info, backoff_s=self.backoff_start_s)
+                if self.share is not None:
+                    st.slot = self.share.slot(_rkey(info.id))
                 self.replicas[info.id] = st
                 fresh_weights = True
             out.append(st)
@@ -123,14 +158,51 @@ class LoadBook:
     def forget_except(self, live: set[str], live_deployments: set[str]) -> None:
         for rid in [r for r in self.replicas if r not in live]:
             del self.replicas[rid]
+            if self.share is not None:
+                self.share.forget(_rkey(rid))
         for did in [d for d in self.deployments if d not in live_deployments]:
             del self.deployments[did]
+            if self.share is not None:
+                self.share.forget(_dkey(did))
 
     def deployment(self, deployment_id: str) -> DeploymentStats:
         st = self.deployments.get(deployment_id)
         if st is None:
             st = self.deployments[deployment_id] = DeploymentStats()
+            if self.share is not None:
+                st.slot = self.share.slot(_dkey(deployment_id))
         return st
+
+    def publish(self, deployments: set[str], now: float | None = None) -> None:
+        """Once a scrape round (shared books only): keep this worker's slots alive and
+        publish its per-deployment request counts for the other workers to add up. Every
+        live deployment gets its stats here, so a worker that routed none of its requests
+        (the one running the autoscaler, say) still reads the others' counts."""
+        if self.share is None:
+            return
+        now = time.monotonic() if now is None else now
+        for dep_id in deployments:
+            self.deployment(dep_id)
+        for st in self.replicas.values():
+            if st.slot is not None:
+                st.slot.touch(now)
+        for dst in self.deployments.values():
+            if dst.slot is not None:
+                dst.slot.touch(now)
+                dst.slot.set_own(dst.arrivals.count(now), dst.errors.count(now))
+
+    # -- requests -----------------------------------------------------------------------
+
+    def started(self, st: ReplicaStats) -> None:
+        st.in_flight += 1
+        st.requests += 1
+        if st.slot is not None:
+            st.slot.set_own(st.in_flight)
+
+    def finished(self, st: ReplicaStats) -> None:
+        st.in_flight -= 1
+        if st.slot is not None:
+            st.slot.set_own(st.in_flight)
 
     def _weigh(self, replicas: list[ReplicaStats]) -> None:
         """weight = memory bandwidth (GB/s) × TP from the GPU catalog: decoding streams the
@@ -186,3 +258,13 @@ class LoadBook:
         st.figures = figures
         st.scraped_at = time.monotonic() if now is None else now
         st.in_flight_at_scrape = st.in_flight
+        if st.slot is not None:
+            st.slot.publish(figures, st.scraped_at, st.slot.total())
+
+
+def _rkey(replica_id: str) -> str:
+    return "r:" + replica_id
+
+
+def _dkey(deployment_id: str) -> str:
+    return "d:" + deployment_id

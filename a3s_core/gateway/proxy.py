@@ -85,6 +85,8 @@ class Forwarder:
     def __init__(self, pool: UpstreamPool, book: LoadBook) -> None:
         self.pool = pool
         self.book = book
+        share = book.share  # (this worker, of how many) for RouteRequest
+        self.worker = (share.worker, share.workers) if share is not None else (0, 1)
 
     async def forward(
         self,
@@ -107,7 +109,7 @@ class Forwarder:
         members = frozenset(s.info.id for s in replicas)
         try:
             for attempt in range(ATTEMPTS):
-                request = RouteRequest(dep.id, path, body, members, attempt)
+                request = RouteRequest(dep.id, path, body, members, attempt, *self.worker)
                 st = self._choose(replicas, balancer, tried, request)
                 if st is None:
                     break
@@ -177,8 +179,7 @@ class Forwarder:
     ) -> Failure | None:
         """None once the client has its answer; a Failure if nothing was sent yet."""
         book = self.book
-        st.in_flight += 1
-        st.requests += 1
+        book.started(st)  # in flight here and, with workers, in the shared book
         started = time.monotonic()
         resp: UpstreamResponse | None = None
         try:
@@ -206,7 +207,7 @@ class Forwarder:
             book.failed(st, reason)
             return Failure(reason)
         finally:
-            st.in_flight -= 1
+            book.finished(st)
             if resp is not None:
                 resp.release()  # closes the connection if the body was not read whole
 

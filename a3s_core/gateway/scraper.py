@@ -76,6 +76,7 @@ class Scraper:
                 live.add(st.info.id)
                 jobs.append(self._one(st, engine))
         self.book.forget_except(live, set(snap.deployments))
+        self.book.publish(set(snap.deployments))
         if self.after_round is not None:
             self.after_round(set(snap.deployments))
         if jobs:
@@ -86,10 +87,12 @@ class Scraper:
         if st.ejected(now):
             return  # sitting out its back-off
         probing = self.book.probe_due(st, now)
-        scrape = engine is not None and engine.has_metrics
+        metrics = engine is not None and engine.has_metrics
+        # With several workers one of them scrapes each replica and shares the figures.
+        scrape = metrics and self.book.owns(st)
         if not scrape and not probing:
             return
-        path = "/metrics" if scrape else (engine.health_path if engine else "/health")
+        path = "/metrics" if metrics else (engine.health_path if engine else "/health")
         try:
             async with self.session.get(st.info.url + path, timeout=self._timeout) as resp:
                 text = await resp.text()
@@ -104,7 +107,7 @@ class Scraper:
             return
         if probing:
             self.book.readmit(st)
-        if scrape and engine is not None and resp.status == 200:
+        if metrics and engine is not None and resp.status == 200:
             try:
                 figures = engine.parse_metrics(text)
             except Exception:

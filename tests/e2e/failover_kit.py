@@ -82,6 +82,7 @@ class Cluster:
                 {"state_dir": str(self.state_dir), "time_scale": 0.02, "stop_timeout_s": 3}
             ),
             "A3S_CONTROLLERS": "true" if controllers else "false",
+            "A3S_WORKERS": "1",  # each `a3s serve` is one process: killing it kills the leader
             **self.settings,
         }
         log = self.tmp / f"{name}.log"

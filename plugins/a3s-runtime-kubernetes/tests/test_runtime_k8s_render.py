@@ -206,7 +206,7 @@ def test_contrib_manifests_are_valid() -> None:
                 kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
                 kinds.add(doc["kind"])
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-            "Deployment", "Service"} <= kinds
+            "Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
 
 
 def test_plan_cpu_and_memory_are_requested_so_the_pod_is_not_best_effort() -> None:
@@ -250,3 +250,19 @@ def test_an_operators_cache_path_is_used_for_every_engine() -> None:
     c = engine_container(pod)
     assert {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["model-cache"] == "/models"
     assert {"name": "HF_HOME", "value": "/models"} in c["env"]
+
+
+def test_gateway_manifest_is_data_plane_only_and_scales_on_cpu() -> None:
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CONTRIB / "gateway.yaml").read_text())}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--role") + 1] == "gateway"
+    workers = int(args[args.index("--workers") + 1])
+    assert workers == int(pod["containers"][0]["resources"]["limits"]["cpu"])
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
+    control = next(d for d in yaml.safe_load_all((CONTRIB / "platform.yaml").read_text())
+                   if d["kind"] == "Deployment")
+    cargs = control["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cargs[cargs.index("--role") + 1] == "control"

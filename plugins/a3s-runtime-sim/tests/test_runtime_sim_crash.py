@@ -48,6 +48,7 @@ class Platform:
         env = {**os.environ, "A3S_ADMIN_TOKEN": TOKEN, "A3S_RUNTIME_OPTIONS": options,
                "A3S_LEASE_DURATION_S": "2", "A3S_LEASE_RENEW_INTERVAL_S": "1",
                "A3S_TEST_CRASH_AT": crash_at, "A3S_CRASH_TEST_RUN": self.run_id,
+               "A3S_WORKERS": "1",  # the platform is this one process (killed at the point)
                "HF_HUB_OFFLINE": "1"}
         log = (self.root / "serve.log").open("ab")
         self.proc = subprocess.Popen(
