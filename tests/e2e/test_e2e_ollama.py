@@ -12,6 +12,7 @@ OpenAI-compatible path, through the gateway with the official `openai` client.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,10 +110,17 @@ def test_a_local_gguf_is_created_preloaded_served_and_deleted(
     assert env["OLLAMA_NUM_PARALLEL"] == "1"  # a CPU plan reserves one full-length sequence
     assert env["CUDA_VISIBLE_DEVICES"] == ""
 
-    # Created from the GGUF under the deployment's name, and preloaded before any request.
+    # Created from the GGUF under the deployment's name, and loaded without any request: the
+    # preload (`ollama run tiny ""`) runs once the server answers, so it may still be under
+    # way when the replica turns ready; kept resident (OLLAMA_KEEP_ALIVE=-1).
     assert api(port, "/api/version")["version"] == "0.12.6"
     assert [m["name"] for m in api(port, "/api/tags")["models"]] == ["tiny:latest"]
-    assert [m["name"] for m in api(port, "/api/ps")["models"]] == ["tiny:latest"]
+    deadline = time.monotonic() + 60
+    while not (loaded := api(port, "/api/ps")["models"]):
+        assert time.monotonic() < deadline, "the preload never loaded the model"
+        time.sleep(0.2)
+    assert [m["name"] for m in loaded] == ["tiny:latest"]
+    assert loaded[0]["expires_at"] > "2100"  # never unloaded
 
     # The official client through the gateway, on Ollama's OpenAI-compatible path.
     client = openai.OpenAI(base_url=endpoint, api_key=key, max_retries=0, timeout=120)

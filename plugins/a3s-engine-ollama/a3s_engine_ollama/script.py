@@ -55,10 +55,24 @@ def entry_script(ctx: LaunchContext, source: str, *, from_file: bool, host: str 
             f"OLLAMA_HOST={fetch} {o} pull {q(source)}\n"
             f"OLLAMA_HOST={fetch} {o} cp {q(source)} {name}"
         )
+    loaded = q(f"{ctx.served_model_name}:latest")
+    failed = q(f"a3s: preloading {ctx.served_model_name} failed; it loads on first use")
+    # Load the weights now rather than on the first request. The CLI has no load-only verb
+    # (`ollama run <name> ""` answers an empty prompt, which a base model does until the
+    # context ends, over and over with context shifting: a slot held forever), so the
+    # answer is cut off once `ollama ps` lists the model; it stays loaded (keep-alive -1).
     preload = (
-        # Load the weights onto the GPUs now rather than on the first request.
-        f'OLLAMA_HOST={local} {o} run {name} "" >/dev/null'
-        f' || echo "a3s: preloading {ctx.served_model_name} failed; it loads on first use" >&2'
+        f"""OLLAMA_HOST={local} {o} run {name} "" >/dev/null 2>&1 &
+preload=$!
+n=0
+until OLLAMA_HOST={local} {o} ps 2>/dev/null | awk 'NR > 1 {{print $1}}' | grep -qx {loaded}; do
+  n=$((n + 1))
+  if [ "$n" -ge {WAIT_FOR_SERVER_S} ] || ! kill -0 "$preload" 2>/dev/null; then
+    echo {failed} >&2; break
+  fi
+  sleep 1
+done
+kill "$preload" 2>/dev/null || true; wait "$preload" 2>/dev/null || true"""
         if ctx.kind != "encoder"
         else ": embedding models load on first use"
     )
