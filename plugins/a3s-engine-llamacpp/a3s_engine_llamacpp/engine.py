@@ -68,8 +68,8 @@ def in_container(ctx: LaunchContext) -> bool | None:
 def server_for(ctx: LaunchContext) -> Server:
     """`extra_args.server` when given; else llama-server inside a container (the upstream
     image); on this machine (in_container False) llama-server when it is found (on PATH or
-    built into the engine cache: `locate_llama_server()`), else llama-cpp-python (what
-    `[server]` installs)."""
+    built into the engine cache: `locate_llama_server()`) unless `extra_args.python` names
+    an interpreter for llama-cpp-python, else llama-cpp-python (what `[server]` installs)."""
     chosen = ctx.extra_args.get(SERVER_KEY)
     if chosen is not None:
         if chosen not in SERVERS:
@@ -80,7 +80,9 @@ def server_for(ctx: LaunchContext) -> Server:
                 value=chosen,
             )
         return chosen  # type: ignore[no-any-return]
-    if in_container(ctx) or (ctx.in_container is False and locate_llama_server()):
+    if in_container(ctx):
+        return "llama-server"
+    if PYTHON_KEY not in ctx.extra_args and ctx.in_container is False and locate_llama_server():
         return "llama-server"
     return "llama-cpp-python"
 

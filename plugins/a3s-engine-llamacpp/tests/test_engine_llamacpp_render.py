@@ -302,6 +302,15 @@ def test_llama_server_on_path_is_the_default_on_this_machine(no_llama_server_her
     assert LlamaCppEngine().health_path_for(c) == "/health"
 
 
+def test_naming_an_interpreter_means_llama_cpp_python_even_with_llama_server_here(
+    no_llama_server_here: Path,
+) -> None:
+    fake_binary(no_llama_server_here / "llama-server")
+    c = ctx(in_container=False, extra_args={"python": "/opt/venv/bin/python"})
+    assert server_for(c) == "llama-cpp-python"
+    assert LlamaCppEngine().command(c)[:3] == ["/opt/venv/bin/python", "-m", "llama_cpp.server"]
+
+
 def test_a_cached_build_is_found_newest_version_first(tmp_path: Path) -> None:
     cache = tmp_path / "engine-cache"
     fake_binary(cache / "llama-server-0.3.9" / "bin" / "llama-server")
