@@ -29,7 +29,7 @@ def plan_model(
     reason = engine.check(profile, plan)
     if reason:
         raise SizingError(f"engine {spec.engine!r} cannot serve {spec.model!r}: {reason}")
-    if not engine.needs_gpu:
+    if not engine.needs_gpu_for(spec.extra_args):
         plan = plan.model_copy(update={"cpu_only": True})
     return profile, plan
 

@@ -32,6 +32,11 @@ class LaunchContext(BaseModel):
         description="True: the command runs inside image_for(ctx) (kubernetes); False: as a "
         "process on the platform's machine (local, sim); None: unknown",
     )
+    concurrent_sequences: int | None = Field(
+        None,
+        description="full-length sequences the plan's KV budget holds per replica (GPU "
+        "placements); None when the plan does not say (CPU placements)",
+    )
 
 
 class Engine(ABC):
@@ -66,6 +71,21 @@ class Engine(ABC):
     def image_for(self, ctx: LaunchContext) -> str:
         """The container image for this launch (an engine may switch for embedding models)."""
         return self.image
+
+    def health_path_for(self, ctx: LaunchContext) -> str:
+        """The liveness path for this launch: `health_path`, unless the engine runs a
+        different server for it (llama.cpp: llama-server or llama-cpp-python)."""
+        return self.health_path
+
+    def ready_path_for(self, ctx: LaunchContext) -> str:
+        """The readiness path for this launch (200 only once the model is loaded)."""
+        return self.ready_path
+
+    def needs_gpu_for(self, extra_args: dict[str, Any]) -> bool:
+        """Whether this deployment's replicas need GPUs: `needs_gpu`, unless the engine
+        lets a deployment choose (Ollama: `extra_args.device = "cpu"`). False makes the
+        plan `cpu_only`."""
+        return self.needs_gpu
 
     def model_for(self, ctx: LaunchContext) -> str:
         """The model reference the engine loads (Ollama maps HF ids to its own tags)."""

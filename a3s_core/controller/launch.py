@@ -36,6 +36,7 @@ async def build_request(
         gpu_indices=list(placement.gpu_indices),
         cpu_threads=None if placement.gpu else max(1, (os.cpu_count() or 2) - 1),
         in_container=type(platform.runtime).runs_images,
+        concurrent_sequences=max(1, int(cand.concurrent_sequences)) if cand else None,
     )
     gpu_type = platform.catalog.get(placement.gpu) if placement.gpu else None
     return ReplicaRequest(
@@ -49,8 +50,8 @@ async def build_request(
         keep_entrypoint=bool(ctx.in_container) and engine.keeps_entrypoint(ctx),
         env=engine.env(ctx),
         port=port,
-        health_path=engine.health_path,
-        ready_path=engine.ready_path,
+        health_path=engine.health_path_for(ctx),
+        ready_path=engine.ready_path_for(ctx),
         placement=placement,
         model=engine.model_for(ctx),
         served_model_name=dep.name,

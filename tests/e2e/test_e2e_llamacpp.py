@@ -2,7 +2,10 @@
 plugin serves a tiny random-weight GGUF on the `local` runtime's CPU, through the platform's
 real HTTP server and gateway, driven by the official `openai` client.
 
-Runs in the tox env `llamacpp` (which installs `plugins/a3s-engine-llamacpp[server]`):
+This file drives llama-cpp-python's server (`python -m llama_cpp.server`, what the `local`
+runtime runs when no llama-server is found); test_e2e_llama_server.py drives the upstream
+llama-server the pods run. Runs in the tox env `llamacpp` (which installs
+`plugins/a3s-engine-llamacpp[server]`):
     pytest -m llamacpp tests/e2e/test_e2e_llamacpp.py
 """
 
@@ -12,28 +15,21 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
-import uvicorn
-
-from a3s_core.api.app import create_app
-from a3s_core.settings import Settings
+from real_engine_kit import Running, alive, run_platform, wait_gone
+from real_engine_kit import engine_pids as kit_engine_pids
 
 pytestmark = pytest.mark.llamacpp
 
 ADMIN = "a3s-admin-e2e-llamacpp"
-START_DEADLINE_S = 120.0  # the engine loads in ~3 s; a slow CI machine gets slack
 
 
 def require_llama_cpp_server() -> None:
@@ -59,114 +55,16 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-# ------------------------------------------------------------------ the platform, for real
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Running:
-    url: str
-    http: httpx.Client
-    data_dir: Path
-
-    def view(self, dep_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/v1/deployments/{dep_id}")
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
-
-    def wait(self, dep_id: str, what: str, ok: Callable[[dict[str, Any]], bool],
-             timeout: float = START_DEADLINE_S) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            v = self.view(dep_id)
-            if ok(v):
-                return v
-            if v["status"] == "failed" or time.monotonic() > deadline:
-                events = [(e["type"], e["message"]) for e in v["recentEvents"]]
-                pytest.fail(f"waiting for {what}: status {v['status']!r} ({v['reason']}); "
-                            f"replicas {v['replicas']}; events {events}")
-            time.sleep(0.2)
-
-
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Running]:
     require_llama_cpp_server()
-    port = free_port()
-    settings = Settings(
-        runtime="local",
-        # The CPU only, whatever this machine has; replicas stopped if the test fails midway.
-        runtime_options={"use_gpus": False, "stop_on_close": True},
-        data_dir=tmp_path / "a3s",
-        admin_token=ADMIN,
-        host="127.0.0.1",
-        port=port,
-        reconcile_interval_s=0.2,
-    )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "platform did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"},
-                      timeout=30) as http:
-        try:
-            yield Running(url, http, settings.data_dir)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-
-
-# ------------------------------------------------------------------ processes
+    with run_platform(tmp_path, ADMIN) as running:
+        yield running
 
 
 def engine_pids(state_dir: Path) -> dict[str, tuple[int, int | None]]:
-    """replica id → (supervisor wrapper pid, llama_cpp.server pid) from the local runtime's
-    state dir (one JSON record per process; the engine is the wrapper's child)."""
-    out: dict[str, tuple[int, int | None]] = {}
-    for path in state_dir.glob("*.json"):
-        record = json.loads(path.read_text())
-        if "llama_cpp.server" not in record["argv"]:
-            continue
-        wrapper = int(record["pid"])
-        kids = [pid for pid, ppid in processes() if ppid == wrapper]
-        out[record["name"]] = (wrapper, kids[0] if kids else None)
-    return out
-
-
-def processes() -> list[tuple[int, int]]:
-    """(pid, parent pid) of every process, from /proc."""
-    out: list[tuple[int, int]] = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue  # exited while we looked
-        out.append((int(stat.parent.name), int(fields[1])))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")  # a zombie has exited; only its parent's wait is missing
-
-
-def wait_gone(pids: list[int], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while any(alive(p) for p in pids):
-        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
-        time.sleep(0.1)
+    """replica id → (supervisor wrapper pid, llama_cpp.server pid)."""
+    return kit_engine_pids(state_dir, "llama_cpp.server")
 
 
 def chat(client: openai.OpenAI) -> tuple[str, Any]:
@@ -204,9 +102,11 @@ def test_deploy_chat_stream_survive_a_crash_and_delete(platform: Running,
     tiny = tiny_gguf(tmp_path / "models" / "tiny.gguf")
     state_dir = platform.data_dir / "local"
 
-    # The seed-shaped request, answered at once with an endpoint and a key.
+    # The seed-shaped request, answered at once with an endpoint and a key. llama-cpp-python
+    # by name: where a llama-server is found it is the default (test_e2e_llama_server.py).
     r = platform.http.post("/v1/deployments", json={
-        "models": [{"name": "tiny", "model": str(tiny.path), "engine": "llamacpp"}]
+        "models": [{"name": "tiny", "model": str(tiny.path), "engine": "llamacpp",
+                    "extra_args": {"server": "llama-cpp-python"}}]
     })
     assert r.status_code == 202, r.text
     created = r.json()["deployments"][0]

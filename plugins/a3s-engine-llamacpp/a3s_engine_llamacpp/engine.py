@@ -4,8 +4,9 @@
   on the platform's own machine by the `local` runtime. Flags are spelled with underscores
   (`--n_ctx`), booleans take a value (`--flash_attn true`).
 - `llama-server`: upstream llama.cpp's C++ server, as shipped in the
-  `ghcr.io/ggml-org/llama.cpp:server-*` images (Kubernetes) or installed on PATH. Flags are
-  spelled with dashes (`--ctx-size`), booleans are bare (`--cont-batching` / `--no-…`).
+  `ghcr.io/ggml-org/llama.cpp:server-*` images (Kubernetes), or on this machine when it is
+  on PATH or built by `scripts/build-llama-server.sh` (see binary.py). Flags are spelled
+  with dashes (`--ctx-size`), booleans are bare (`--cont-batching` / `--no-…`).
 
 Which one runs is decided by `server_for(ctx)`; see docs/engine-llamacpp.md.
 """
@@ -20,8 +21,10 @@ from typing import Any, ClassVar, Literal
 
 from a3s_core.contracts import Engine, LaunchContext
 from a3s_core.contracts.argv import Option, check_context, key_of, merge, user_options
+from a3s_core.contracts.metrics import Samples
 from a3s_core.errors import InvalidRequest
-from a3s_core.types import ModelProfile, SizingPlan
+from a3s_core.types import LoadFigures, ModelProfile, SizingPlan
+from a3s_engine_llamacpp.binary import locate_llama_server
 
 Server = Literal["llama-cpp-python", "llama-server"]
 SERVERS: tuple[Server, ...] = ("llama-cpp-python", "llama-server")
@@ -42,8 +45,15 @@ RESERVED = frozenset(
     {
         "model", "m", "served_model_name", "model_alias", "alias", "a", "host", "port",
         "api_key", "n_ctx", "ctx_size", "c", "config_file", "hf_repo", "hf_file",
+        "metrics",  # llama-server's /metrics feeds least-queue; it has no --no-metrics
     }
 )
+
+# llama-server's /metrics gauges (with --metrics), as parse_metrics reads them.
+PROCESSING = "llamacpp:requests_processing"
+DEFERRED = "llamacpp:requests_deferred"
+KV_USAGE = "llamacpp:kv_cache_usage_ratio"  # older builds only; later ones dropped it
+METRICS = (PROCESSING, DEFERRED, KV_USAGE)
 
 SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
 
@@ -57,7 +67,9 @@ def in_container(ctx: LaunchContext) -> bool | None:
 
 def server_for(ctx: LaunchContext) -> Server:
     """`extra_args.server` when given; else llama-server inside a container (the upstream
-    image) and llama-cpp-python on this machine (what `[server]` installs)."""
+    image); on this machine (in_container False) llama-server when it is found (on PATH or
+    built into the engine cache: `locate_llama_server()`) unless `extra_args.python` names
+    an interpreter for llama-cpp-python, else llama-cpp-python (what `[server]` installs)."""
     chosen = ctx.extra_args.get(SERVER_KEY)
     if chosen is not None:
         if chosen not in SERVERS:
@@ -68,7 +80,11 @@ def server_for(ctx: LaunchContext) -> Server:
                 value=chosen,
             )
         return chosen  # type: ignore[no-any-return]
-    return "llama-server" if in_container(ctx) else "llama-cpp-python"
+    if in_container(ctx):
+        return "llama-server"
+    if PYTHON_KEY not in ctx.extra_args and ctx.in_container is False and locate_llama_server():
+        return "llama-server"
+    return "llama-cpp-python"
 
 
 def is_gguf(model: str) -> bool:
@@ -81,15 +97,17 @@ class LlamaCppEngine(Engine):
     name = "llamacpp"
     image = IMAGE
     port = 8080  # llama-server's default (the upstream image's HEALTHCHECK uses it)
-    # Both servers answer /v1/models without a key, and only once the model is loaded:
-    # llama_cpp.server loads it before binding its port, llama-server answers 503 while
-    # loading. llama_cpp.server has no /health (404).
-    health_path = "/v1/models"
-    ready_path = "/v1/models"
+    # llama-server (the pod's program): /health is the one path that is both open when an
+    # API key is set and 503 until the model is loaded. llama_cpp.server has no /health
+    # (404); it loads the model before binding its port, so its probe is /v1/models (see
+    # health_path_for).
+    health_path = "/health"
+    ready_path = "/health"
     openai_paths = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
-    # llama_cpp.server has no /metrics (llama-server's needs --metrics and differs): the
-    # load figure is the gateway's own in-flight count for both.
-    has_metrics = False
+    # llama-server runs with --metrics (llamacpp:requests_processing / _deferred).
+    # llama_cpp.server has none: its /metrics is a 404, which the scraper takes as "alive,
+    # no figures", so least-queue falls back to the gateway's in-flight count there.
+    has_metrics = True
     needs_gpu = False
     serves_embeddings = False
 
@@ -107,6 +125,19 @@ class LlamaCppEngine(Engine):
             f"llama.cpp serves GGUF files, and {profile.model!r} is not one; give the path of "
             "a .gguf file (or a directory holding one), or use engine 'vllm'"
         )
+
+    def health_path_for(self, ctx: LaunchContext) -> str:
+        return "/v1/models" if server_for(ctx) == "llama-cpp-python" else self.health_path
+
+    def ready_path_for(self, ctx: LaunchContext) -> str:
+        return "/v1/models" if server_for(ctx) == "llama-cpp-python" else self.ready_path
+
+    def parse_metrics(self, text: str) -> LoadFigures:
+        """llama-server's gauges: requests being decoded (`requests_processing`) and those
+        waiting for a free slot (`requests_deferred`)."""
+        s = Samples.parse(text, self.name, METRICS)
+        return LoadFigures(waiting=s.total(DEFERRED), running=s.total(PROCESSING),
+                           kv_cache_usage=s.mean(KV_USAGE))
 
     def image_for(self, ctx: LaunchContext) -> str:
         """The upstream server image; its CUDA build when the replica holds GPUs (unless
@@ -166,6 +197,7 @@ class LlamaCppEngine(Engine):
             ("--host", [host]),
             ("--port", [str(ctx.port)]),
             ("--ctx-size", [str(ctx.max_model_len)]),
+            ("--metrics", []),  # /metrics: the queue figures least-queue balances on
         ]
         if ctx.cpu_threads:
             own.append(("--threads", [str(ctx.cpu_threads)]))
@@ -173,7 +205,10 @@ class LlamaCppEngine(Engine):
             own.append(("--n-gpu-layers", ["999"]))  # more than any model has: all layers
         user = user_options(_flags(ctx.extra_args), engine=self.name, reserved=RESERVED,
                             render=render_native)
-        binary = IMAGE_BINARY if container is not False else "llama-server"
+        # Unknown (None): an explicit llama-server means the image. Here: the one found, or
+        # the bare name, which the runtime reports as not installed.
+        local = locate_llama_server() or "llama-server"
+        binary = IMAGE_BINARY if container is not False else local
         return [binary, *merge(own, user, self.superseded_by)]
 
     def env(self, ctx: LaunchContext) -> dict[str, str]:

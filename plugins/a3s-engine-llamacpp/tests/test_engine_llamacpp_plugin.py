@@ -38,10 +38,12 @@ def test_entry_point_registers_the_engine_once_installed(monkeypatch: pytest.Mon
     assert info.hooks == ["a3s_register_engines"]
 
 
-def test_engine_declares_cpu_serving_and_no_metrics() -> None:
+def test_engine_declares_cpu_serving_llama_servers_metrics_and_probe() -> None:
     assert LlamaCppEngine.needs_gpu is False
-    assert LlamaCppEngine.has_metrics is False  # its load is the gateway's in-flight count
-    assert LlamaCppEngine.health_path == LlamaCppEngine.ready_path == "/v1/models"
+    # llama-server (the pod's program) runs with --metrics and is probed on /health; the
+    # llama-cpp-python path's /v1/models comes from health_path_for (render tests).
+    assert LlamaCppEngine.has_metrics is True
+    assert LlamaCppEngine.health_path == LlamaCppEngine.ready_path == "/health"
 
 
 def test_tiny_gguf_is_small_and_has_a_full_sentencepiece_vocabulary(tiny: TinyModel) -> None:

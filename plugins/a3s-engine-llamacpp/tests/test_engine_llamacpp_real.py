@@ -1,6 +1,7 @@
 """Against the real llama-cpp-python (tox env `llamacpp`): the tiny GGUF loads and generates,
 every flag the engine renders is one `python -m llama_cpp.server` accepts, and the server
-started from the engine's own argv answers the engine's health path (and not /health)."""
+started from the engine's own argv answers the health path the engine gives for it
+(/v1/models: it has no /health, nor /metrics)."""
 
 from __future__ import annotations
 
@@ -128,11 +129,13 @@ def get(url: str) -> int:
 def test_server_from_the_engine_argv_answers_the_health_path(
     server: tuple[LaunchContext, str], tmp_path: Path
 ) -> None:
-    _, base = server
+    c, base = server
+    path = LlamaCppEngine().health_path_for(c)
+    assert path == "/v1/models"  # llama-server's /health is not this server's
     deadline = time.monotonic() + 60
     while True:
         try:
-            status = get(base + LlamaCppEngine.health_path)
+            status = get(base + path)
             break
         except (urllib.error.URLError, ConnectionError):
             log = (tmp_path / "engine.log").read_text(errors="replace")
@@ -140,5 +143,8 @@ def test_server_from_the_engine_argv_answers_the_health_path(
             time.sleep(0.2)
     assert status == 200
     assert get(base + "/health") == 404  # why the health path is /v1/models
+    # No /metrics either: a 404, which the gateway's scraper takes as "alive, no figures"
+    # (a 5xx would count against the replica).
+    assert get(base + "/metrics") == 404
     with urllib.request.urlopen(base + "/v1/models", timeout=2) as r:
         assert b'"id":"tiny"' in r.read().replace(b" ", b"")

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("a3s_engine_llamacpp", reason="pip install -e plugins/a3s-engine-llamacpp")
 
 from a3s_engine_llamacpp import LlamaCppEngine, server_for
+from a3s_engine_llamacpp.binary import locate_llama_server
 from a3s_engine_llamacpp.engine import CUDA_IMAGE, IMAGE
 
 from a3s_core.contracts import LaunchContext
@@ -23,6 +24,23 @@ class RuntimeAwareContext(LaunchContext):
     """LaunchContext with the field the engine asks the core for (`in_container`)."""
 
     in_container: bool | None = None
+
+
+@pytest.fixture(autouse=True)
+def no_llama_server_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """This machine has no llama-server unless a test puts one on PATH or in the cache."""
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("A3S_ENGINE_CACHE", str(tmp_path / "engine-cache"))
+    return empty
+
+
+def fake_binary(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
 
 
 def ctx(**over: Any) -> LaunchContext:
@@ -130,6 +148,7 @@ def test_in_a_container_the_upstream_llama_server_runs_with_its_own_flags() -> N
         "--host", "0.0.0.0",
         "--port", "8080",
         "--ctx-size", "512",
+        "--metrics",
     ]  # fmt: skip
     assert engine.image_for(c) == IMAGE
     assert engine.env(c) == {}
@@ -150,7 +169,7 @@ def test_llama_server_extra_args_spelling_and_key_from_the_environment() -> None
             extra_args={"cont_batching": True, "mmap": False, "tensor-split": [3, 1],
                         "parallel": 4, "threads": 2})
     argv = LlamaCppEngine().command(c)
-    assert argv[argv.index("--ctx-size") + 2:] == [
+    assert argv[argv.index("--metrics") + 1:] == [
         "--cont-batching", "--no-mmap", "--tensor-split", "3,1", "--parallel", "4",
         "--threads", "2",
     ]
@@ -213,3 +232,104 @@ def test_bad_context_values_are_refused_naming_the_field() -> None:
     with pytest.raises(InvalidRequest) as err:
         LlamaCppEngine().command(ctx(model=" "))
     assert err.value.field == "model"
+
+
+# ------------------------------------------------------------------ probes and metrics (issue 14)
+
+
+def test_llama_server_probes_health_which_is_503_until_the_model_is_loaded() -> None:
+    # /v1/models is answered by some llama-server builds while loading, and needs the API
+    # key when one is set; /health is public and 503 until the model is loaded.
+    engine = LlamaCppEngine()
+    for c in (ctx(in_container=True), ctx(in_container=False,
+                                          extra_args={"server": "llama-server"})):
+        assert engine.health_path_for(c) == "/health"
+        assert engine.ready_path_for(c) == "/health"
+    assert (LlamaCppEngine.health_path, LlamaCppEngine.ready_path) == ("/health", "/health")
+
+
+def test_llama_cpp_python_keeps_v1_models_since_it_has_no_health() -> None:
+    c = ctx(in_container=False)
+    assert server_for(c) == "llama-cpp-python"
+    assert LlamaCppEngine().health_path_for(c) == "/v1/models"
+    assert LlamaCppEngine().ready_path_for(c) == "/v1/models"
+
+
+def test_llama_server_exports_metrics_and_a_user_cannot_turn_them_off() -> None:
+    argv = LlamaCppEngine().command(ctx(in_container=True))
+    assert argv.count("--metrics") == 1
+    assert LlamaCppEngine.has_metrics is True
+    with pytest.raises(InvalidRequest) as err:
+        LlamaCppEngine().command(ctx(in_container=True, extra_args={"metrics": False}))
+    assert err.value.field == "extra_args.metrics"
+
+
+# What llama-server's /metrics says (server-task.cpp, to_metrics), trimmed to the gauges.
+LLAMA_SERVER_METRICS = """\
+# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed, excluding cached tokens
+# TYPE llamacpp:prompt_tokens_total counter
+llamacpp:prompt_tokens_total 1234
+# HELP llamacpp:requests_processing Number of requests processing
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 3
+# HELP llamacpp:requests_deferred Number of requests deferred
+# TYPE llamacpp:requests_deferred gauge
+llamacpp:requests_deferred 2
+# HELP llamacpp:n_busy_slots_per_decode Average number of busy slots per llama_decode() call
+# TYPE llamacpp:n_busy_slots_per_decode gauge
+llamacpp:n_busy_slots_per_decode 2.5
+"""
+
+
+def test_parse_metrics_reads_llama_servers_queue_gauges() -> None:
+    figures = LlamaCppEngine().parse_metrics(LLAMA_SERVER_METRICS)
+    assert (figures.running, figures.waiting, figures.kv_cache_usage) == (3, 2, None)
+    older = LLAMA_SERVER_METRICS + "llamacpp:kv_cache_usage_ratio 0.25\n"
+    assert LlamaCppEngine().parse_metrics(older).kv_cache_usage == 0.25
+    assert LlamaCppEngine().parse_metrics("").running is None
+
+
+# ------------------------------------------------------------------ finding llama-server here
+
+
+def test_llama_server_on_path_is_the_default_on_this_machine(no_llama_server_here: Path) -> None:
+    fake_binary(no_llama_server_here / "llama-server")
+    c = ctx(in_container=False)
+    assert server_for(c) == "llama-server"
+    argv = LlamaCppEngine().command(c)
+    assert argv[0] == "llama-server"  # bare: the runtime's search_path still comes first
+    assert "--metrics" in argv and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert LlamaCppEngine().health_path_for(c) == "/health"
+
+
+def test_naming_an_interpreter_means_llama_cpp_python_even_with_llama_server_here(
+    no_llama_server_here: Path,
+) -> None:
+    fake_binary(no_llama_server_here / "llama-server")
+    c = ctx(in_container=False, extra_args={"python": "/opt/venv/bin/python"})
+    assert server_for(c) == "llama-cpp-python"
+    assert LlamaCppEngine().command(c)[:3] == ["/opt/venv/bin/python", "-m", "llama_cpp.server"]
+
+
+def test_a_cached_build_is_found_newest_version_first(tmp_path: Path) -> None:
+    cache = tmp_path / "engine-cache"
+    fake_binary(cache / "llama-server-0.3.9" / "bin" / "llama-server")
+    newest = fake_binary(cache / "llama-server-0.3.36" / "bin" / "llama-server")
+    assert locate_llama_server() == str(newest)
+    argv = LlamaCppEngine().command(ctx(in_container=False))
+    assert argv[0] == str(newest)
+
+
+def test_without_llama_server_this_machine_runs_llama_cpp_python() -> None:
+    assert locate_llama_server() is None
+    assert server_for(ctx(in_container=False)) == "llama-cpp-python"
+    # told to run llama-server anyway: the bare name, which the runtime reports as missing
+    argv = LlamaCppEngine().command(ctx(in_container=False, extra_args={"server": "llama-server"}))
+    assert argv[0] == "llama-server"
+
+
+def test_in_a_container_the_image_binary_runs_whatever_this_machine_has(
+    no_llama_server_here: Path,
+) -> None:
+    fake_binary(no_llama_server_here / "llama-server")
+    assert LlamaCppEngine().command(ctx(in_container=True))[0] == "/app/llama-server"

@@ -9,6 +9,7 @@ from a3s_core.contracts import Engine, LaunchContext
 from a3s_core.contracts.argv import CONSUMED, check_context, key_of
 from a3s_core.errors import InvalidRequest
 from a3s_core.types import ModelProfile, SizingPlan
+from a3s_engine_ollama.binary import locate_ollama
 from a3s_engine_ollama.library import library
 from a3s_engine_ollama.script import entry_script
 
@@ -34,6 +35,14 @@ SETTINGS = frozenset(
     }
 )
 TAG_KEY = "ollama_tag"  # extra_args: serve this library tag instead of the mapped one
+DEVICE_KEY = "device"  # extra_args: "gpu" (the default) or "cpu" (a CPU replica, no GPU)
+DEVICES = ("gpu", "cpu")
+# OLLAMA_NUM_PARALLEL (default 1: one request at a time) is taken from the plan: the
+# full-length sequences its KV budget holds, since Ollama gives every parallel slot the
+# whole context (KV size = OLLAMA_CONTEXT_LENGTH × OLLAMA_NUM_PARALLEL). At most this many:
+# past it a replica's slots outgrow what one decode batch (512 tokens) keeps busy, and the
+# gateway's queue (with least-queue routing) serves the rest better.
+MAX_PARALLEL = 16
 RESERVED = frozenset({"host", "model", "served_model_name", "port", "context_length"})
 
 # Methods that name a checkpoint format Ollama cannot load: it serves GGUF only.
@@ -85,6 +94,10 @@ class OllamaEngine(Engine):
             )
         return None
 
+    def needs_gpu_for(self, extra_args: dict[str, Any]) -> bool:
+        """GPUs unless `extra_args.device` is "cpu" (Ollama serves on either)."""
+        return device(extra_args) == "gpu"
+
     def model_for(self, ctx: LaunchContext) -> str:
         """The Ollama tag (or GGUF path) this replica serves."""
         chosen = ctx.extra_args.get(TAG_KEY)
@@ -123,8 +136,16 @@ class OllamaEngine(Engine):
         check_context(ctx, self.name)
         source = self.model_for(ctx)
         settings(ctx.extra_args)  # refuse bad extra_args before anything starts
+        device(ctx.extra_args)
         from_file = source == ctx.model and is_gguf_file(source)
-        return ["/bin/sh", "-c", entry_script(ctx, source, from_file=from_file)]
+        if ctx.in_container is False:
+            # A process on the platform's machine: loopback only (the gateway checks the
+            # key, Ollama checks none), and the binary found here (PATH or the build cache).
+            script = entry_script(ctx, source, from_file=from_file, host="127.0.0.1",
+                                  ollama=locate_ollama() or "ollama")
+        else:
+            script = entry_script(ctx, source, from_file=from_file)
+        return ["/bin/sh", "-c", script]
 
     def env(self, ctx: LaunchContext) -> dict[str, str]:
         env = {
@@ -133,6 +154,7 @@ class OllamaEngine(Engine):
             "OLLAMA_KEEP_ALIVE": "-1",
             "OLLAMA_MAX_LOADED_MODELS": "1",
             "OLLAMA_CONTEXT_LENGTH": str(ctx.max_model_len),
+            "OLLAMA_NUM_PARALLEL": str(parallel_for(ctx)),
         }
         if ctx.tensor_parallel_size > 1:
             # Ollama has no tensor parallelism; this spreads the layers over every GPU the
@@ -140,6 +162,28 @@ class OllamaEngine(Engine):
             env["OLLAMA_SCHED_SPREAD"] = "1"
         env.update(settings(ctx.extra_args))
         return env
+
+
+def parallel_for(ctx: LaunchContext) -> int:
+    """Requests one replica serves at once: the full-length sequences the plan's KV budget
+    holds (GPU placements), at most MAX_PARALLEL; 1 on CPU, where the plan reserves memory
+    for one full-length sequence. extra_args.num_parallel overrides it (see env)."""
+    if ctx.concurrent_sequences is None:
+        return 1
+    return max(1, min(ctx.concurrent_sequences, MAX_PARALLEL))
+
+
+def device(extra: dict[str, Any]) -> str:
+    """extra_args.device: "gpu" (default) or "cpu"."""
+    value = extra.get(DEVICE_KEY, "gpu")
+    if value not in DEVICES:
+        raise InvalidRequest(
+            f"extra_args.{DEVICE_KEY} must be one of {', '.join(DEVICES)} for engine ollama, "
+            f"got {value!r}",
+            field=f"extra_args.{DEVICE_KEY}",
+            value=value,
+        )
+    return str(value)
 
 
 def is_gguf_file(model: str) -> bool:
@@ -151,7 +195,7 @@ def settings(extra: dict[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for raw, value in extra.items():
         key = key_of(str(raw)).lower().removeprefix("ollama_")
-        if key_of(str(raw)).lower() == TAG_KEY or key in CONSUMED or value is None:
+        if key_of(str(raw)).lower() in (TAG_KEY, DEVICE_KEY) or key in CONSUMED or value is None:
             continue
         if key in RESERVED:
             raise InvalidRequest(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 
 from a3s_core.contracts import LaunchContext
+from a3s_engine_ollama.binary import BUILD_SCRIPT
 
 WAIT_FOR_SERVER_S = 120
 
@@ -30,47 +31,72 @@ def client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def entry_script(ctx: LaunchContext, source: str, *, from_file: bool) -> str:
-    """POSIX sh. `source` is an Ollama tag to pull, or a GGUF path when `from_file`."""
+def entry_script(ctx: LaunchContext, source: str, *, from_file: bool, host: str | None = None,
+                 ollama: str = "ollama") -> str:
+    """POSIX sh. `source` is an Ollama tag to pull, or a GGUF path when `from_file`; the
+    server binds `host` (default `ctx.host`); `ollama` is how the binary is called (a bare
+    name is looked up on PATH, and its absence reported)."""
     q = shlex.quote
+    host = ctx.host if host is None else host
     name = q(ctx.served_model_name)
-    fetch = q(address(private_host(ctx.host), ctx.port))
-    serve = q(address(ctx.host, ctx.port))
-    local = q(address(client_host(ctx.host), ctx.port))
+    fetch = q(address(private_host(host), ctx.port))
+    serve = q(address(host, ctx.port))
+    local = q(address(client_host(host), ctx.port))
+    o = q(ollama)
     if from_file:
         # A local GGUF becomes a model through a one-line Modelfile.
         obtain = (
             f'modelfile="$(mktemp)"; printf "FROM %s\\n" {q(source)} > "$modelfile"\n'
-            f'OLLAMA_HOST={fetch} ollama create {name} -f "$modelfile"'
+            f'OLLAMA_HOST={fetch} {o} create {name} -f "$modelfile"'
         )
     else:
         # The alias lets clients (and the gateway) say the deployment name as `model`.
         obtain = (
-            f"OLLAMA_HOST={fetch} ollama pull {q(source)}\n"
-            f"OLLAMA_HOST={fetch} ollama cp {q(source)} {name}"
+            f"OLLAMA_HOST={fetch} {o} pull {q(source)}\n"
+            f"OLLAMA_HOST={fetch} {o} cp {q(source)} {name}"
         )
+    loaded = q(f"{ctx.served_model_name}:latest")
+    failed = q(f"a3s: preloading {ctx.served_model_name} failed; it loads on first use")
+    # Load the weights now rather than on the first request. The CLI has no load-only verb
+    # (`ollama run <name> ""` answers an empty prompt, which a base model does until the
+    # context ends, over and over with context shifting: a slot held forever), so the
+    # answer is cut off once `ollama ps` lists the model; it stays loaded (keep-alive -1).
     preload = (
-        # Load the weights onto the GPUs now rather than on the first request.
-        f'OLLAMA_HOST={local} ollama run {name} "" >/dev/null'
-        f' || echo "a3s: preloading {ctx.served_model_name} failed; it loads on first use" >&2'
+        f"""OLLAMA_HOST={local} {o} run {name} "" >/dev/null 2>&1 &
+preload=$!
+n=0
+until OLLAMA_HOST={local} {o} ps 2>/dev/null | awk 'NR > 1 {{print $1}}' | grep -qx {loaded}; do
+  n=$((n + 1))
+  if [ "$n" -ge {WAIT_FOR_SERVER_S} ] || ! kill -0 "$preload" 2>/dev/null; then
+    echo {failed} >&2; break
+  fi
+  sleep 1
+done
+kill "$preload" 2>/dev/null || true; wait "$preload" 2>/dev/null || true"""
         if ctx.kind != "encoder"
         else ": embedding models load on first use"
     )
+    missing = q(f"a3s: {ollama} is not installed on this machine (install Ollama, or build "
+                f"it with {BUILD_SCRIPT})")
     return f"""set -eu
+if ! command -v {q(ollama)} >/dev/null 2>&1; then
+  echo {missing} >&2
+  exit 127
+fi
 wait_up() {{
   n=0
-  until OLLAMA_HOST="$1" ollama list >/dev/null 2>&1; do
+  until OLLAMA_HOST="$1" {o} list >/dev/null 2>&1; do
     n=$((n + 1))
     if [ "$n" -ge {WAIT_FOR_SERVER_S} ]; then echo "a3s: ollama did not start on $1" >&2; exit 1; fi
     sleep 1
   done
 }}
-OLLAMA_HOST={fetch} ollama serve &
+OLLAMA_HOST={fetch} {o} serve &
 fetcher=$!
 wait_up {fetch}
 {obtain}
 kill "$fetcher" 2>/dev/null || true; wait "$fetcher" || true
-OLLAMA_HOST={serve} ollama serve &
+OLLAMA_HOST={serve} {o} serve &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 wait_up {local}

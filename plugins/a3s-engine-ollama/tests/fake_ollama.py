@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in `ollama` binary for the entry-script test: `serve` binds OLLAMA_HOST and
-answers /api/version and /api/tags; the client verbs log themselves and need a server."""
+answers /api/version and /api/tags; the client verbs log themselves and need a server.
+`run` stands for a model that never stops answering (FAKE_RUN_FOREVER=1: a base model
+given an empty prompt); `ps` lists the model once a `run` has started."""
 
 from __future__ import annotations
 
@@ -41,3 +43,12 @@ except OSError:
     sys.exit(1)
 if verb == "pull":
     time.sleep(float(os.environ.get("FAKE_PULL_SECONDS", "0")))
+if verb == "run":
+    (Path(os.environ["FAKE_OLLAMA_LOG"]).parent / "loaded").write_text(sys.argv[2] + ":latest")
+    while os.environ.get("FAKE_RUN_FOREVER") == "1":
+        time.sleep(0.1)
+if verb == "ps":
+    print("NAME    ID    SIZE    PROCESSOR    CONTEXT    UNTIL")
+    loaded = Path(os.environ["FAKE_OLLAMA_LOG"]).parent / "loaded"
+    if loaded.exists():
+        print(loaded.read_text() + "    abc    6 MB    100% CPU    512    Forever")

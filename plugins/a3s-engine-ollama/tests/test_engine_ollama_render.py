@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from a3s_engine_ollama import OllamaEngine
+from a3s_engine_ollama.engine import MAX_PARALLEL
 
 from a3s_core.contracts import LaunchContext
 from a3s_core.errors import InvalidRequest
@@ -41,6 +43,7 @@ def test_seed_minimal_request_serves_the_fp16_build_under_the_deployment_name() 
         "OLLAMA_KEEP_ALIVE": "-1",
         "OLLAMA_MAX_LOADED_MODELS": "1",
         "OLLAMA_CONTEXT_LENGTH": "32768",
+        "OLLAMA_NUM_PARALLEL": "1",  # no plan figure in this context: one sequence
         "OLLAMA_SCHED_SPREAD": "1",  # TP 2: spread the layers over both GPUs
     }
 
@@ -131,3 +134,62 @@ def test_ipv6_and_relative_gguf() -> None:
     with pytest.raises(InvalidRequest) as err:
         OllamaEngine().model_for(ctx(model="models/x.gguf"))
     assert err.value.field == "model" and "absolute" in err.value.message
+
+
+# ------------------------------------------------------------------ parallel requests (issue 14)
+
+
+def test_num_parallel_follows_the_sequences_the_plans_kv_budget_holds() -> None:
+    # Ollama's default (1) serves one request at a time; every slot holds a full context.
+    assert OllamaEngine().env(ctx(concurrent_sequences=6))["OLLAMA_NUM_PARALLEL"] == "6"
+    huge = OllamaEngine().env(ctx(concurrent_sequences=400))["OLLAMA_NUM_PARALLEL"]
+    assert huge == str(MAX_PARALLEL)
+    # CPU placements: the plan reserved memory for one full-length sequence.
+    assert OllamaEngine().env(ctx(concurrent_sequences=None))["OLLAMA_NUM_PARALLEL"] == "1"
+    # The deployment's own value wins.
+    told = ctx(concurrent_sequences=6, extra_args={"num_parallel": 2})
+    assert OllamaEngine().env(told)["OLLAMA_NUM_PARALLEL"] == "2"
+
+
+# ------------------------------------------------------------------ CPU, on this machine
+
+
+def test_device_cpu_makes_the_plan_cpu_only_and_bad_devices_are_refused() -> None:
+    engine = OllamaEngine()
+    assert engine.needs_gpu_for({}) is True
+    assert engine.needs_gpu_for({"device": "gpu"}) is True
+    assert engine.needs_gpu_for({"device": "cpu"}) is False
+    assert "OLLAMA_DEVICE" not in engine.env(ctx(extra_args={"device": "cpu"}))
+    for bad in ("tpu", 1, None):
+        with pytest.raises(InvalidRequest) as err:
+            engine.needs_gpu_for({"device": bad})
+        assert err.value.field == "extra_args.device" and "gpu, cpu" in err.value.message
+
+
+def test_on_this_machine_ollama_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (tmp_path / "ollama").write_text("#!/bin/sh\n")
+    (tmp_path / "ollama").chmod(0o755)
+    c = ctx(model="/models/tiny.gguf", tensor_parallel_size=1, in_container=False, port=4000)
+    script = OllamaEngine().command(c)[2]
+    assert "OLLAMA_HOST=127.0.0.1:4000 ollama serve &" in script
+    assert "0.0.0.0" not in script
+    # In a container the pod's address is what the gateway dials.
+    assert "OLLAMA_HOST=0.0.0.0:4000 ollama serve &" in OllamaEngine().command(
+        ctx(model="/models/tiny.gguf", in_container=True, port=4000))[2]
+
+
+def test_a_cached_build_is_used_when_ollama_is_not_on_path(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.setenv("A3S_ENGINE_CACHE", str(tmp_path / "cache"))
+    c = ctx(model="/models/tiny.gguf", tensor_parallel_size=1, in_container=False, port=4000)
+    script = OllamaEngine().command(c)[2]
+    assert "command -v ollama" in script and "is not installed" in script
+    built = tmp_path / "cache" / "ollama-0.12.6" / "bin" / "ollama"
+    built.parent.mkdir(parents=True)
+    built.write_text("#!/bin/sh\n")
+    built.chmod(0o755)
+    script = OllamaEngine().command(c)[2]
+    assert f"OLLAMA_HOST=127.0.0.1:4000 {built} serve &" in script

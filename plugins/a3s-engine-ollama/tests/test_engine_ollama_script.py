@@ -33,6 +33,25 @@ def answers(port: int) -> bool:
     return True
 
 
+def children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode() for a in raw.split(b"\0") if a]
+
+
 def can_bind_loopback_2() -> bool:
     try:
         with socket.socket() as s:
@@ -63,6 +82,7 @@ def test_address_is_bound_only_after_the_model_is_fetched(tmp_path: Path) -> Non
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "FAKE_OLLAMA_LOG": str(log),
         "FAKE_PULL_SECONDS": "0.5",
+        "FAKE_RUN_FOREVER": "1",  # the preload's answer never ends (a base model)
     }
     proc = subprocess.Popen(engine.command(c), env=env, start_new_session=True)
     try:
@@ -84,6 +104,13 @@ def test_address_is_bound_only_after_the_model_is_fetched(tmp_path: Path) -> Non
             assert proc.poll() is None
             time.sleep(0.05)
         assert answers(port)
+        # The preload's answer is cut off once the model is listed as loaded: no `ollama
+        # run` is left holding a slot.
+        while any("run" in " ".join(cmdline(p)) for p in children(proc.pid)):
+            assert time.monotonic() < deadline, "the preload was never stopped"
+            time.sleep(0.05)
+        assert ["ps", public] in verbs()
+        assert proc.poll() is None and answers(port)
         seen = verbs()
         assert ["serve", private] in seen and ["cp", private] in seen
         assert seen.index(["cp", private]) < seen.index(["serve", public])

@@ -28,12 +28,14 @@ INSTALL_HINTS = {
     "vllm": "pip install vllm",
     "text-generation-launcher": "install Hugging Face TGI (see its 'Installation from source')",
     "sglang": "pip install 'sglang[all]'",
-    "ollama": "install Ollama from https://ollama.com/download",
+    "ollama": "install Ollama from https://ollama.com/download, or build it with "
+              "plugins/a3s-engine-ollama/scripts/build-ollama.sh",
     "llama_cpp": "pip install 'llama-cpp-python[server]'",
     "a3s-engine-sim": "pip install a3s-engine-sim",
     "a3s_engine_sim": "pip install a3s-engine-sim",
     "text-embeddings-router": "install Hugging Face text-embeddings-inference",
-    "llama-server": "install a llama.cpp release (https://github.com/ggml-org/llama.cpp)",
+    "llama-server": "install a llama.cpp release (https://github.com/ggml-org/llama.cpp), or "
+                    "build it with plugins/a3s-engine-llamacpp/scripts/build-llama-server.sh",
 }
 
 
