@@ -62,7 +62,9 @@ def serve(
     settings = Settings(**overrides)
     if settings.role == "gateway" or (settings.workers or many.default_workers()) > 1:
         raise typer.Exit(many.serve(
-            settings, access_log, lambda text: console.print(text, highlight=False)
+            settings, access_log,
+            # soft_wrap: the token and URLs whole on their lines, however narrow the terminal
+            lambda text: console.print(text, highlight=False, soft_wrap=True),
         ))
     try:
         application = create_app(settings)

@@ -177,7 +177,8 @@ def serve(settings: Settings, access_log: bool, say: Any = print) -> int:
         if created:
             say(f"admin token (shown once, saved in {settings.data_dir / 'admin-token'}):"
                 f"\n  {token}")
-    say(f"A3S {settings.role} on {settings.base_url} — {n} worker(s), "
+    runtime = "" if settings.role == "gateway" else f"runtime {settings.runtime}, "
+    say(f"A3S {settings.role} on {settings.base_url} — {runtime}{n} worker(s), "
         f"store {settings.db_url.split('@')[-1]}")
     if n == 1:
         import uvicorn
