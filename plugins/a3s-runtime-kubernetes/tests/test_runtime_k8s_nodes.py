@@ -95,3 +95,24 @@ async def test_node_readiness_is_read_at_most_every_interval(kube: Any) -> None:
         assert (await rt.observe())[0].state == "ready"  # not re-read yet
     finally:
         await rt.close()
+
+
+def test_the_grace_counts_from_first_sight_when_the_condition_has_no_usable_time() -> None:
+    """A lastTransitionTime ahead of this clock (skew) or missing does not shorten or
+    lengthen the grace: it counts from when this process first saw the node NotReady."""
+    from a3s_runtime_kubernetes.nodehealth import troubles
+
+    def node(stamp: str | None) -> dict[str, Any]:
+        cond = {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"}
+        if stamp:
+            cond["lastTransitionTime"] = stamp
+        return {"metadata": {"name": "n"}, "status": {"conditions": [cond]}}
+
+    first = troubles([node("2999-01-01T00:00:00Z")], {}, now=1000.0)
+    assert first["n"].since == 1000.0
+    later = troubles([node(None)], first, now=1050.0)
+    assert later["n"].since == 1000.0  # still the first sighting
+    assert troubles([node("1970-01-01T00:10:00Z")], later, now=1050.0)["n"].since == 600.0
+    ready = {"metadata": {"name": "n"}, "status": {"conditions": [
+        {"type": "Ready", "status": "True"}]}}
+    assert troubles([ready, {"metadata": {"name": "new"}}], later, now=1060.0) == {}
