@@ -72,7 +72,12 @@ class Runtime(ABC):
 
     @abstractmethod
     async def observe(self) -> list[ReplicaObservation]:
-        """Every replica this runtime manages for the platform, with its current state."""
+        """Every replica this runtime manages for the platform, with its current state.
+
+        `unknown` takes a replica out of traffic without replacing it (it may come back);
+        `lost` says it will not (its node is gone or NotReady past the runtime's grace): the
+        controller deletes it (best effort), replaces it elsewhere without counting an engine
+        failure, and puts `message` (which should name the node and why) in its event."""
 
     @abstractmethod
     def logs(

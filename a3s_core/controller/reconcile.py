@@ -239,6 +239,9 @@ class Controller(Retiring):
             ):
                 # Like a kubelet's crash-loop back-off: forgiven after a stable stretch.
                 await run_in_threadpool(self.store.transition, dep.id, failures=0, retry_at=None)
+            elif obs.state == "lost":
+                await self._replica_lost(dep, r, obs.message)
+                continue
             elif obs.state in ("failed", "stopped"):
                 await self._replica_failed(dep, r, obs.message or f"replica {obs.state}")
                 continue

@@ -59,20 +59,28 @@ class Retiring(ControllerBase):
             data={"backoffSeconds": backoff},
         )
 
-    async def _replica_lost(self, dep: DeploymentRow, r: ReplicaRow) -> None:
-        """The runtime no longer reports the replica at all (not failed: gone). That is what
-        a platform restart or failover, or someone removing it outside A3S, looks like, not
-        an engine failure: it is replaced at once and not counted toward max_restarts."""
+    async def _replica_lost(
+        self, dep: DeploymentRow, r: ReplicaRow, why: str | None = None
+    ) -> None:
+        """The runtime no longer reports the replica at all, or (`why`) reports it lost: its
+        node is gone or NotReady. Not an engine failure: that is what a platform restart or
+        failover, a dead node, or someone removing it outside A3S looks like. It is deleted
+        (best effort, so it does not return as a duplicate), replaced at once and not
+        counted toward max_restarts."""
         await self.p.runtime.delete_replica(r.id)  # in case it is only hidden from us
         await run_in_threadpool(self.store.remove_replica, r.id)
         self._invalidate()
+        cause = why or f"is no longer reported by the runtime ({self.p.runtime.name})"
+        data: dict[str, Any] = {"replica": r.id, "node": r.node}
+        if why:
+            data["reason"] = why
         self.emit(
             dep,
             "replica.lost",
-            f"{dep.name}: replica {r.id} on {r.node} is no longer reported by the runtime "
-            f"({self.p.runtime.name}); replacing it (not counted as an engine failure)",
+            f"{dep.name}: replica {r.id} on {r.node} {'is lost: ' if why else ''}{cause}; "
+            "replacing it (not counted as an engine failure)",
             level="warning",
-            data={"replica": r.id, "node": r.node},
+            data=data,
         )
 
     async def _fail(

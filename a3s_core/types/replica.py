@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-ReplicaState = Literal["starting", "ready", "failed", "stopped", "unknown"]
+# "lost": the runtime knows the replica cannot serve again where it is (its node has been
+# NotReady past the runtime's grace, say); the controller replaces it at once, not counting it
+# as an engine failure.
+ReplicaState = Literal["starting", "ready", "failed", "stopped", "unknown", "lost"]
 
 
 class ReplicaRequest(BaseModel):

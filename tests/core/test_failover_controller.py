@@ -57,6 +57,28 @@ def test_a_vanished_replica_is_lost_and_replaced_never_counted_as_a_failure(
     assert "not counted as an engine failure" in lost.message and lost.level == "warning"
 
 
+def test_a_replica_the_runtime_reports_lost_is_replaced_at_once_saying_why(
+    make_app: Any,
+) -> None:
+    """`lost` (its node NotReady past the runtime's grace, say): deleted, replaced without
+    waiting for replica_lost_grace_s, not a failure, and the event carries the reason."""
+    client = make_app(max_restarts=1, replica_lost_grace_s=3600)
+    runtime: FakeRuntime = client.app.state.platform.runtime
+    dep = client.post("/v1/deployments", json=Q7).json()["deployments"][0]
+    d = wait_for(client, dep["id"], running, "running")
+    rid, node = d["replicas"][0]["id"], d["replicas"][0]["node"]
+    why = f"node {node} is NotReady (Ready=Unknown, NodeStatusUnknown) for 61s"
+    runtime.replicas[rid] = runtime.replicas[rid].model_copy(
+        update={"state": "lost", "message": why})
+    d = wait_for(client, dep["id"], lambda v: running(v) and v["replicas"][0]["id"] != rid,
+                 "the lost replica replaced")
+    assert rid not in runtime.replicas  # deleted, so it cannot come back beside its successor
+    (lost,) = [e for e in events(client, dep["id"]) if e.type == "replica.lost"]
+    assert why in lost.message and lost.data == {"replica": rid, "node": node, "reason": why}
+    row = client.app.state.platform.store.get_deployment(dep["id"])
+    assert row.failures == 0
+
+
 def test_a_failed_deployment_is_retried_with_a_back_off_it_announces(make_app: Any) -> None:
     client = make_app(max_restarts=1, failed_retry_s=0.6)
     runtime: FakeRuntime = client.app.state.platform.runtime

@@ -104,6 +104,16 @@ class RealKube:
         self.call("PATCH", f"/api/v1/nodes/{name}/status", {"status": status},
                   content_type=MERGE)
 
+    def set_node_ready(self, name: str, status: str, reason: str = "", message: str = "",
+                       since: str | None = None) -> None:
+        """Replace the node's Ready condition through /status, as its kubelet would. On a
+        node kwok runs, kwok sets it back to True: take the node from kwok first."""
+        stamp = since or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        condition = {"type": "Ready", "status": status, "reason": reason, "message": message,
+                     "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+        self.call("PATCH", f"/api/v1/nodes/{name}/status",
+                  {"status": {"conditions": [condition]}}, content_type=MERGE)
+
     def put(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create (or replace) as given; a pod's `status` is then written through /status."""
         obj = json.loads(json.dumps(obj))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from controlplane import free_port
+from websockets.sync.client import connect
 
 if TYPE_CHECKING:
     from a3s_kube_cluster import RealKube
@@ -123,6 +124,16 @@ class Platform:
         r = self.client.get(f"/v1/deployments/{dep_id}")
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
+
+    def events(self, dep_id: str) -> list[dict[str, Any]]:
+        """The deployment's events so far (the WebSocket API, without following)."""
+        ws_url = self.url.replace("http://", "ws://", 1)
+        out: list[dict[str, Any]] = []
+        with connect(f"{ws_url}/v1/deployments/{dep_id}/events?follow=false",
+                     additional_headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as ws:
+            for message in ws:  # ends when the server closes (1000: caught up)
+                out.append(json.loads(message))
+        return out
 
     def wait(self, dep_id: str, check: Callable[[dict[str, Any]], bool], what: str,
              timeout: float = 90.0) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from a3s_kube_platform import NODES, Platform, add_gpu_nodes, eventually
+from controlplane import KWOK_ANNOTATION
 
 if TYPE_CHECKING:
     from a3s_kube_cluster import RealKube
@@ -176,6 +177,78 @@ def test_a_cordoned_node_gets_no_new_replica(cluster: RealKube, platform: Platfo
                      content_type=merge)
         platform.client.delete(f"/v1/deployments/{dep['id']}")
         eventually(lambda: not cluster.objects("pods", NS), "the pods to go")
+
+
+def test_a_not_ready_node_loses_its_replica_to_another_node(
+    cluster: RealKube, tmp_path: Path
+) -> None:
+    """The node's Ready condition goes False: the replica leaves traffic at once and, after
+    node_lost_grace_s, is deleted and placed on another node; the event names the node and
+    its condition; no GPU is booked twice, and the NotReady node's are not offered."""
+    if not cluster.local:
+        pytest.skip("needs the local control plane of tests/kube: takes a node from kwok")
+    options = {**cluster.options, "node_lost_grace_s": 6, "node_check_interval_s": 0.2}
+    platform = Platform(tmp_path, options).start()
+    r = platform.client.post("/v1/deployments", json=SEED)
+    assert r.status_code == 202, r.text
+    dep = r.json()["deployments"][0]
+    view = platform.wait(dep["id"], running, "the deployment running")
+    (first,) = view["replicas"]
+    node = first["node"]
+    (old_pod,) = live_pods(cluster, dep["id"])
+    merge = "application/merge-patch+json"
+    # kwok would report the node Ready again at once: take it from kwok first, as if its
+    # kubelet had died.
+    cluster.call("PATCH", f"/api/v1/nodes/{node}",
+                 {"metadata": {"annotations": {KWOK_ANNOTATION: None}}}, content_type=merge)
+    try:
+        cluster.set_node_ready(node, "False", "KubeletNotReady",
+                               "container runtime network not ready: NetworkReady=false")
+
+        def out_of_traffic(v: dict[str, Any]) -> bool:
+            reps = [x for x in v["replicas"] if x["id"] == first["id"]]
+            return bool(reps) and reps[0]["state"] != "ready" and "NotReady" in str(
+                reps[0].get("message"))
+
+        platform.wait(dep["id"], out_of_traffic, "the replica out of traffic", timeout=20)
+
+        def moved(v: dict[str, Any]) -> bool:
+            return running(v) and v["replicas"][0]["id"] != first["id"]
+
+        view = platform.wait(dep["id"], moved, "the replica replaced")
+        (second,) = view["replicas"]
+        assert second["node"] != node
+        check_pods_match(cluster, view)
+        # The old pod was deleted by force (no kubelet would confirm a graceful deletion),
+        # so it cannot come back beside its successor when the node returns.
+        code, _ = cluster.cp.request(
+            "GET", cluster.path("pods", NS, old_pod["metadata"]["name"]))
+        assert code == 404
+
+        (lost,) = [e for e in platform.events(dep["id"]) if e["type"] == "replica.lost"]
+        assert lost["data"]["node"] == node and lost["data"]["replica"] == first["id"]
+        assert (f"node {node} is NotReady (Ready=False, KubeletNotReady: container runtime "
+                "network not ready: NetworkReady=false)") in lost["message"]
+
+        nodes = {n["name"]: n for n in platform.client.get("/v1/cluster").json()["nodes"]}
+        assert nodes[node]["schedulable"] is False
+        assert all(g["replica"] is None for g in nodes[node]["gpus"])
+        booked = [(n["name"], g["index"]) for n in nodes.values() for g in n["gpus"]
+                  if g["replica"]]
+        assert sorted(booked) == sorted((second["node"], i) for i in second["gpuIndices"])
+        for name, n in nodes.items():  # kube-scheduler's accounting agrees
+            held = sum(int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
+                       for p in cluster.objects("pods") if p["spec"].get("nodeName") == name
+                       for c in p["spec"]["containers"])
+            assert held <= n["gpuCount"]
+    finally:
+        cluster.set_node_ready(node, "True", "KubeletReady", "kubelet is posting ready status")
+        cluster.call("PATCH", f"/api/v1/nodes/{node}",
+                     {"metadata": {"annotations": {KWOK_ANNOTATION: "fake"}}},
+                     content_type=merge)
+        platform.client.delete(f"/v1/deployments/{dep['id']}")
+        eventually(lambda: not cluster.objects("pods", NS), "the pods to go")
+        platform.stop()
 
 
 def test_a_chat_completion_reaches_the_kwok_pods_address(

@@ -41,6 +41,16 @@ class KubernetesOptions(BaseModel):
         300, gt=0, description="server-side length of one watch; it resumes where it ended"
     )
 
+    node_lost_grace_s: float = Field(
+        60.0, ge=0, description="a replica whose node's Ready condition is not True is out "
+        "of traffic at once and, once the node has been so this long, lost: deleted and "
+        "replaced on another node (Kubernetes itself evicts only after 300 s, if at all)"
+    )
+    node_check_interval_s: float = Field(
+        5.0, ge=0, description="how often the nodes' Ready conditions are re-read (0: on "
+        "every reconcile pass)"
+    )
+
     instance: str = Field(
         "default", description="this platform installation's name; several installations "
         "may share a cluster, each sees only the pods labelled with its own"

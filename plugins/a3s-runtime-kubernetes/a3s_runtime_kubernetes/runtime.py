@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Runtime
 from a3s_core.errors import Conflict, InvalidRequest, NotFound, RuntimeUnavailable
 from a3s_core.types import LogLine, Node, ReplicaObservation, ReplicaRequest
-from a3s_runtime_kubernetes import dcgm, logs
+from a3s_runtime_kubernetes import dcgm, logs, nodehealth
 from a3s_runtime_kubernetes import naming as n
 from a3s_runtime_kubernetes.client import build_api_client, call, raw_json
 from a3s_runtime_kubernetes.inventory import build_inventory
@@ -57,6 +58,7 @@ class KubernetesRuntime(Runtime):
         self._warned_foreign = False
         self._selector = n.managed_selector(self.opts.instance)
         self.pod_cache: PodCache | None = None  # with `watch_pods`
+        self.node_health = nodehealth.NodeHealth(self.opts.node_check_interval_s)
 
     # -- connection ---------------------------------------------------------------------
 
@@ -222,7 +224,26 @@ class KubernetesRuntime(Runtime):
         pending = [p for p in pods if (p.get("status") or {}).get("phase") in (None, "Pending")]
         warnings = await asyncio.gather(*(self._latest_warning(p) for p in pending))
         by_uid = {meta(p).get("uid"): w for p, w in zip(pending, warnings, strict=True)}
-        return [observe_pod(p, by_uid.get(meta(p).get("uid"))) for p in pods]
+        observed = [observe_pod(p, by_uid.get(meta(p).get("uid"))) for p in pods]
+        if observed:
+            await self._check_nodes()
+        return nodehealth.apply(observed, self.node_health.bad, self.opts.node_lost_grace_s,
+                                time.time())
+
+    async def _check_nodes(self) -> None:
+        """Re-read the nodes' Ready conditions when due. If they cannot be read, the last
+        view stands (replicas are not declared lost on an API hiccup)."""
+        if not self.node_health.due():
+            return
+        try:
+            nodes = await self._call("list nodes", raw_json(self.core.list_node))
+        except RuntimeUnavailable as exc:
+            log.warning("cannot check node readiness: %s", exc.message)
+            return
+        before = set(self.node_health.bad)
+        self.node_health.update(nodes["items"] or [])
+        for name in set(self.node_health.bad) - before:
+            log.warning("%s", self.node_health.bad[name].describe())
 
     async def logs(
         self, replica_id: str, tail: int = 100, follow: bool = False
@@ -277,9 +298,14 @@ class KubernetesRuntime(Runtime):
 
     async def _delete_pod(self, pod: Json) -> None:
         name, ns = name_of(pod), namespace_of(pod)
+        # A NotReady node's kubelet cannot confirm a graceful deletion, so the pod would stay
+        # Terminating (and come back to life with the node): force it, as `kubectl delete
+        # --force` does; the kubelet stops the container when it reconnects.
+        force = self.node_health.is_bad((pod.get("spec") or {}).get("nodeName"))
+        extra: dict[str, Any] = {"grace_period_seconds": 0} if force else {}
         with contextlib.suppress(ApiException):  # 404: already gone
             await self._call(f"delete pod {ns}/{name}", self.core.delete_namespaced_pod,
-                             name, ns, passthrough=(404,))
+                             name, ns, passthrough=(404,), **extra)
 
     async def _drop_service_if_unused(self, ns: str, deployment_id: str) -> None:
         """Delete the deployment's Service once none of its pods remains (terminating pods

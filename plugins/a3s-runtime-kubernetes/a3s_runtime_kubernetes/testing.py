@@ -178,6 +178,17 @@ class FakeKubeApi:
             },
         })
 
+    def set_node_ready(self, name: str, status: str, reason: str = "", message: str = "",
+                       since: str | None = None) -> None:
+        """Replace the node's Ready condition, as its kubelet (or the node lifecycle
+        controller, with Unknown) would; `since` is its lastTransitionTime."""
+        node = json.loads(json.dumps(self.store[("nodes", "", name)]))
+        node["status"]["conditions"] = [{
+            "type": "Ready", "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": since or now_rfc3339(),
+        }]
+        self.put("nodes", node)
+
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.store.get((resource, namespace if resource in NAMESPACED else "", name))
 
