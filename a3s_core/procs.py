@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, Field
 
 from a3s_core.net import free_port, http_get
 from a3s_core.proc_output import OutputLine, OutputTail
+from a3s_core.proc_record import ExitStatus, ProcessRecord, write_record
 from a3s_core.proc_scan import (
     MARKER_ENV,
     alive,
@@ -57,47 +57,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _WRAPPER = 'f=$1; shift; trap : TERM INT HUP; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
 
 
-class ExitStatus(BaseModel):
-    code: int | None = Field(None, description="exit code; None when killed or unknown")
-    signal: int | None = Field(None, description="signal that ended the process, if known")
-    at: datetime
-    never_started: bool = Field(
-        False, description="the platform was stopped after recording the start, before the "
-        "process existed"
-    )
-
-    def describe(self) -> str:
-        if self.never_started:
-            return "never started (the platform stopped while starting it)"
-        if self.signal is not None:
-            name = _signal_name(self.signal)
-            if self.code is not None:
-                return f"exited with code {self.code} (signal {self.signal}, {name})"
-            return f"killed by signal {self.signal} ({name})"
-        if self.code is None:
-            return "exited (exit code unknown)"
-        return f"exited with code {self.code}"
-
-
-class ProcessRecord(BaseModel):
-    """What is persisted per process, so another platform process can adopt it."""
-
-    name: str
-    pid: int | None = Field(None, description="None: intent recorded, process not seen yet")
-    marker: str | None = Field(None, description="in the process's environment (proc_scan)")
-    argv: list[str]
-    started_at: datetime
-    start_ticks: int | None = Field(None, description="/proc starttime; guards pid reuse")
-    meta: dict[str, Any] = Field(default_factory=dict, description="the caller's own data")
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks) from /proc, or None if gone / no /proc."""
     info = proc_info(pid)
@@ -106,15 +65,6 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 
 class ProcessStillRunning(RuntimeError):
     """A process (or one it forked) did not die, so its record is kept."""
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be synced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class ManagedProcess(OutputTail):
@@ -435,15 +385,7 @@ class ProcessSupervisor:
         self._write_record(proc.record)
 
     def _write_record(self, record: ProcessRecord) -> None:
-        """Atomically and durably: what a crash right after this leaves is this record."""
-        path = self._record_path(record.name)
-        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")  # own name: the dir may be shared
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(record.model_dump_json(indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.state_dir)
+        write_record(record, self._record_path(record.name))
 
     async def stop(self, name: str, timeout: float = 10.0) -> ExitStatus | None:
         """Stop the process, confirm that nothing of it lives, then forget it (record and
