@@ -4,7 +4,6 @@ the process helpers the real-engine end-to-end tests share (llama.cpp, Ollama)."
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,19 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import uvicorn
 
 from a3s_core.api.app import create_app
+from a3s_core.net import free_port
 from a3s_core.settings import Settings
 
 START_DEADLINE_S = 120.0  # the engines load the tiny model in seconds; CI gets slack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -144,3 +139,22 @@ def wait_gone(pids: list[int], timeout: float = 30) -> None:
     while any(alive(p) for p in pids):
         assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
         time.sleep(0.1)
+
+
+def chat_plain_and_streamed(client: openai.OpenAI) -> tuple[Any, list[Any]]:
+    """The same greedy 8-token chat asked plainly and streamed through the gateway: the
+    checks every real engine must pass (the plain answer cut at max_tokens, the stream
+    passed on chunk by chunk and carrying the same tokens). Returns (answer, chunks)."""
+    ask = {"model": "tiny", "messages": [{"role": "user", "content": "hello world"}],
+           "max_tokens": 8, "temperature": 0}
+    plain = client.chat.completions.create(**ask)
+    text = plain.choices[0].message.content or ""
+    assert plain.choices[0].finish_reason == "length"
+    assert plain.usage is not None and plain.usage.completion_tokens == 8
+    assert text.strip()
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks
+              if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2  # passed through chunk by chunk, not buffered into one
+    assert "".join(pieces) == text  # greedy: the same tokens as the plain answer
+    return plain, chunks

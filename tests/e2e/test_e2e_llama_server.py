@@ -22,7 +22,15 @@ from typing import Any
 
 import openai
 import pytest
-from real_engine_kit import Running, alive, descendants, records, run_platform, wait_gone
+from real_engine_kit import (
+    Running,
+    alive,
+    chat_plain_and_streamed,
+    descendants,
+    records,
+    run_platform,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.llamacpp
 
@@ -108,22 +116,7 @@ def test_llama_server_runs_the_pods_argv_probes_health_and_feeds_least_queue(
 
     # The official client through the gateway, plain and streaming.
     client = openai.OpenAI(base_url=endpoint, api_key=key, max_retries=0, timeout=60)
-    plain = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hello world"}],
-        max_tokens=8, temperature=0,
-    )
-    text = plain.choices[0].message.content or ""
-    assert plain.choices[0].finish_reason == "length"
-    assert plain.usage is not None and plain.usage.completion_tokens == 8
-    assert text.strip()
-    chunks = list(client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hello world"}],
-        max_tokens=8, temperature=0, stream=True,
-    ))
-    pieces = [c.choices[0].delta.content for c in chunks
-              if c.choices and c.choices[0].delta.content]
-    assert len(pieces) >= 2  # passed through chunk by chunk
-    assert "".join(pieces) == text  # greedy: the same tokens as the plain answer
+    chat_plain_and_streamed(client)
     models = client.models.list()
     assert [m.id for m in models.data] == ["tiny"]
 
@@ -156,14 +149,16 @@ def test_llama_server_runs_the_pods_argv_probes_health_and_feeds_least_queue(
 
 def test_the_build_script_is_cached_and_prints_the_binary(llama_server: str) -> None:
     """A second run of the build script takes no build: it prints the cached binary."""
-    from a3s_engine_llamacpp.binary import BUILD_SCRIPT, cached_builds
+    from a3s_engine_llamacpp.binary import BINARY, BUILD_SCRIPT
 
-    if not cached_builds():
+    from a3s_core.contracts.binaries import cached_builds
+
+    if not cached_builds(BINARY):
         pytest.skip("llama-server is on PATH, not built into the engine cache")
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(["bash", str(root / BUILD_SCRIPT)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(cached_builds()[0])
+    assert done.stdout.strip() == str(cached_builds(BINARY)[0])
     assert shutil.which(done.stdout.strip())
     assert "Building" not in done.stderr  # nothing was compiled

@@ -20,7 +20,15 @@ from typing import Any
 
 import openai
 import pytest
-from real_engine_kit import Running, alive, descendants, records, run_platform, wait_gone
+from real_engine_kit import (
+    Running,
+    alive,
+    chat_plain_and_streamed,
+    descendants,
+    records,
+    run_platform,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.ollama
 
@@ -34,13 +42,15 @@ def ollama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     the engine cache stays where the build put it."""
     if not Path("/proc/self/stat").exists():
         pytest.skip("finds engine processes through /proc (Linux)")
-    from a3s_engine_ollama.binary import BUILD_SCRIPT, CACHE_ENV, engine_cache, locate_ollama
+    from a3s_engine_ollama.binary import BUILD_SCRIPT, locate_ollama
+
+    from a3s_core.contracts.binaries import ENGINE_CACHE_ENV, engine_cache
 
     found = locate_ollama()
     if found is None:
         pytest.skip(f"no ollama on PATH or in the engine cache: run {BUILD_SCRIPT} (needs Go "
                     "and a C compiler; tox -e ollama runs it)")
-    monkeypatch.setenv(CACHE_ENV, str(engine_cache()))
+    monkeypatch.setenv(ENGINE_CACHE_ENV, str(engine_cache()))
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -124,23 +134,8 @@ def test_a_local_gguf_is_created_preloaded_served_and_deleted(
 
     # The official client through the gateway, on Ollama's OpenAI-compatible path.
     client = openai.OpenAI(base_url=endpoint, api_key=key, max_retries=0, timeout=120)
-    plain = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hello world"}],
-        max_tokens=8, temperature=0,
-    )
-    text = plain.choices[0].message.content or ""
+    plain, _ = chat_plain_and_streamed(client)
     assert plain.model == "tiny"
-    assert plain.choices[0].finish_reason == "length"
-    assert plain.usage is not None and plain.usage.completion_tokens == 8
-    assert text.strip()
-    chunks = list(client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hello world"}],
-        max_tokens=8, temperature=0, stream=True,
-    ))
-    pieces = [c.choices[0].delta.content for c in chunks
-              if c.choices and c.choices[0].delta.content]
-    assert len(pieces) >= 2  # passed through chunk by chunk
-    assert "".join(pieces) == text  # greedy: the same tokens as the plain answer
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=endpoint, api_key="sk-a3s-wrong", max_retries=0).models.list()
 

@@ -10,26 +10,14 @@ still comes first; a cached build is named by its absolute path.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
+from a3s_core.contracts.binaries import cached_builds
+
 BINARY = "llama-server"
-CACHE_ENV = "A3S_ENGINE_CACHE"
 BUILD_SCRIPT = "plugins/a3s-engine-llamacpp/scripts/build-llama-server.sh"
-
-
-def engine_cache() -> Path:
-    """The directory engine builds are cached in (shared with the Ollama build script)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "a3s-engines")
-
-
-def cached_builds() -> list[Path]:
-    """Executable cached builds, newest version first."""
-    found = [p for p in engine_cache().glob(f"{BINARY}-*/bin/{BINARY}")
-             if p.is_file() and os.access(p, os.X_OK)]
-    return sorted(found, key=lambda p: _version(p.parent.parent.name), reverse=True)
 
 
 def locate_llama_server() -> str | None:
@@ -38,9 +26,6 @@ def locate_llama_server() -> str | None:
     dirs = [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
     if shutil.which(BINARY, path=os.pathsep.join(d for d in dirs if d)):
         return BINARY
-    builds = cached_builds()
+    builds = cached_builds(BINARY)
     return str(builds[0]) if builds else None
 
-
-def _version(name: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", name.removeprefix(BINARY)))

@@ -4,25 +4,12 @@ build of `scripts/build-ollama.sh` in the engine cache (`$A3S_ENGINE_CACHE`, def
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-from pathlib import Path
+
+from a3s_core.contracts.binaries import cached_builds
 
 BINARY = "ollama"
-CACHE_ENV = "A3S_ENGINE_CACHE"
 BUILD_SCRIPT = "plugins/a3s-engine-ollama/scripts/build-ollama.sh"
-
-
-def engine_cache() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "a3s-engines")
-
-
-def cached_builds() -> list[Path]:
-    """Executable cached builds, newest version first."""
-    found = [p for p in engine_cache().glob(f"{BINARY}-*/bin/{BINARY}")
-             if p.is_file() and os.access(p, os.X_OK)]
-    return sorted(found, key=lambda p: _version(p.parent.parent.name), reverse=True)
 
 
 def locate_ollama() -> str | None:
@@ -30,9 +17,6 @@ def locate_ollama() -> str | None:
     path of the newest cached build otherwise, None when there is neither."""
     if shutil.which(BINARY):
         return BINARY
-    builds = cached_builds()
+    builds = cached_builds(BINARY)
     return str(builds[0]) if builds else None
 
-
-def _version(name: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", name.removeprefix(BINARY)))
