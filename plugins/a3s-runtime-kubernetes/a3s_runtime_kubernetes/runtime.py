@@ -180,21 +180,38 @@ class KubernetesRuntime(Runtime):
         raise AssertionError("unreachable")
 
     async def _create_pod(self, pod: k8s.V1Pod, ns: str, name: str, replica_id: str) -> Json:
-        try:
-            created: Json = await self._call(
-                f"create pod {ns}/{name}", raw_json(self.core.create_namespaced_pod), ns, pod,
-                passthrough=(404, 409),
-            )
-            return created
-        except ApiException as exc:
-            if exc.status == 404:
-                raise
-        # 409: the same replica was created before (a retry after a lost answer): adopt it.
-        existing: Json = await self._call(f"read pod {ns}/{name}",
-                                          raw_json(self.core.read_namespaced_pod), name, ns)
-        if labels_of(existing).get(n.REPLICA) != replica_id:
-            raise Conflict(f"pod {ns}/{name} exists and belongs to another replica")
-        return existing
+        """Create the pod. A 409 is either this replica's own earlier create (a retry after a
+        lost answer: adopt it) or a pod of that name still terminating from an earlier
+        deletion, which the API server keeps until its kubelet confirms: wait for it to go
+        (bounded by the request timeout) and create again, never adopt a pod on its way out."""
+        deadline = time.monotonic() + self.opts.request_timeout_s
+        while True:
+            try:
+                created: Json = await self._call(
+                    f"create pod {ns}/{name}", raw_json(self.core.create_namespaced_pod), ns,
+                    pod, passthrough=(404, 409),
+                )
+                return created
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise
+            try:
+                existing: Json = await self._call(
+                    f"read pod {ns}/{name}", raw_json(self.core.read_namespaced_pod), name, ns,
+                    passthrough=(404,),
+                )
+            except ApiException:
+                existing = {}  # gone between our create and our read: create again
+            if existing and not meta(existing).get("deletionTimestamp"):
+                if labels_of(existing).get(n.REPLICA) != replica_id:
+                    raise Conflict(f"pod {ns}/{name} exists and belongs to another replica")
+                return existing
+            if time.monotonic() >= deadline:
+                raise RuntimeUnavailable(
+                    f"pod {ns}/{name} of an earlier deletion is still terminating after "
+                    f"{self.opts.request_timeout_s:g} s; the replica will be created again "
+                    "once it is gone")
+            await asyncio.sleep(0.2)
 
     async def delete_replica(self, replica_id: str) -> None:
         try:

@@ -56,6 +56,9 @@ class FakeKubeApi:
         self._compacted = 0  # watches from a version below this get 410 Expired
         self._epoch = 0  # compact() ends the watches open at the time
         self._lock = threading.Condition()
+        # As a real API server: a deleted pod stays, terminating (deletionTimestamp set),
+        # until its kubelet confirms; `confirm_deletion` plays the kubelet. Off by default.
+        self.graceful_pod_deletion = False
         self._stopping = False
         self._server: ThreadingHTTPServer | None = None
 
@@ -133,6 +136,23 @@ class FakeKubeApi:
         obj["metadata"]["resourceVersion"] = str(self._version)
         self._record("DELETED", key[0], key[1], obj)
         return obj
+
+    def _mark_terminating(self, key: tuple[str, str, str]) -> dict[str, Any]:
+        obj = self.store[key]
+        meta = obj["metadata"]
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = now_rfc3339()
+            meta["deletionGracePeriodSeconds"] = 30
+            self._version += 1
+            meta["resourceVersion"] = str(self._version)
+            self._record("MODIFIED", key[0], key[1], obj)
+        return obj
+
+    def confirm_deletion(self, namespace: str, name: str) -> None:
+        """The kubelet's confirmation: a terminating pod goes (see graceful_pod_deletion)."""
+        with self._lock:
+            if ("pods", namespace, name) in self.store:
+                self._remove(("pods", namespace, name))
 
     def compact(self) -> None:
         """Forget the change history, as etcd compaction does, and end the open watches: a
@@ -262,6 +282,9 @@ class FakeKubeApi:
             if verb == "get":
                 return 200, self.store[key]
             if verb == "delete":
+                if (resource == "pods" and self.graceful_pod_deletion
+                        and query.get("gracePeriodSeconds") != "0"):
+                    return 200, self._mark_terminating(key)
                 return 200, self._remove(key)
             if verb == "update":
                 return self._replace(resource, ns, name, body)

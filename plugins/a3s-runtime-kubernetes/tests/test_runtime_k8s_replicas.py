@@ -85,6 +85,40 @@ async def test_service_of_an_earlier_deployment_is_repointed(
     assert svc["spec"]["clusterIP"] == "10.96.0.42"
 
 
+async def test_a_pod_still_terminating_is_waited_for_not_adopted(
+    kube: FakeKubeApi, runtime: KubernetesRuntime
+) -> None:
+    """A real API server keeps a deleted pod (terminating) until its kubelet confirms; a
+    replica created again under that name waits for it to go instead of adopting it."""
+    if not kube.real:
+        kube.graceful_pod_deletion = True
+    await runtime.create_replica(make_request(deployment_id="dep-old"))
+    await runtime.delete_replica(POD)
+    if not kube.real:  # the real cluster's stand-in kubelet confirms by itself
+        asyncio.get_running_loop().call_later(0.5, kube.confirm_deletion, NS, POD)
+    obs = await runtime.create_replica(make_request())
+    assert obs.deployment_id == "dep-5e6f7a8b9c0d" and obs.state == "starting"
+    pod = kube.get("pods", NS, POD)
+    assert pod is not None
+    assert pod["metadata"]["labels"]["a3s.io/deployment"] == "dep-5e6f7a8b9c0d"
+
+
+async def test_a_pod_that_stays_terminating_fails_the_create_saying_so(kube: FakeKubeApi) -> None:
+    fake_only(kube, "a kubelet that never confirms a deletion")
+    kube.graceful_pod_deletion = True
+    rt = KubernetesRuntime({**kube.options, "watch_pods": False, "request_timeout_s": 0.5})
+    await rt.start()
+    try:
+        await rt.create_replica(make_request(deployment_id="dep-old"))
+        await rt.delete_replica(POD)
+        with pytest.raises(RuntimeUnavailable, match="still terminating"):
+            await rt.create_replica(make_request())
+    finally:
+        await rt.close()
+    pod = kube.store[("pods", NS, POD)]
+    assert pod["metadata"]["labels"]["a3s.io/deployment"] == "dep-old"  # left as it was
+
+
 async def test_missing_namespace_without_permission_to_create(kube: FakeKubeApi) -> None:
     rt = KubernetesRuntime({**kube.options, "create_namespaces": False,
                             "namespace_map": {"team-ai": "llm-prod"}})
