@@ -88,6 +88,7 @@ class Platform:
             [str(a3s), "serve", "--runtime", "kubernetes", "--port", str(self.port),
              "--data-dir", str(self.dir / "data")],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # kill() takes its workers too
         )
         eventually(self._up, "a3s serve to answer /healthz", timeout=60)
         return self
@@ -106,9 +107,12 @@ class Platform:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def kill(self) -> None:
-        """kill -9: no shutdown hook runs."""
+        """kill -9 of the supervisor and its workers at once, as a container's or a
+        systemd unit's kill does: no shutdown hook runs. (SIGKILL to the supervisor alone
+        leaves its workers a graceful SIGTERM; one of them could answer the next start's
+        first /healthz, and then be gone.)"""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:

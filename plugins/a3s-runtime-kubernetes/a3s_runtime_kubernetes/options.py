@@ -50,6 +50,10 @@ class KubernetesOptions(BaseModel):
         5.0, ge=0, description="how often the nodes' Ready conditions are re-read (0: on "
         "every reconcile pass)"
     )
+    service_gc_interval_s: float = Field(
+        30.0, ge=0, description="how often Services of deployments without pods are looked "
+        "for and deleted (left by a deletion interrupted between the pod and its Service)"
+    )
 
     instance: str = Field(
         "default", description="this platform installation's name; several installations "

@@ -59,6 +59,7 @@ class KubernetesRuntime(Runtime):
         self._selector = n.managed_selector(self.opts.instance)
         self.pod_cache: PodCache | None = None  # with `watch_pods`
         self.node_health = nodehealth.NodeHealth(self.opts.node_check_interval_s)
+        self._next_service_gc = float("-inf")  # monotonic
 
     # -- connection ---------------------------------------------------------------------
 
@@ -244,6 +245,7 @@ class KubernetesRuntime(Runtime):
         observed = [observe_pod(p, by_uid.get(meta(p).get("uid"))) for p in pods]
         if observed:
             await self._check_nodes()
+        await self._collect_services(pods)
         return nodehealth.apply(observed, self.node_health.bad, self.opts.node_lost_grace_s,
                                 time.time())
 
@@ -340,6 +342,45 @@ class KubernetesRuntime(Runtime):
                 await self._call(f"delete service {ns}/{name_of(svc)}",
                                  self.core.delete_namespaced_service, name_of(svc), ns,
                                  passthrough=(404,))
+
+    async def _collect_services(self, pods: list[Json]) -> None:
+        """Delete the Services of deployments none of whose pods is left, every
+        `service_gc_interval_s`. delete_replica drops a Service with the deployment's last
+        pod; but if that call fails after the pod went (an API timeout), the controller's
+        retry finds no pod to start from, and the Service would stay for good."""
+        if time.monotonic() < self._next_service_gc:
+            return
+        self._next_service_gc = time.monotonic() + self.opts.service_gc_interval_s
+        live = {labels_of(p).get(n.DEPLOYMENT) for p in pods
+                if not meta(p).get("deletionTimestamp")}
+        try:
+            services = await self._managed_services()
+        except RuntimeUnavailable as exc:
+            log.warning("kubernetes runtime could not list its Services: %s", exc)
+            return
+        for svc in services:
+            deployment = labels_of(svc).get(n.DEPLOYMENT)
+            if not deployment or deployment in live:
+                continue
+            async with self._locks[deployment]:  # not while a replica is being created
+                await self._drop_service_if_unused(namespace_of(svc), deployment)
+
+    async def _managed_services(self) -> list[Json]:
+        namespaces = self.opts.watch_namespaces
+        if namespaces is None:
+            try:
+                result = await self._call(
+                    "list A3S services", raw_json(self.core.list_service_for_all_namespaces),
+                    label_selector=self._selector, passthrough=(403,))
+                return list(result["items"] or [])
+            except ApiException:
+                namespaces = sorted(self._namespaces)  # namespaced RBAC: where we put pods
+        results = await asyncio.gather(*(
+            self._call(f"list A3S services in {ns}", raw_json(self.core.list_namespaced_service),
+                       ns, label_selector=self._selector)
+            for ns in namespaces
+        ))
+        return [s for r in results for s in r["items"] or []]
 
     async def _service_namespaces(self, deployment_id: str) -> set[str]:
         selector = f"{self._selector},{n.DEPLOYMENT}={deployment_id}"

@@ -119,6 +119,27 @@ async def test_a_pod_that_stays_terminating_fails_the_create_saying_so(kube: Fak
     assert pod["metadata"]["labels"]["a3s.io/deployment"] == "dep-old"  # left as it was
 
 
+async def test_a_service_left_without_pods_is_collected(kube: FakeKubeApi) -> None:
+    """A deletion interrupted after the pod went but before its Service: the controller's
+    retry finds no pod, so observe() collects the Service; one with a live pod stays."""
+    rt = KubernetesRuntime({**kube.options, "watch_pods": False, "service_gc_interval_s": 0})
+    await rt.start()
+    try:
+        await rt.create_replica(make_request())
+        await rt.observe()
+        assert kube.get("services", NS, "a3s-qwen-72b") is not None  # its pod is live
+        if kube.real:
+            kube.call("DELETE", kube.path("pods", NS, POD) + "?gracePeriodSeconds=0")
+        else:
+            kube.confirm_deletion(NS, POD)
+        await rt.delete_replica(POD)  # the retry: no pod left to find
+        assert kube.get("services", NS, "a3s-qwen-72b") is not None
+        assert await rt.observe() == []
+        assert kube.get("services", NS, "a3s-qwen-72b") is None
+    finally:
+        await rt.close()
+
+
 async def test_missing_namespace_without_permission_to_create(kube: FakeKubeApi) -> None:
     rt = KubernetesRuntime({**kube.options, "create_namespaces": False,
                             "namespace_map": {"team-ai": "llm-prod"}})
