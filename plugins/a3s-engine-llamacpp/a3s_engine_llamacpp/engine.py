@@ -29,8 +29,10 @@ from a3s_engine_llamacpp.binary import locate_llama_server
 Server = Literal["llama-cpp-python", "llama-server"]
 SERVERS: tuple[Server, ...] = ("llama-cpp-python", "llama-server")
 
-# Pinned upstream build (CPU image and its CUDA 12 twin share the build number).
-LLAMA_CPP_BUILD = "b9628"
+# Pinned upstream build (CPU image and its CUDA 12 twin share the build number): b11312 is
+# ggml-org/llama.cpp@0c1e57098, the tree llama-cpp-python 0.3.36 vendors, which
+# scripts/build-llama-server.sh builds and the real-engine tests run.
+LLAMA_CPP_BUILD = "b11312"
 IMAGE = f"ghcr.io/ggml-org/llama.cpp:server-{LLAMA_CPP_BUILD}"
 CUDA_IMAGE = f"ghcr.io/ggml-org/llama.cpp:server-cuda-{LLAMA_CPP_BUILD}"
 IMAGE_BINARY = "/app/llama-server"  # the image's ENTRYPOINT; a pod command replaces it
