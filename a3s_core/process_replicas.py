@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from a3s_core.errors import NotFound
+from a3s_core.proc_record import ProcessRecord
 from a3s_core.proc_recorded import recorded_lines
 from a3s_core.procs import ManagedProcess, ProcessSupervisor, free_port
 from a3s_core.types import LogLine, ReplicaObservation, ReplicaRequest
@@ -164,12 +165,30 @@ class ProcessReplicas:
             yield LogLine(replica_id=replica_id, ts=item.ts, line=item.line)
 
     def allocations(self) -> dict[tuple[str, int], str]:
-        """(node, GPU index) → replica id, for every replica still on record."""
+        """(node, GPU index) → replica id, for every replica still on record: those this
+        process supervises and, on a follower, those the leader does."""
         held: dict[tuple[str, int], str] = {}
-        for proc in self.supervisor.processes():
-            for index in proc.meta.get("gpu_indices", []):
-                held[(str(proc.meta.get("node")), int(index))] = proc.name
+        owners = [(p.name, p.meta) for p in self.supervisor.processes()]
+        owners += [(r.name, r.meta) for r in self.recorded_elsewhere()]
+        for name, meta in owners:
+            for index in meta.get("gpu_indices", []):
+                held[(str(meta.get("node")), int(index))] = name
         return held
+
+    def recorded_elsewhere(self) -> list[ProcessRecord]:
+        """Records in the state dir of processes this one does not supervise (a
+        follower's view of what the leader runs): read, never adopted."""
+        out: list[ProcessRecord] = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            if self.supervisor.get(path.stem) is not None:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                out.append(ProcessRecord.model_validate_json(path.read_bytes()))
+        return out
+
+    def has_ended(self, name: str) -> bool:
+        """The process's exit is recorded (by the wrapper every process runs under)."""
+        return (self.state_dir / "logs" / f"{name}.exit").is_file()
 
     async def close(self, stop: bool = False) -> None:
         await self.supervisor.close(stop_processes=stop, timeout=self.stop_timeout)
