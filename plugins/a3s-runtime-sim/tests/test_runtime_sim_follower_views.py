@@ -19,19 +19,30 @@ BODY = {"models": [{"name": "qwen", "model": "Qwen/Qwen2.5-7B-Instruct", "engine
 CHAT = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
 
 
-@pytest.fixture
-def pair(make_app: Callable[..., Any], tmp_path: Path) -> tuple[Any, Any]:
-    """(leader, follower): one SQLite store, one state dir."""
-    def start(**extra: Any) -> Any:
+@pytest.fixture(params=["sqlite", "postgres"])
+def pair(
+    request: pytest.FixtureRequest, make_app: Callable[..., Any], tmp_path: Path
+) -> tuple[Any, Any]:
+    """(leader, follower) on one store and one state dir: SQLite with the controllers off
+    in the second, or PostgreSQL with both campaigning (the second loses the election)."""
+    store: dict[str, Any] = {}
+    if request.param == "postgres":
+        store["database_url"] = request.getfixturevalue("pg_url")  # skips without one
+
+    def start(n: int, **extra: Any) -> Any:
         return make_app(
             plugins=Plugins(build_plugin_manager()), runtime="sim",
-            data_dir=tmp_path / "a3s", **extra,
+            data_dir=tmp_path / f"a3s-{n}", **store, **extra,
             runtime_options={"time_scale": 0.05, "state_dir": str(tmp_path / "sim"),
                              "stop_timeout_s": 3, "utilization_ttl_s": 0},
         )
 
-    leader = start()
-    follower = start(controllers=False)
+    if request.param == "sqlite":
+        store["database_url"] = f"sqlite:///{tmp_path / 'a3s.db'}"
+        leader, follower = start(0), start(1, controllers=False)
+    else:
+        leader, follower = start(0), start(1)
+    assert leader.get("/v1/system").json()["controllers"]["leading"] is True
     assert follower.get("/v1/system").json()["controllers"]["leading"] is False
     return leader, follower
 
