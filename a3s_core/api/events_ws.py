@@ -211,9 +211,12 @@ class _Socket:
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(_dumps(payload))
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str, last: dict[str, Any] | None = None) -> None:
+        """Close; `last` is sent first, with nothing (a heartbeat) between the two."""
         if self.ws.application_state == WebSocketState.CONNECTED:
             async with self.lock:
+                if last is not None:
+                    await self.ws.send_text(_dumps(last))
                 await self.ws.close(code=code, reason=reason)
 
     async def heartbeats(self, interval: float) -> None:
@@ -453,8 +456,7 @@ async def deployment_logs(ws: WebSocket, deployment_id: str) -> None:
         while True:
             item = await queue.get()
             if item is LOG_END:
-                await sock.send_json({**LOG_END, "ts": _now()})
-                await sock.close(1000, "deployment deleted")
+                await sock.close(1000, "deployment deleted", last={**LOG_END, "ts": _now()})
                 return
             await sock.send_json(item)
 
