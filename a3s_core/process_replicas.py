@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from a3s_core.errors import NotFound
+from a3s_core.proc_record import ProcessRecord
+from a3s_core.proc_recorded import recorded_lines
 from a3s_core.procs import ManagedProcess, ProcessSupervisor, free_port
 from a3s_core.types import LogLine, ReplicaObservation, ReplicaRequest
 
@@ -164,58 +165,30 @@ class ProcessReplicas:
             yield LogLine(replica_id=replica_id, ts=item.ts, line=item.line)
 
     def allocations(self) -> dict[tuple[str, int], str]:
-        """(node, GPU index) → replica id, for every replica still on record."""
+        """(node, GPU index) → replica id, for every replica still on record: those this
+        process supervises and, on a follower, those the leader does."""
         held: dict[tuple[str, int], str] = {}
-        for proc in self.supervisor.processes():
-            for index in proc.meta.get("gpu_indices", []):
-                held[(str(proc.meta.get("node")), int(index))] = proc.name
+        owners = [(p.name, p.meta) for p in self.supervisor.processes()]
+        owners += [(r.name, r.meta) for r in self.recorded_elsewhere()]
+        for name, meta in owners:
+            for index in meta.get("gpu_indices", []):
+                held[(str(meta.get("node")), int(index))] = name
         return held
+
+    def recorded_elsewhere(self) -> list[ProcessRecord]:
+        """Records in the state dir of processes this one does not supervise (a
+        follower's view of what the leader runs): read, never adopted."""
+        out: list[ProcessRecord] = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            if self.supervisor.get(path.stem) is not None:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                out.append(ProcessRecord.model_validate_json(path.read_bytes()))
+        return out
+
+    def has_ended(self, name: str) -> bool:
+        """The process's exit is recorded (by the wrapper every process runs under)."""
+        return (self.state_dir / "logs" / f"{name}.exit").is_file()
 
     async def close(self, stop: bool = False) -> None:
         await self.supervisor.close(stop_processes=stop, timeout=self.stop_timeout)
-
-
-async def recorded_lines(
-    state_dir: Path, name: str, tail: int, follow: bool, poll_s: float = 0.2
-) -> AsyncIterator[LogLine]:
-    """A replica's log as the process tailing it records it (`logs/<name>.jsonl`), read
-    without tailing it here: the last `tail` lines, then, while `follow`, new ones until
-    its record is gone or its exit is recorded."""
-    path = state_dir / "logs" / f"{name}.jsonl"
-    offset = 0
-    rows: list[LogLine] = []
-    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
-        start = max(0, f.seek(0, 2) - 2 * 1024 * 1024)  # the tail is enough for `tail`
-        f.seek(start)
-        data = f.read()
-        offset = start + data.rfind(b"\n") + 1
-        rows = _rows(name, data[: offset - start])
-    for row in rows[-tail:] if tail > 0 else []:
-        yield row
-    while follow:
-        done = not (state_dir / f"{name}.json").is_file() or (
-            state_dir / "logs" / f"{name}.exit"
-        ).is_file()
-        with contextlib.suppress(FileNotFoundError):
-            with path.open("rb") as f:
-                if f.seek(0, 2) < offset:  # rotated: start over
-                    offset = 0
-                f.seek(offset)
-                chunk = f.read()
-            end = chunk.rfind(b"\n") + 1
-            offset += end
-            for row in _rows(name, chunk[:end]):
-                yield row
-        if done:
-            return
-        await asyncio.sleep(poll_s)
-
-
-def _rows(name: str, data: bytes) -> list[LogLine]:
-    out: list[LogLine] = []
-    for text in data.decode("utf-8", "replace").splitlines():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            row = json.loads(text)
-            out.append(LogLine(replica_id=name, ts=datetime.fromisoformat(row["ts"]),
-                               line=row["line"]))
-    return out

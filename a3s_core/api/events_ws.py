@@ -45,6 +45,8 @@ HEARTBEAT_S = 15.0  # app.state.events_heartbeat_s overrides it; `?heartbeat=` p
 OVERFLOW_CLOSE = 1013  # "try again later": reconnect with since=resumeFrom
 LOG_POLL_S = 1.0  # how often a following log stream looks for new replicas
 LATE_TAIL = 1000  # lines of a replica that starts while a client follows the logs
+# The last message of a followed log stream whose deployment was deleted (then 1000).
+LOG_END: dict[str, Any] = {"type": "log.end", "reason": "deployment deleted"}
 
 
 # ---------------------------------------------------------------------- admission
@@ -209,9 +211,12 @@ class _Socket:
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(_dumps(payload))
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str, last: dict[str, Any] | None = None) -> None:
+        """Close; `last` is sent first, with nothing (a heartbeat) between the two."""
         if self.ws.application_state == WebSocketState.CONNECTED:
             async with self.lock:
+                if last is not None:
+                    await self.ws.send_text(_dumps(last))
                 await self.ws.close(code=code, reason=reason)
 
     async def heartbeats(self, interval: float) -> None:
@@ -419,16 +424,29 @@ async def deployment_logs(ws: WebSocket, deployment_id: str) -> None:
             if rid not in await replica_ids():
                 return
 
+    async def deleted() -> bool:
+        try:
+            row = await run_in_threadpool(platform.store.get_deployment, deployment_id)
+        except NotFound:
+            return True
+        return row.status == "deleted"
+
     async def discover() -> None:
         first = True
         try:
             while True:
-                for rid in await replica_ids():
+                ids = await replica_ids()
+                for rid in ids:
                     if rid not in readers:
                         readers[rid] = asyncio.ensure_future(
                             read(rid, tail if first else max(tail, LATE_TAIL))
                         )
                 first = False
+                # Deleted (every replica stopped and removed first) and every reader has
+                # queued its replica's last line: the end goes behind them in the queue.
+                if not ids and all(t.done() for t in readers.values()) and await deleted():
+                    await queue.put(LOG_END)
+                    await asyncio.Event().wait()  # `send` closes the socket
                 await asyncio.sleep(LOG_POLL_S)
         finally:
             for t in readers.values():
@@ -436,7 +454,11 @@ async def deployment_logs(ws: WebSocket, deployment_id: str) -> None:
 
     async def send() -> None:
         while True:
-            await sock.send_json(await queue.get())
+            item = await queue.get()
+            if item is LOG_END:
+                await sock.close(1000, "deployment deleted", last={**LOG_END, "ts": _now()})
+                return
+            await sock.send_json(item)
 
     await _run(sock, discover, send, lambda: sock.heartbeats(heartbeat), sock.until_disconnect)
 

@@ -185,9 +185,13 @@ async def stream_logs(
     `documents` ("json" or "yaml"): each message as the API sends it."""
 
     async def show(msg: dict[str, Any]) -> bool:
+        end = msg.get("type") == "log.end"  # the deployment is gone: nothing more will come
         if documents:
             _document(console, msg, documents)
-            return False
+            return end
+        if end:
+            console.print(f"[dim]end of logs: {escape(str(msg.get('reason', '')))}[/dim]")
+            return True
         replica = str(msg.get("replica", "?"))
         style = REPLICA_STYLES[zlib.crc32(replica.encode()) % len(REPLICA_STYLES)]
         if msg.get("type") == "log.error":

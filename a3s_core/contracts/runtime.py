@@ -60,7 +60,9 @@ class Runtime(ABC):
 
     @abstractmethod
     async def list_nodes(self) -> list[Node]:
-        """Nodes with their GPUs (utilisation where known) and GPUs held by others."""
+        """Nodes with their GPUs (utilisation where known) and GPUs held by others. The
+        same on every platform process on one store, a follower's included (`GET
+        /v1/cluster` may be served by any of them)."""
 
     @abstractmethod
     async def create_replica(self, request: ReplicaRequest) -> ReplicaObservation:

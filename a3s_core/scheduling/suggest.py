@@ -98,12 +98,14 @@ def _try(
 
 
 def _supports(scheduler: Scheduler, gpu: str, plan: SizingPlan) -> bool:
-    """FP8 needs compute capability ≥ 8.9 (Ada, Hopper and later). The sizer should not
-    offer it elsewhere; this guards a sizer that does."""
-    if plan.quantization != "fp8":
+    """The GPU can run the plan's quantization, by the rule sizing applies
+    (`GpuType.quantization_shortfall`: FP8 from 8.0, weight-only below 8.9). The sizer
+    does not offer other GPUs; this guards a sizer (a plugin's) that does."""
+    methods = {m for m in (plan.quantization, plan.engine_quantization) if m}
+    if not methods - {"none"}:
         return True
     t = scheduler.catalog.get(gpu)
-    return t is not None and t.has_fp8
+    return t is not None and not any(t.quantization_shortfall(m) for m in methods)
 
 
 def _shorter_context(

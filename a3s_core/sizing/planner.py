@@ -34,7 +34,7 @@ from a3s_core.sizing.memory import (
     sequence_tokens,
 )
 from a3s_core.sizing.quantization import DTYPE_BYTES, weight_bytes, weight_bytes_per_gpu
-from a3s_core.sizing.served import FP8_NATIVE_CC, GPUS_PER_NODE, MIN_CC, TP_SIZES, Served
+from a3s_core.sizing.served import GPUS_PER_NODE, TP_SIZES, Served
 from a3s_core.types import Candidate, GpuType, Rejection
 
 DEFAULT_UTILIZATION = 0.9  # vLLM's gpu_memory_utilization default
@@ -107,14 +107,13 @@ def serving_dtype(s: Sizing, gpu: GpuType) -> tuple[str | None, str | None]:
 
 def weight_only_fp8(s: Sizing, gpu: GpuType) -> bool:
     """FP8 weights on a GPU without FP8 tensor cores (Ampere): served weight-only."""
-    return s.served.scheme.label == "fp8" and s.served.scheme.bits == 8 \
-        and gpu.cc < FP8_NATIVE_CC
+    return s.served.scheme.label == "fp8" and s.served.scheme.bits == 8 and not gpu.has_fp8
 
 
 def capability_reason(s: Sizing, gpu: GpuType) -> str | None:
     method = s.served.scheme.method
-    need = MIN_CC.get(method or "")
-    if need and gpu.cc < need:
+    need = gpu.quantization_shortfall(method)
+    if need:
         what = "FP8" if s.served.scheme.label == "fp8" else (method or "").upper()
         hint = ""
         if s.served.scheme.label == "fp8":

@@ -29,10 +29,8 @@ SIZING_KEYS = {
 }
 ALIASES = {"tp": "tensor_parallel_size", "tp_size": "tensor_parallel_size",
            "max_model_length": "max_model_len", "context_length": "max_model_len"}
-# FP8 runs as W8A8 from 8.9 (Ada, Hopper: FP8 tensor cores) and weight-only (W8A16, vLLM's
-# FP8 Marlin kernels) from 8.0 (Ampere); see FP8_NATIVE_CC.
-MIN_CC = {"awq": (7, 5), "gptq": (6, 0), "fp8": (8, 0), "compressed-tensors": (8, 0)}
-FP8_NATIVE_CC = (8, 9)
+# Compute-capability floors per quantization method: a3s_core.types.plan.QUANTIZATION_MIN_CC
+# (one rule for sizing and scheduling alike).
 
 
 def sizing_key(raw_key: str) -> str:

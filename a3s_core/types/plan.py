@@ -12,6 +12,16 @@ from pydantic import BaseModel, Field
 ALLOCATABLE_RESERVE = 0.01
 ALLOCATABLE_RESERVE_MIN_MIB = 640
 
+# The compute capability each quantization method needs, by vLLM's kernels: the one rule
+# that sizing (which GPUs are candidates) and scheduling (which suggestions are offered)
+# both apply, through `GpuType.quantization_shortfall`. FP8 runs natively (W8A8, FP8
+# tensor cores) from 8.9 and weight-only (W8A16, vLLM's FP8 Marlin kernels) from 8.0
+# (Ampere); below that there is no FP8 kernel (docs/sizing.md §6).
+QUANTIZATION_MIN_CC: dict[str, tuple[int, int]] = {
+    "awq": (7, 5), "gptq": (6, 0), "fp8": (8, 0), "compressed-tensors": (8, 0),
+}
+FP8_NATIVE_CC = (8, 9)
+
 
 class GpuType(BaseModel):
     """One entry of the GPU catalog (data, not code: `a3s_core/data/gpus.toml`)."""
@@ -53,7 +63,17 @@ class GpuType(BaseModel):
 
     @property
     def has_fp8(self) -> bool:
-        return self.cc >= (8, 9)
+        """FP8 tensor cores (W8A8). FP8 weights also run weight-only from 8.0: whether a
+        GPU can serve FP8 at all is `quantization_shortfall("fp8")`."""
+        return self.cc >= FP8_NATIVE_CC
+
+    def quantization_shortfall(self, method: str | None) -> tuple[int, int] | None:
+        """The compute capability `method` (awq, gptq, fp8, compressed-tensors; an
+        engine's `*_marlin` spelling too) needs when this GPU has less; None when it can
+        serve it (or the method has no known floor)."""
+        key = (method or "").lower().replace("-", "_").removesuffix("_marlin")
+        need = QUANTIZATION_MIN_CC.get(key.replace("_", "-"))
+        return need if need is not None and self.cc < need else None
 
 
 class Candidate(BaseModel):

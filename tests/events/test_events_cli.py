@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -57,6 +58,21 @@ async def test_deploy_watch_ends_running_and_events_print_in_order(server: Serve
     con, out = console()
     await stream_logs(client, con, dep["id"], tail=10, follow=False)
     assert out.getvalue().count("fake engine log") == 1
+
+
+async def test_following_logs_ends_when_the_deployment_is_deleted(server: Server) -> None:
+    client = client_of(server)
+    dep = deploy(client.http, "chat", model=REAL_MODEL)["deployments"][0]
+    assert await watch_deployments(client, [dep["id"]], console()[0]) is True
+    con, out = console()
+    follow = asyncio.ensure_future(stream_logs(client, con, dep["id"], tail=10, follow=True))
+    await asyncio.sleep(0.3)
+    assert not follow.done()  # following, as long as the deployment lives
+    assert client.http.delete(f"/v1/deployments/{dep['id']}").status_code == 202
+    await asyncio.wait_for(follow, 20)  # then it ends by itself, not by an error
+    text = out.getvalue()
+    assert text.count("fake engine log") == 1
+    assert text.rstrip().endswith("end of logs: deployment deleted")
 
 
 async def test_deploy_watch_reports_unschedulable_with_reason_and_suggestions(

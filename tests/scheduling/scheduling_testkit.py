@@ -84,7 +84,7 @@ def hand_plan(
     for g in catalog.gpus:
         if gpus is not None and g.name not in gpus:
             continue
-        if quantization == "fp8" and not g.has_fp8:
+        if g.quantization_shortfall(quantization):  # the sizer's capability rule
             continue
         usable = int(g.memory_bytes * UTIL)
         for tp in (1, 2, 4, 8):

@@ -9,7 +9,7 @@ from scheduling_testkit import mixed_cluster, node, schedulers, snapshot
 from a3s_core.catalog import load_catalog
 from a3s_core.errors import Unschedulable
 from a3s_core.plugins import Plugins, build_plugin_manager
-from a3s_core.scheduling import Scheduler, demand_for, place_or_suggest
+from a3s_core.scheduling import Scheduler, demand_for, place_or_suggest, suggest
 from a3s_core.types import ModelSpec, SizingPlan
 
 SEED = [
@@ -81,3 +81,57 @@ def test_suggestions_with_the_real_sizer(sizing: Plugins, monkeypatch: pytest.Mo
     assert "gpu-a100-0 has 0 of 8 free, gpu-a100-1 has 1 of 8 free" in exc.value.message
     # FP8 (no FP8 on A100) and shorter contexts (still 2 GPUs) were tried and do not fit
     assert exc.value.suggestions == ["use AWQ quantization: fits 1× A100-80GB on gpu-a100-1 now"]
+
+
+# An unquantized model that does not fit the free GPUs, whose FP8 plan does: FP8 is
+# offered on Ampere (weight-only, cc 8.0 / 8.6) exactly as on Ada and Hopper (native),
+# because sizing plans it there; the suggestion and the plan apply one capability rule.
+FP8_CASES = [
+    ("Qwen/Qwen2.5-72B-Instruct", "A100-80GB", 8),
+    ("Qwen/Qwen2.5-72B-Instruct", "H100-80GB", 8),
+    ("Qwen/Qwen2.5-72B-Instruct", "L40S-48GB", 4),
+    ("Qwen/Qwen2.5-32B-Instruct", "A10-24GB", 4),
+]
+
+
+@pytest.mark.parametrize(("model", "gpu", "per_node"), FP8_CASES)
+def test_fp8_suggested_where_sizing_plans_it(
+    sizing: Plugins, monkeypatch: pytest.MonkeyPatch, model: str, gpu: str, per_node: int
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    catalog = load_catalog()
+
+    def resize(s: ModelSpec) -> SizingPlan:
+        if s.quantization == "awq":  # only FP8 is looked at here
+            raise ValueError("no AWQ in this test")
+        return sizing.size(sizing.model_profile(s.model), s, catalog.gpus)
+
+    spec = ModelSpec(name="m", model=model, max_model_len=8192)
+    plan = resize(spec)
+    fp8 = resize(spec.model_copy(update={"quantization": "fp8"}))
+    fp8_count = min(c.gpu_count for c in fp8.candidates if c.gpu == gpu)
+    assert fp8_count == 2 < min(c.gpu_count for c in plan.candidates if c.gpu == gpu)
+    if not catalog.get(gpu).has_fp8:  # type: ignore[union-attr]
+        assert any("weight-only" in n for c in fp8.candidates if c.gpu == gpu for n in c.notes)
+    cluster = [node("n-0", gpu, per_node, used=range(per_node - 2))]
+    sched = Scheduler(schedulers().get("binpack")())
+    out = suggest(spec, plan, snapshot(cluster), sched, resize, demand_for(plan, "m", "t"))
+    assert f"use FP8 quantization: fits 2× {gpu} on n-0 now" in [a["message"] for a in out]
+
+
+def test_one_capability_rule_for_sizing_and_suggestions(
+    sizing: Plugins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For every catalog GPU: a 7B model's FP8 plan lists it exactly when the shared rule
+    (`GpuType.quantization_shortfall`) lets it run FP8, and a rejection says why."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    catalog = load_catalog()
+    spec = ModelSpec(name="m", model="Qwen/Qwen2.5-7B-Instruct", quantization="fp8")
+    plan = sizing.size(sizing.model_profile(spec.model), spec, catalog.gpus)
+    planned = {c.gpu for c in plan.candidates}
+    for g in catalog.gpus:
+        assert (g.name in planned) == (g.quantization_shortfall("fp8") is None), g.name
+    assert {"A100-80GB", "A10-24GB", "H100-80GB", "L40S-48GB"} <= planned
+    assert "T4-16GB" not in planned
+    (t4,) = [r for r in plan.rejected if r.gpu == "T4-16GB"]
+    assert "compute capability ≥ 8.0" in t4.reason

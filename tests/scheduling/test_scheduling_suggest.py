@@ -59,11 +59,16 @@ def test_awq_offered_when_it_fits_and_nothing_that_does_not() -> None:
     assert "; A100-80GB nodes: gpu-a100-0 has 0 of 8 free, gpu-a100-1 has 1 of 8 free; " in (
         exc.value.message
     )
-    assert exc.value.suggestions == ["use AWQ quantization: fits 1× A100-80GB on gpu-a100-1 now"]
-    (alt,) = exc.value.detail["alternatives"]
-    assert alt["patch"] == {"quantization": "awq"}
+    # FP8 (72.7 GB) fits one A100-80GB here too, served weight-only (cc 8.0), as sizing
+    # plans it; on L40S it would need 2 and one is free
+    assert exc.value.suggestions == [
+        "use AWQ quantization: fits 1× A100-80GB on gpu-a100-1 now",
+        "use FP8 quantization: fits 1× A100-80GB on gpu-a100-1 now",
+    ]
+    alt, fp8 = exc.value.detail["alternatives"]
+    assert alt["patch"] == {"quantization": "awq"} and fp8["patch"] == {"quantization": "fp8"}
     assert alt["placement"]["node"] == "gpu-a100-1" and alt["placement"]["gpu_indices"] == [7]
-    # FP8 (needs 2× L40S, one free) and shorter contexts were tried and do not fit now
+    # shorter contexts were tried and do not fit now
     assert ("fp8", 8192) in sizer.calls and ("none", 4096) in sizer.calls
     assert ("none", 1024) not in sizer.calls  # never below the floor
 
@@ -74,7 +79,8 @@ def test_shorter_context_offered_at_the_longest_length_that_fits() -> None:
         node("gpu-a100-1", "A100-80GB", 8, used=range(6)),
     ])
     s = spec("qwen-72b", "Qwen/Qwen2.5-72B-Instruct", max_model_len=32768)
-    sizer = Sizer(fail={"awq"})  # no AWQ checkpoint: not offered, not an error
+    # no AWQ checkpoint, no FP8 (would fit 2× A100 weight-only): not offered, not an error
+    sizer = Sizer(fail={"awq", "fp8"})
     plan = sizer(s)
     assert plan.candidate_for("A100-80GB").gpu_count == 4  # type: ignore[union-attr]
     out = suggest(s, plan, snap, Scheduler(BinPack()), sizer, demand(plan))
@@ -83,12 +89,19 @@ def test_shorter_context_offered_at_the_longest_length_that_fits() -> None:
 
 
 def test_fp8_only_on_gpus_that_support_it() -> None:
-    snap = snapshot([node("gpu-a100-0", "A100-80GB", 8, used=range(7))])
+    """A sizer that offers FP8 on every GPU is held to sizing's capability rule: not on a
+    T4 (cc 7.5, no FP8 kernel); on Ampere (weight-only) and Ada/Hopper (native) it is."""
     s = spec("qwen-72b", "Qwen/Qwen2.5-72B-Instruct", max_model_len=8192)
     sizer = Sizer(fail={"awq"}, fp8_everywhere=True)
     plan = sizer(s)
-    # FP8 would hold 72.7 GB on one A100-80GB, but A100 (cc 8.0) has no FP8
-    assert suggest(s, plan, snap, Scheduler(BinPack()), sizer, demand(plan)) == []
+    t4 = snapshot([node("gpu-t4-0", "T4-16GB", 8)])
+    assert any(c.gpu == "T4-16GB" for c in sizer(s.model_copy(update={"quantization": "fp8"}))
+               .candidates)  # the careless sizer offers it…
+    assert suggest(s, plan, t4, Scheduler(BinPack()), sizer, demand(plan)) == []  # …not here
+
+    snap = snapshot([node("gpu-a100-0", "A100-80GB", 8, used=range(7))])
+    out = suggest(s, plan, snap, Scheduler(BinPack()), sizer, demand(plan))
+    assert _messages(out) == ["use FP8 quantization: fits 1× A100-80GB on gpu-a100-0 now"]
 
     snap = snapshot([node("gpu-l40s-0", "L40S-48GB", 4, used=range(2))])
     out = suggest(s, plan, snap, Scheduler(BinPack()), sizer, demand(plan))

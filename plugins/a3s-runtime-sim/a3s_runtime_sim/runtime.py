@@ -167,12 +167,18 @@ class SimRuntime(Runtime):
 
     async def _scrape_gauges(self) -> dict[str, dict[int, tuple[float, int]]]:
         """Per replica: GPU index → (utilisation %, framebuffer used MiB), from each running
-        simulator's DCGM-like gauges, cached for `utilization_ttl_s`."""
+        simulator's DCGM-like gauges, cached for `utilization_ttl_s`. A follower scrapes
+        the replicas the leader records in the shared state dir (seen ready, not ended):
+        the simulated cluster is one, so every platform process shows the same figures."""
         now = time.monotonic()
         ttl = self.opts.utilization_ttl_s
-        todo = [p for p in self.replicas.supervisor.processes()
-                if p.is_running() and p.ready_since is not None
-                and now - self._gauges.get(p.name, (-1e9, {}))[0] >= ttl]
+        ours = self.replicas.supervisor.processes()
+        theirs = self.replicas.recorded_elsewhere()
+        targets = [(p.name, p.meta) for p in ours if p.is_running() and p.ready_since]
+        targets += [(r.name, r.meta) for r in theirs
+                    if r.meta.get("ready_at") and not self.replicas.has_ended(r.name)]
+        todo = [(name, str(meta.get("url"))) for name, meta in targets
+                if now - self._gauges.get(name, (-1e9, {}))[0] >= ttl]
 
         async def scrape(name: str, url: str) -> None:
             try:
@@ -182,8 +188,8 @@ class SimRuntime(Runtime):
             if status == 200:
                 self._gauges[name] = (now, _dcgm(text))
 
-        await asyncio.gather(*(scrape(p.name, str(p.meta.get("url"))) for p in todo))
-        live = {p.name for p in self.replicas.supervisor.processes()}
+        await asyncio.gather(*(scrape(name, url) for name, url in todo))
+        live = {p.name for p in ours} | {r.name for r in theirs}
         self._gauges = {k: v for k, v in self._gauges.items() if k in live}
         return {k: v[1] for k, v in self._gauges.items()}
 

@@ -75,8 +75,16 @@ async def test_the_follower_follows_logs_until_the_replica_ends(tmp_path: Path) 
 
         task = asyncio.create_task(follow())
         await asyncio.sleep(0.3)
+        # The engine's last words, written just before the delete (as its stdout would):
+        # the leader records them while stopping it, then removes record and logs at once.
+        last = [f"last line {i}" for i in range(5)]
+        with (tmp_path / "sim" / "logs" / "r1.out").open("a") as out:
+            out.write("".join(f"{line}\n" for line in last))
         await leader.delete_replica("r1")  # the record goes: following ends
         await asyncio.wait_for(task, 10)
+        # every line written before the delete, in order, and what it said on SIGTERM
+        assert [x for x in seen if x.startswith("last line")] == last, seen
+        assert any(x.endswith("shutting down") for x in seen), seen
     finally:
         await leader.close()
         await follower.close()
