@@ -35,6 +35,18 @@ class LatencyWindow:
             cutoff = max(cutoff, since)
         return [v for t, v in list(self._samples) if t >= cutoff]
 
+    def after(self, since: float) -> list[tuple[float, float]]:
+        """The (time, value) samples taken after `since`, oldest first: what a publisher
+        has not seen yet (publish.py). Walks back from the newest, so it costs what it
+        returns, not the window."""
+        out: list[tuple[float, float]] = []
+        for sample in reversed(self._samples):  # the loop alone mutates: no copy needed
+            if sample[0] <= since:
+                break
+            out.append(sample)
+        out.reverse()
+        return out
+
     def count(self, now: float | None = None) -> int:
         return len(self.values(now))
 
