@@ -167,11 +167,13 @@ def merge_signals(
         "requests_in_window": local.requests + fleet.requests,
         "p99_latency_s": latency.percentile(99),
     }
-    if since_s is not None:
+    if since_s is None:  # no scaling change known: the whole window is recent
+        recent = latency
+    else:
         recent = Histogram(fleet.recent.counts)
         recent.add_all(local.recent)
-        updates["recent_p99_latency_s"] = recent.percentile(99)
-        updates["recent_requests"] = recent.count
+    updates["recent_p99_latency_s"] = recent.percentile(99)
+    updates["recent_requests"] = recent.count
     own = sum(gateway.in_flight(r) for r in replica_ids) if gateway is not None else 0
     theirs = sum(fleet.in_flight.get(r, 0) for r in replica_ids)
     updates["in_flight"] = max(sig.in_flight or 0, own + theirs)
