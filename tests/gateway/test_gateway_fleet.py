@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from gateway_fake_replica import FakeReplica
 from gateway_harness import Deployed, Harness, make_plugins, serve
 
 from a3s_core.deployments import view
