@@ -103,6 +103,23 @@ async def test_in_flight_counts_only_from_fresh_rows(store: Store) -> None:
     assert "live" not in fleet_of(store, gateway=me).read(DEP).gateways
 
 
+async def test_a_sibling_workers_in_flight_is_left_to_the_shared_cells(store: Store) -> None:
+    """Workers of one supervisor share in-flight counts live (share.py): their rows add
+    requests and latency, but not in-flight, and a drain does not wait on their publish."""
+    me = TrafficPublisher(book_with([]), store.engine, 1.0, gateway="w0", group="sup")
+    sibling = TrafficPublisher(book_with([0.5] * 3, {"r1": 2}), store.engine, 1.0,
+                               gateway="w1", group="sup")
+    other = TrafficPublisher(book_with([], {"r1": 1}), store.engine, 1.0, gateway="pod")
+    for p in (me, sibling, other):
+        assert await p.publish_once()
+    seen = fleet_of(store, gateway=SimpleNamespace(publisher=me)).read(DEP)
+    assert seen.requests == 3 and seen.latency.count == 3
+    assert seen.in_flight == {"r1": 1}
+    assert set(seen.gateways) == {"w1", "pod"} and set(seen.peers) == {"pod"}
+    assert seen.settling(draining_for_s=0.5)  # "pod" last wrote before the drain + 1 s
+    assert not seen.settling(draining_for_s=60)
+
+
 async def test_old_rows_are_pruned(store: Store) -> None:
     def gateways() -> set[str]:
         with store.engine.connect() as conn:
