@@ -1,13 +1,13 @@
 """Publishing this gateway process's traffic to the store, for the control plane.
 
-Every `traffic_publish_interval_s` (2 s by default) a background task takes, on the event
-loop, what the load book recorded since the last round (first-byte latencies, requests
-routed, requests no replica answered: the same windows `Gateway.stats` reads) and each
-replica's in-flight count now, then writes them in one transaction from a worker thread
-(`asyncio.to_thread`): one upsert per (deployment, 5 s slot) touched, plus a heartbeat
-row, and the deletion of this process's rows past the retention. The request path is not
-touched: it records into the windows as before, and reading them back costs what was
-added since the last round.
+Every `traffic_publish_interval_s` (2 s by default) a background task notes, on the event
+loop, each replica's in-flight count now (a step per replica), then in a worker thread
+(`asyncio.to_thread`) reads what the load book's windows recorded since the last round
+(first-byte latencies, requests routed, requests no replica answered: the windows
+`Gateway.stats` reads; a copy of a window is one C call, safe beside the loop's appends)
+and writes it in one transaction: one upsert per (deployment, 5 s slot) touched, plus a
+heartbeat row, and the deletion of this process's rows past the retention. The request
+path is not touched: it records into the windows as before.
 
 Each process publishes its own figures, not the workers' shared sums (share.py), so rows
 add up; in-flight counts are this process's own (`ReplicaStats.in_flight`).
@@ -20,6 +20,7 @@ open are kept and written by the first round that succeeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -38,7 +39,7 @@ from a3s_core.store import traffic
 from a3s_core.store.traffic import SLOT_S, SlotFigures
 
 if TYPE_CHECKING:
-    from a3s_core.gateway.load import LoadBook
+    from a3s_core.gateway.load import DeploymentStats, LoadBook
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,10 @@ class _Slot:
 
 @dataclass
 class _Round:
-    """What one round took from the book: ages (seconds before `taken`) of each sample."""
+    """What one round takes on the event loop: references, and counts (cheap)."""
 
-    latency: dict[str, list[tuple[float, float]]]  # deployment → [(age, seconds)]
-    requests: dict[str, list[float]]
-    failures: dict[str, list[float]]
+    upto: float  # monotonic: samples up to here belong to this round
+    deployments: list[tuple[str, DeploymentStats]]
     in_flight: dict[str, dict[str, int]]  # deployment → replica → count
 
 
@@ -96,8 +96,15 @@ class TrafficPublisher:
     async def publish_once(self) -> bool:
         """One round now; False when the store refused it (logged once per outage)."""
         batch = self._take()
+        writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
         try:
-            await asyncio.to_thread(self._write, batch)
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The thread runs on regardless: let it finish before anyone (stop()'s last
+            # round) touches the open slots again.
+            with contextlib.suppress(Exception):
+                await writing
+            raise
         except Exception as exc:
             if not self._failing:
                 log.warning("publishing gateway traffic to the store failed (retrying every "
@@ -110,26 +117,18 @@ class TrafficPublisher:
         return True
 
     def _take(self) -> _Round:
-        """On the event loop: the samples since the last round, and in-flight counts now."""
-        now = time.monotonic()
-        mark, self._mark = self._mark, now
-        out = _Round({}, {}, {}, {})
-        for dep_id, dst in self.book.deployments.items():
-            if lat := dst.first_byte.after(mark):
-                out.latency[dep_id] = [(now - t, v) for t, v in lat]
-            if req := dst.arrivals.after(mark):
-                out.requests[dep_id] = [now - t for t, _ in req]
-            if err := dst.errors.after(mark):
-                out.failures[dep_id] = [now - t for t, _ in err]
+        """On the event loop: which deployments, and the in-flight counts now. Costs a
+        step per deployment and replica; the samples are read in the thread."""
         flights: dict[str, dict[str, int]] = defaultdict(dict)
         for st in self.book.replicas.values():
             if st.in_flight > 0:
                 flights[st.info.deployment_id][st.info.id] = st.in_flight
-        out.in_flight = dict(flights)
-        return out
+        return _Round(time.monotonic(), list(self.book.deployments.items()), dict(flights))
 
     def _write(self, batch: _Round) -> None:
-        """In a worker thread: place the samples in slots by the database's clock, write."""
+        """In a worker thread: the samples since the last round, placed in slots by the
+        database's clock, written."""
+        mark = self._mark
         with self.db.begin() as conn:
             now = traffic.db_now(conn)
 
@@ -141,15 +140,15 @@ class TrafficPublisher:
                     found = self._open[key] = _Slot()
                 return found
 
-            for dep_id, samples in batch.latency.items():
-                for age, seconds in samples:
-                    slot(dep_id, age).latency.add(seconds)
-            for dep_id, ages in batch.requests.items():
-                for age in ages:
-                    slot(dep_id, age).requests += 1
-            for dep_id, ages in batch.failures.items():
-                for age in ages:
-                    slot(dep_id, age).failures += 1
+            upto = batch.upto
+            for dep_id, dst in batch.deployments:
+                for t, seconds in dst.first_byte.between(mark, upto):
+                    slot(dep_id, upto - t).latency.add(seconds)
+                for t, _ in dst.arrivals.between(mark, upto):
+                    slot(dep_id, upto - t).requests += 1
+                for t, _ in dst.errors.between(mark, upto):
+                    slot(dep_id, upto - t).failures += 1
+            self._mark = upto  # in the open slots now: a failed write below keeps them
             # In-flight counts ride on the current slot's row; a deployment whose last
             # published count was not 0 gets its 0 written, so nobody waits on it.
             for dep_id in set(batch.in_flight) | self._reported:
