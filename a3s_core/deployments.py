@@ -13,6 +13,7 @@ from a3s_core.api.schemas import (
 from a3s_core.errors import InvalidRequest, UnknownPlugin
 from a3s_core.platform import Platform
 from a3s_core.registry import Registry
+from a3s_core.scaling.fleet import merge_stats
 from a3s_core.store import DeploymentRow, new_id
 from a3s_core.store.tables import utcnow
 from a3s_core.types import DeploymentRequest, ModelSpec
@@ -115,8 +116,11 @@ def events_url(platform: Platform, deployment_id: str) -> str:
 def view(platform: Platform, row: DeploymentRow, recent_events: int = 20) -> DeploymentView:
     replicas = platform.store.replicas(row.id)
     stats = None
-    if platform.gateway is not None and row.status != "deleted":
-        stats = platform.gateway.stats(row.id)
+    if platform.observer is not None and row.status != "deleted":
+        stats = platform.observer.stats(row.id)
+        if platform.fleet is not None:  # every other gateway process's traffic, added
+            traffic = platform.fleet.read(row.id)
+            stats = merge_stats(stats, traffic, platform.gateway, row.id)
     events = platform.store.events_since(0, deployment_id=row.id, limit=100_000)[-recent_events:]
     return DeploymentView(
         id=row.id,

@@ -15,6 +15,7 @@ from a3s_core.contracts import Runtime
 from a3s_core.events import EventBus
 from a3s_core.events.tracing import make_tracer_provider
 from a3s_core.plugins import Plugins
+from a3s_core.scaling.fleet import Fleet
 from a3s_core.settings import Settings
 from a3s_core.store import DeploymentRow, Store
 from a3s_core.types import Event, Level
@@ -59,6 +60,11 @@ class Platform:
             options.setdefault("gpu_catalog", settings.gpu_catalog)
         self.runtime: Runtime = runtime_cls(options)
         self.gateway: Gateway | None = _make_gateway(self)
+        # The replicas' load as this process sees it: its gateway, or in `--role control` a
+        # gateway that only scrapes the engines (queue depth, GPU use) and serves nothing.
+        self.observer: Gateway | None = self.gateway or _make_gateway(self, observer=True)
+        # Every gateway process's traffic, from the store (a3s_core/scaling/fleet.py).
+        self.fleet = Fleet(self)
         self.controller: Controller | None = None
         self.autoscaler: Autoscaler | None = None
         self.leader: LeaderElection | None = None  # None: controllers off in this process
@@ -101,6 +107,8 @@ class Platform:
             log.warning("%s", note)
         if self.gateway:
             await self.gateway.start()
+        elif self.observer:
+            await self.observer.start(publish=False)
         self.controller = Controller(self)
         if self.settings.controllers:  # run the loops only while this process leads
             self.leader = LeaderElection(
@@ -156,16 +164,16 @@ class Platform:
         if self.leader is not None:
             await self.leader.stop()  # stops the loops and releases the lease
         await self._stop_loops()
-        if self.gateway:
-            await self.gateway.stop()
+        if self.observer:
+            await self.observer.stop()
         await self.runtime.close()
         self.bus.close()
         self.tracer_provider.shutdown()
         self.store.close()
 
 
-def _make_gateway(platform: Platform) -> Gateway | None:
-    if platform.settings.role == "control":  # the data plane runs elsewhere
+def _make_gateway(platform: Platform, observer: bool = False) -> Gateway | None:
+    if platform.settings.role == "control" and not observer:  # the data plane runs elsewhere
         return None
     try:
         from a3s_core.gateway.app import Gateway

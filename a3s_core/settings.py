@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 1.0
     autoscale_interval_s: float = 5.0
     scrape_interval_s: float = 0.5
+    traffic_publish_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="how often each gateway process writes its requests, latency histogram "
+        "and in-flight counts to the store for the control plane (0: never; docs/gateway.md)",
+    )
     replica_start_timeout_s: float = 900.0
     max_restarts: int = 3
     replica_lost_grace_s: float = Field(

@@ -159,8 +159,16 @@ class Retiring(ControllerBase):
             )
 
     async def _finish_drain(self, dep: DeploymentRow, r: ReplicaRow) -> bool:
+        """Stop a draining replica once no gateway has a request in flight on it: this
+        process's own (all its workers), and every other gateway's as last published
+        (fleet.py), once each live one has published since the drain reached it."""
         in_flight = self.p.gateway.in_flight(r.id) if self.p.gateway else 0
         started = aware(r.updated_at) or now()
+        fleet = self.p.fleet
+        if not in_flight and fleet is not None:
+            seen = await run_in_threadpool(fleet.read, dep.id)
+            draining_for = (now() - started).total_seconds()
+            in_flight = seen.in_flight.get(r.id, 0) or int(seen.settling(draining_for))
         if in_flight and now() - started < DRAIN_TIMEOUT:
             return False
         await self._stop(dep, r, "scaled down")

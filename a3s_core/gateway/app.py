@@ -32,6 +32,7 @@ from a3s_core.gateway.errors import GatewayError
 from a3s_core.gateway.latency import percentile
 from a3s_core.gateway.load import LoadBook, ReplicaStats
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
+from a3s_core.gateway.publish import TrafficPublisher, publish_group
 from a3s_core.gateway.scraper import Scraper
 from a3s_core.gateway.share import LoadShare
 from a3s_core.gateway.upstream import UpstreamPool
@@ -56,6 +57,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.plugins = plugins
+        self.db_engine = db_engine
         self.directory = Directory(db_engine, ttl_s=min(directory_ttl_s, 1.0))
         self.book = LoadBook(
             load_catalog(settings.gpu_catalog),
@@ -66,6 +68,8 @@ class Gateway:
         self._forwarder: Forwarder | None = None
         self._scraper: Scraper | None = None
         self._scrape_task: asyncio.Task[None] | None = None
+        self.publisher: TrafficPublisher | None = None  # this process's traffic, to the store
+        self._publish_task: asyncio.Task[None] | None = None
         self._balancers: dict[str, tuple[str, Balancer]] = {}
         self._engines: dict[str, Engine | None] = {}
         # One of several workers (`a3s serve --workers N`): load figures and store changes
@@ -79,8 +83,9 @@ class Gateway:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, scrape: bool = True) -> None:
-        """Open the pooled clients (keep-alive to every replica) and start scraping."""
+    async def start(self, scrape: bool = True, publish: bool = True) -> None:
+        """Open the pooled clients (keep-alive to every replica) and start scraping, and
+        (`publish`) writing this process's traffic to the store for the control plane."""
         if self._session is not None:
             return
         self._session = aiohttp.ClientSession(
@@ -97,8 +102,20 @@ class Gateway:
         )
         if scrape:
             self._scrape_task = asyncio.get_running_loop().create_task(self._scraper.run())
+        if publish and self.settings.traffic_publish_interval_s > 0:
+            self.publisher = TrafficPublisher(
+                self.book, self.db_engine, self.settings.traffic_publish_interval_s,
+                group=publish_group(self.settings),
+            )
+            self._publish_task = asyncio.get_running_loop().create_task(self.publisher.run())
 
     async def stop(self) -> None:
+        if self._publish_task is not None and self.publisher is not None:
+            self._publish_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publish_task
+            self._publish_task = None
+            await self.publisher.publish_once()  # the last figures: in flight now, or none
         if self._scrape_task is not None:
             self._scrape_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

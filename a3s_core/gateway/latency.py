@@ -8,6 +8,7 @@ is bounded in samples too, so a flood cannot grow memory without limit.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -35,6 +36,14 @@ class LatencyWindow:
             cutoff = max(cutoff, since)
         return [v for t, v in list(self._samples) if t >= cutoff]
 
+    def between(self, after: float, upto: float) -> list[tuple[float, float]]:
+        """The (time, value) samples taken in (after, upto], oldest first: what a publisher
+        has not seen yet (publish.py). Any thread: one C-level copy, then two bisections."""
+        samples = list(self._samples)
+        lo = bisect.bisect_right(samples, after, key=_time)
+        hi = bisect.bisect_right(samples, upto, lo, key=_time)
+        return samples[lo:hi]
+
     def count(self, now: float | None = None) -> int:
         return len(self.values(now))
 
@@ -53,3 +62,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
         return None
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+def _time(sample: tuple[float, float]) -> float:
+    return sample[0]

@@ -156,7 +156,10 @@ class LoadBook:
         return out
 
     def forget_except(self, live: set[str], live_deployments: set[str]) -> None:
-        for rid in [r for r in self.replicas if r not in live]:
+        # A replica that left the ready set (draining) stays while this process still has
+        # requests on it: drain waits on that count, and the publisher reports it.
+        gone = [r for r, st in self.replicas.items() if r not in live and st.in_flight <= 0]
+        for rid in gone:
             del self.replicas[rid]
             if self.share is not None:
                 self.share.forget(_rkey(rid))

@@ -8,6 +8,10 @@
 - P99 latency and requests in the window: the gateway's latency window; the recent P99
   and its request count only over requests answered since the last scaling change.
 - In flight: the gateway's own count, or the engines' running requests when larger.
+
+The gateway's figures are this process's (`Platform.observer`: its gateway, or in a
+`--role control` process one that only scrapes); every other gateway process's requests,
+latency and in-flight counts are added from the store (fleet.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from starlette.concurrency import run_in_threadpool
+
+from a3s_core.scaling.fleet import FleetTraffic, merge_signals
 from a3s_core.store import DeploymentRow, ReplicaRow
 from a3s_core.types import Node, ScalingSignals
 
@@ -34,15 +41,24 @@ async def collect(
     """`since_change_s`: seconds since the last scaling change (None: none known), so that
     the recent latency figures leave out requests answered before it."""
     ready = [r for r in replicas if r.state == "ready"]
-    gateway = platform.gateway
-    if gateway is not None:
-        sig = gateway.signals(dep.id, since_change_s)
+    observer = platform.observer
+    if observer is not None:
+        sig = observer.signals(dep.id, since_change_s)
     else:
         sig = ScalingSignals(replicas=len(ready))
+    fleet = platform.fleet
+    if fleet is not None:
+        def read() -> FleetTraffic:
+            fleet.prune_if_due()
+            return fleet.read(dep.id, since_change_s)
+
+        traffic = await run_in_threadpool(read)
+        sig = merge_signals(sig, traffic, platform.gateway, dep.id,
+                            [r.id for r in replicas], since_change_s)
     updates: dict[str, object] = {"replicas": len(ready)}  # the store is the authority
     if sig.gpu_utilization is None and any(r.gpu_indices for r in ready):
         updates["gpu_utilization"] = node_gpu_utilization(ready, await nodes())
-    if sig.queue_depth is None and _nothing_in_flight(platform, dep.id):
+    if sig.queue_depth is None and not sig.in_flight and _nothing_in_flight(platform, dep.id):
         updates["queue_depth"] = 0.0
     return sig.model_copy(update=updates)
 
@@ -63,7 +79,7 @@ def node_gpu_utilization(replicas: Sequence[ReplicaRow], nodes: Sequence[Node]) 
 
 
 def _nothing_in_flight(platform: Platform, deployment_id: str) -> bool:
-    gateway = platform.gateway
+    gateway = platform.observer
     if gateway is None:
         return True  # no data plane in this process: nothing can be waiting on it
     return int(gateway.stats(deployment_id).get("inFlight") or 0) == 0

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from a3s_core.store import leases, tables  # noqa: F401  (the models on the metadata)
+from a3s_core.store import leases, tables, traffic  # noqa: F401  (the models on the metadata)
 from a3s_core.store.db import MIGRATIONS, make_engine, upgrade
 
 

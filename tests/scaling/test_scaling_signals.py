@@ -49,7 +49,7 @@ class FakeGateway:
 
 
 def platform(gateway: FakeGateway | None) -> Any:
-    return SimpleNamespace(gateway=gateway)
+    return SimpleNamespace(gateway=gateway, observer=gateway, fleet=None)
 
 
 DEP = DeploymentRow(

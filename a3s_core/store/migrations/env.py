@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-from a3s_core.store import leases, tables  # noqa: F401  (registers the tables on the metadata)
+from a3s_core.store import leases, tables, traffic  # noqa: F401  (registers the tables)
 
 target_metadata = SQLModel.metadata
 connection = context.config.attributes.get("connection")
