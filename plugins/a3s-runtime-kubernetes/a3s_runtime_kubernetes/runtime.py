@@ -34,6 +34,10 @@ from a3s_runtime_kubernetes.render import (
 )
 from a3s_runtime_kubernetes.status import observe_pod
 
+# A pod name still held by a pod on its way out (its kubelet confirms within the grace
+# period, 30 s by default) is waited for this long before create_replica gives up.
+TERMINATING_WAIT_S = 30.0
+
 log = logging.getLogger(__name__)
 
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -184,8 +188,8 @@ class KubernetesRuntime(Runtime):
         """Create the pod. A 409 is either this replica's own earlier create (a retry after a
         lost answer: adopt it) or a pod of that name still terminating from an earlier
         deletion, which the API server keeps until its kubelet confirms: wait for it to go
-        (bounded by the request timeout) and create again, never adopt a pod on its way out."""
-        deadline = time.monotonic() + self.opts.request_timeout_s
+        (up to TERMINATING_WAIT_S) and create again, never adopt a pod on its way out."""
+        deadline = time.monotonic() + TERMINATING_WAIT_S
         while True:
             try:
                 created: Json = await self._call(
@@ -210,7 +214,7 @@ class KubernetesRuntime(Runtime):
             if time.monotonic() >= deadline:
                 raise RuntimeUnavailable(
                     f"pod {ns}/{name} of an earlier deletion is still terminating after "
-                    f"{self.opts.request_timeout_s:g} s; the replica will be created again "
+                    f"{TERMINATING_WAIT_S:g} s; the replica will be created again "
                     "once it is gone")
             await asyncio.sleep(0.2)
 

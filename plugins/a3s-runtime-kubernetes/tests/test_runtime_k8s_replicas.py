@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 from a3s_k8s_test_helpers import fake_only, make_request
 from a3s_runtime_kubernetes import KubernetesRuntime
+from a3s_runtime_kubernetes import runtime as runtime_module
 from a3s_runtime_kubernetes.testing import FakeKubeApi
 
 from a3s_core.errors import Conflict, NotFound, RuntimeUnavailable
@@ -103,10 +104,13 @@ async def test_a_pod_still_terminating_is_waited_for_not_adopted(
     assert pod["metadata"]["labels"]["a3s.io/deployment"] == "dep-5e6f7a8b9c0d"
 
 
-async def test_a_pod_that_stays_terminating_fails_the_create_saying_so(kube: FakeKubeApi) -> None:
+async def test_a_pod_that_stays_terminating_fails_the_create_saying_so(
+    kube: FakeKubeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_only(kube, "a kubelet that never confirms a deletion")
     kube.graceful_pod_deletion = True
-    rt = KubernetesRuntime({**kube.options, "watch_pods": False, "request_timeout_s": 0.5})
+    monkeypatch.setattr(runtime_module, "TERMINATING_WAIT_S", 0.5)
+    rt = KubernetesRuntime({**kube.options, "watch_pods": False})
     await rt.start()
     try:
         await rt.create_replica(make_request(deployment_id="dep-old"))
