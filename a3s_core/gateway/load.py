@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from a3s_core.catalog import GpuCatalog
 from a3s_core.gateway.directory import ReplicaInfo
@@ -72,22 +73,42 @@ class ReplicaStats:
                 freed = min(running, -delta)
                 running -= freed
                 waiting = max(0.0, waiting - (-delta - freed))
-        # model_construct: this runs per replica per request; the values are already typed.
-        return ReplicaLoad.model_construct(
-            replica_id=self.info.id,
-            url=self.info.url,
-            waiting=waiting,
-            running=running,
+        return replica_load({
+            "replica_id": self.info.id,
+            "url": self.info.url,
+            "waiting": waiting,
+            "running": running,
             # This worker's own count, and the other workers' from the shared cells.
-            in_flight=self.in_flight,
-            peer_in_flight=max(0, in_flight - self.in_flight),
-            kv_cache_usage=f.kv_cache_usage if fresh else None,
-            gpu_utilization=f.gpu_utilization if fresh else None,
-            weight=self.weight,
-            metrics_fresh=fresh,
-            metrics_age_s=None if at is None else now - at,
-            kv_capacity_tokens=self.info.kv_capacity_tokens,
-        )
+            "in_flight": self.in_flight,
+            "peer_in_flight": max(0, in_flight - self.in_flight),
+            "kv_cache_usage": f.kv_cache_usage if fresh else None,
+            "gpu_utilization": f.gpu_utilization if fresh else None,
+            "weight": self.weight,
+            "metrics_fresh": fresh,
+            "metrics_age_s": None if at is None else now - at,
+            "kv_capacity_tokens": self.info.kv_capacity_tokens,
+        })
+
+
+_LOAD_FIELDS = frozenset(ReplicaLoad.model_fields)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def replica_load(values: dict[str, Any]) -> ReplicaLoad:
+    """A ReplicaLoad of `values`, which name every field with a value of its type.
+
+    What `ReplicaLoad.model_construct` makes (the same four attributes pydantic sets),
+    without its per-field pass for defaults and aliases: this runs per replica per
+    request, and that pass was about 5 µs of it, the largest single cost of a pick
+    (benchmarks/profile_gateway.py). tests/gateway/test_gateway_load_view.py holds the
+    two to the same result and `values` to every field of the model."""
+    load: ReplicaLoad = _new(ReplicaLoad)
+    _set(load, "__dict__", values)
+    _set(load, "__pydantic_fields_set__", set(_LOAD_FIELDS))
+    _set(load, "__pydantic_extra__", None)
+    _set(load, "__pydantic_private__", None)
+    return load
 
 
 @dataclass
@@ -143,7 +164,8 @@ class LoadBook:
         fresh_weights = False
         for info in replicas:
             st = self.replicas.get(info.id)
-            if st is None or st.info != info:
+            # (`is` first: the snapshot hands out the same objects until it is re-read)
+            if st is None or (st.info is not info and st.info != info):
                 # Requests in flight keep (and count down on) the object they started with.
                 st = ReplicaStats(info=info, backoff_s=self.backoff_start_s)
                 if self.share is not None:
