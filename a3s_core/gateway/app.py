@@ -42,6 +42,8 @@ from a3s_core.types import ScalingSignals
 EMBEDDINGS = "/v1/embeddings"
 JSON = [(b"content-type", b"application/json")]
 WANTED_HEADERS = frozenset({"authorization", "host", *FORWARDED_REQUEST_HEADERS})
+# Raw (ASGI, lower-case) name → name: only the headers the gateway reads are decoded.
+_WANTED_RAW = {name.encode("latin-1"): name for name in WANTED_HEADERS}
 log = logging.getLogger(__name__)
 STALE_AFTER_INTERVALS = 3
 
@@ -68,6 +70,9 @@ class Gateway:
         self._scrape_task: asyncio.Task[None] | None = None
         self._balancers: dict[str, tuple[str, Balancer]] = {}
         self._engines: dict[str, Engine | None] = {}
+        # The paths each engine serves (None: an engine not installed here, so not known
+        # to refuse any), asked once per engine rather than per request.
+        self._engine_paths: dict[str, frozenset[str] | None] = {}
         # One of several workers (`a3s serve --workers N`): load figures and store changes
         # are shared with the others through this file (share.py).
         self.share: LoadShare | None = None
@@ -201,9 +206,10 @@ class Gateway:
                                code="method_not_allowed", headers={"Allow": route.method})
         # One pass over the raw headers (ASGI names are lower-case already).
         headers: dict[str, str] = {}
+        wanted = _WANTED_RAW
         for raw_name, raw_value in scope["headers"]:
-            hname = raw_name.decode("latin-1")
-            if hname in WANTED_HEADERS:
+            hname = wanted.get(raw_name)
+            if hname is not None:
                 headers[hname] = raw_value.decode("latin-1")
         key = _bearer(headers.get("authorization"))
         if key is None:
@@ -235,8 +241,13 @@ class Gateway:
 
         if route.path == MODELS:
             return await self._models(reply, snap, target, route.model)
-        engine = self.engine(target.engine)
-        if engine is not None and route.path not in _paths(engine):
+        try:
+            paths = self._engine_paths[target.engine]
+        except KeyError:
+            engine = self.engine(target.engine)
+            paths = self._engine_paths[target.engine] = (
+                _paths(engine) if engine is not None else None)
+        if paths is not None and route.path not in paths:
             raise GatewayError(
                 404, f"deployment {target.namespace}/{target.name} (engine {target.engine}) "
                 f"does not serve {route.path}", code="unsupported_endpoint",
