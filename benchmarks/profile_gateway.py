@@ -28,6 +28,7 @@ from bench_gateway import (
     HERE,
     MODEL,
     NAMESPACE,
+    _children,
     chat_body,
     cpu_seconds,
     free_port,
@@ -49,9 +50,10 @@ async def main(args: argparse.Namespace) -> int:
             procs.append(backend)
             await wait_ready(url + "/health", backend)
         port = free_port()
-        gateway = spawn("gateway", [sys.executable, str(HERE / "bench_gateway.py"),
+        entry = os.environ.get("A3S_PROFILE_ENTRY", str(HERE / "bench_gateway.py"))
+        gateway = spawn("gateway", [sys.executable, entry,
                                     "--serve-gateway", str(port), ",".join(urls), key, "vllm",
-                                    str(workdir), "1"], workdir)
+                                    str(workdir), str(args.workers)], workdir)
         procs.append(gateway)
         auth = {"Authorization": f"Bearer {key}"}
         base = f"http://127.0.0.1:{port}/d/{NAMESPACE}/{MODEL}/v1"
@@ -60,6 +62,8 @@ async def main(args: argparse.Namespace) -> int:
         body = chat_body(16, args.stream)
         await run_load("light", url, auth, body, args.stream, args.concurrency, 2000, 0)
         pid = gateway.popen.pid
+        if args.workers > 1:
+            await asyncio.sleep(1.0)  # every worker up (the first answered already)
         c0, t0 = cpu_seconds(pid) or 0.0, time.monotonic()
         await asyncio.sleep(args.idle_s)
         idle = ((cpu_seconds(pid) or 0.0) - c0) / (time.monotonic() - t0)
@@ -73,11 +77,20 @@ async def main(args: argparse.Namespace) -> int:
             spy = subprocess.Popen(argv + (["--native"] if args.native else ["--nonblocking"]),
                                    stdout=subprocess.DEVNULL, stderr=log)
             await asyncio.sleep(1.0)
+        perf = None
+        if args.perf:  # on-CPU samples of the C level (the interpreter, uvloop, the kernel)
+            perf = subprocess.Popen(["perf", "record", "-F", "1999", "-p", str(pid), "-o",
+                                     args.perf], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1.0)
         c0, u0, s0 = cpu_seconds(pid) or 0.0, *user_sys(pid)
         ok, failed, secs, lat = await run_load("light", url, auth, body, args.stream,
                                                args.concurrency, args.requests, 0)
         busy = (cpu_seconds(pid) or 0.0) - c0
         u1, s1 = user_sys(pid)
+        if perf is not None:
+            perf.send_signal(2)
+            perf.wait(30)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
@@ -97,10 +110,14 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def user_sys(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of one process (Linux /proc)."""
+    """User and system CPU seconds of a process and its children (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user, system = int(fields[11]) / tick, int(fields[12]) / tick
+    for child in _children(pid):
+        u, s = user_sys(child)
+        user, system = user + u, system + s
+    return user, system
 
 
 def top(path: Path, n: int) -> None:
@@ -132,9 +149,13 @@ if __name__ == "__main__":
     p.add_argument("--requests", type=int, default=40000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--stream", action="store_true")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway workers (CPU summed over all; --py-spy samples the supervisor "
+                        "only, so profile with 1)")
     p.add_argument("--idle-s", type=float, default=3.0)
     p.add_argument("--py-spy", metavar="OUT")
     p.add_argument("--native", action="store_true")
+    p.add_argument("--perf", metavar="OUT", help="also `perf record` the gateway into OUT")
     p.add_argument("--rate", type=int, default=500)
     p.add_argument("--top", type=int, default=0)
     try:

@@ -120,6 +120,8 @@ class Gateway:
     def _prune(self, live_deployments: set[str]) -> None:
         for dep_id in [d for d in self._balancers if d not in live_deployments]:
             del self._balancers[dep_id]
+        if self._forwarder is not None:
+            self._forwarder.forget_except(live_deployments)
 
     def invalidate(self) -> None:
         """Deployments, replicas or keys changed: the next request reads the store, here

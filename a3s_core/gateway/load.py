@@ -150,6 +150,10 @@ class LoadBook:
         self.replicas: dict[str, ReplicaStats] = {}
         self.deployments: dict[str, DeploymentStats] = {}
         self.share: LoadShare | None = None  # set by the gateway of a worker
+        # sync()'s answer per deployment: (the snapshot's tuple, the epoch, the stats).
+        # The epoch moves whenever `replicas` changes, which makes every answer stale.
+        self._synced: dict[str, tuple[tuple[ReplicaInfo, ...], int, list[ReplicaStats]]] = {}
+        self._epoch = 0
 
     def owns(self, st: ReplicaStats) -> bool:
         """Whether this process scrapes the replica (always, unless workers share)."""
@@ -159,13 +163,20 @@ class LoadBook:
 
     def sync(self, replicas: tuple[ReplicaInfo, ...]) -> list[ReplicaStats]:
         """The stats of these replicas, created on first sight (and renewed if the URL
-        changed: a restarted replica is a new process with nothing in flight here)."""
+        changed: a restarted replica is a new process with nothing in flight here).
+
+        The list is shared (callers only read it): the snapshot hands out the same tuple
+        for a deployment until it is re-read, so a request finds its list by identity
+        rather than looking up each replica again."""
+        dep = replicas[0].deployment_id if replicas else None
+        held = self._synced.get(dep) if dep is not None else None
+        if held is not None and held[0] is replicas and held[1] == self._epoch:
+            return held[2]
         out = []
         fresh_weights = False
         for info in replicas:
             st = self.replicas.get(info.id)
-            # (`is` first: the snapshot hands out the same objects until it is re-read)
-            if st is None or (st.info is not info and st.info != info):
+            if st is None or st.info != info:
                 # Requests in flight keep (and count down on) the object they started with.
                 st = ReplicaStats(info=info, backoff_s=self.backoff_start_s)
                 if self.share is not None:
@@ -175,9 +186,14 @@ class LoadBook:
             out.append(st)
         if fresh_weights:
             self._weigh(out)
+            self._epoch += 1  # other deployments' lists may hold a replaced object
+        if dep is not None:
+            self._synced[dep] = (replicas, self._epoch, out)
         return out
 
     def forget_except(self, live: set[str], live_deployments: set[str]) -> None:
+        self._epoch += 1
+        self._synced.clear()
         for rid in [r for r in self.replicas if r not in live]:
             del self.replicas[rid]
             if self.share is not None:

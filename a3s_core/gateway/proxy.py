@@ -131,6 +131,9 @@ class Forwarder:
         self.pool = pool
         self.book = book
         self.watches = Watches()
+        # Per deployment: the replicas list last routed over (LoadBook.sync hands out the
+        # same list while the snapshot is the same) and its ids, for RouteRequest.members.
+        self._members: dict[str, tuple[list[ReplicaStats], frozenset[str]]] = {}
         share = book.share  # (this worker, of how many) for RouteRequest
         self.worker = (share.worker, share.workers) if share is not None else (0, 1)
 
@@ -153,7 +156,12 @@ class Forwarder:
         failure: Failure | None = None
         watch = DisconnectWatch(receive)
         self.watches.add(watch)
-        members = frozenset(s.info.id for s in replicas)
+        held = self._members.get(dep.id)
+        if held is not None and held[0] is replicas:
+            members = held[1]
+        else:
+            members = frozenset(s.info.id for s in replicas)
+            self._members[dep.id] = (replicas, members)
         try:
             for attempt in range(ATTEMPTS):
                 request = RouteRequest(dep.id, path, body, members, attempt, *self.worker)
@@ -184,6 +192,10 @@ class Forwarder:
             f"no replica of deployment {where} could be reached "
             f"({len(tried)} tried; last: {failure.reason})"
         )
+
+    def forget_except(self, live_deployments: set[str]) -> None:
+        for dep_id in [d for d in self._members if d not in live_deployments]:
+            del self._members[dep_id]
 
     def _choose(
         self, replicas: list[ReplicaStats], balancer: Balancer, tried: set[str],

@@ -78,3 +78,29 @@ def test_shared_figures_are_read_again_after_each_scrape(tmp_path: Path) -> None
     finally:
         other_share.close()
         owner_share.close()
+
+
+def test_sync_by_the_snapshots_tuple_follows_every_change() -> None:
+    book = LoadBook(load_catalog(None), stale_after_s=1.5)
+    other = ReplicaInfo(id="rep-b", deployment_id="dep-1", url="http://127.0.0.1:2", gpu=None,
+                        tensor_parallel_size=1, max_model_len=4096)
+    snap1 = (INFO, other)
+    first = book.sync(snap1)
+    assert [st.info.id for st in first] == ["rep-a", "rep-b"]
+    assert book.sync(snap1) == first  # the same snapshot: the same stats
+    book.started(first[0])
+    # Re-read with equal rows: new tuple, same stats (their in-flight counts carry on).
+    again = book.sync((INFO, other))
+    assert again[0] is first[0] and again[0].in_flight == 1
+    # A restarted replica (new URL) is a new process: new stats, nothing in flight.
+    moved = ReplicaInfo(id="rep-b", deployment_id="dep-1", url="http://127.0.0.1:3", gpu=None,
+                        tensor_parallel_size=1, max_model_len=4096)
+    snap3 = (INFO, moved)
+    third = book.sync(snap3)
+    assert third[1] is not first[1] and third[1].info.url.endswith(":3")
+    assert book.replicas["rep-b"] is third[1]
+    # Forgotten replicas are made again on the next sync, even of a tuple seen before.
+    book.forget_except(set(), set())
+    fourth = book.sync(snap3)
+    assert fourth[0] is not third[0] and book.replicas["rep-a"] is fourth[0]
+    assert book.sync(()) == []
