@@ -30,12 +30,22 @@ import socket
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from a3s_core.api.ws_protocol import A3SWebSocketProtocol
+from a3s_core.gateway.asgi import WHOLE
 
 # Above this, head and body go out as two buffers of one write (no copy of the body).
 JOIN_UNDER = 64 * 1024
+# Names uvicorn treats itself (framing): an answer carrying one goes the ordinary way.
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
 STARTUP_FAILURE = 3  # uvicorn.run's exit status when the app did not start
 
 
@@ -90,13 +100,61 @@ class _HeadHeld:
         self._write_head()
         self._transport.close()
 
+    def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Write a complete answer with its Content-Length in one go: the bytes uvicorn's
+        `send` writes for `http.response.start` and a last `http.response.body`, and the
+        same bookkeeping, for one pass instead of two (its per-header checks, once over
+        all headers). False, having done nothing, when the answer must go the ordinary
+        way: already started, a HEAD request, writes paused, a framing header among
+        `headers`, or a header uvicorn would refuse (so the ordinary way raises as it
+        always has)."""
+        cycle = self._cycle
+        if (cycle is None or cycle.response_started or cycle.disconnected
+                or cycle.flow.write_paused or cycle.scope["method"] == "HEAD"
+                or not 100 <= status < 600):
+            return False
+        names = b"".join([name for name, _ in headers])
+        if (HEADER_RE.search(names) or names.lower() != names
+                or HEADER_VALUE_RE.search(b"\t".join([value for _, value in headers]))
+                or any(name in _FRAMING for name, _ in headers)):
+            return False
+        content = [STATUS_LINE[status]]
+        for name, value in cycle.default_headers:
+            content += (name.lower(), b": ", value, b"\r\n")
+        for name, value in headers:
+            content += (name, b": ", value, b"\r\n")
+        content.append(b"content-length: %d\r\n" % len(body))
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        self._cycle = None  # (see write: no reference cycle left behind)
+        if cycle.access_log:  # uvicorn's line, as its send writes it
+            scope = cycle.scope
+            cycle.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
+                get_path_with_query_string(scope), scope["http_version"], status,
+            )
+        if len(body) < JOIN_UNDER:
+            content.append(body)
+            self._transport.write(b"".join(content))
+        else:
+            self._transport.writelines((b"".join(content), body))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self._transport.close()
+        cycle.on_response()
+        return True
+
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
 
 class A3SHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with an answer's head and first body bytes written
-    together (`_HeadHeld`)."""
+    together (`_HeadHeld`), and whole answers in one pass (the `WHOLE` extension)."""
 
     def on_headers_complete(self) -> None:
         before = self.cycle
@@ -104,7 +162,9 @@ class A3SHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not before and cycle.transport is self.transport:
             # A new request (not an upgrade): its task is created but has not run yet.
-            cycle.transport = _HeadHeld(self.transport, cycle, self.loop)  # type: ignore[assignment]
+            held = _HeadHeld(self.transport, cycle, self.loop)
+            cycle.transport = held  # type: ignore[assignment]
+            cycle.scope.setdefault("extensions", {})[WHOLE] = {"send": held.whole}
 
 
 class Server(uvicorn.Server):

@@ -178,7 +178,7 @@ class Gateway:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         """Answer one data-plane request (raw ASGI; `route` is `asgi.route_of(scope)`)."""
-        reply = Reply(send)
+        reply = Reply(send, scope)
         try:
             await self._serve(scope, receive, reply, route)
         except ClientGone:
@@ -224,7 +224,7 @@ class Gateway:
             self.directory.invalidate()
         # strict: while the store is unreachable, StoreUnavailable (503) rather than rows
         # older than a change made in this process (directory.py).
-        snap = await self.directory.snapshot(strict=True)
+        snap = self.directory.in_hand() or await self.directory.snapshot(strict=True)
         found = snap.key(key)
         if found.deployment_id is None:
             try:
@@ -239,7 +239,10 @@ class Gateway:
         own = snap.deployments[found.deployment_id]
 
         body = await self._body(receive, headers) if method == "POST" else b""
-        target, snap = await self._target(headers, method, snap, own, route, body)
+        if route.name == own.name and route.namespace == own.namespace:
+            target = own  # /d/{namespace}/{name}/v1/... of the key's own deployment
+        else:
+            target, snap = await self._target(headers, method, snap, own, route, body)
 
         if route.path == MODELS:
             return await self._models(reply, snap, target, route.model)
@@ -453,7 +456,7 @@ class GatewayApp:
                 return await self.gateway.serve(scope, receive, send, route)
             if self.app is None:
                 return await GatewayError(404, f"{scope['path']} is not found",
-                                          code="unknown_endpoint").send(Reply(send))
+                                          code="unknown_endpoint").send(Reply(send, scope))
         if self.app is not None:
             await self.app(scope, receive, send)
         elif scope["type"] == "lifespan":  # nothing to start: say so and wait for the end

@@ -6,7 +6,9 @@ chunked streams, and answers on connections that close."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +18,7 @@ import uvicorn
 
 from a3s_core.api import server
 from a3s_core.api.server import JOIN_UNDER, A3SHttpProtocol
+from a3s_core.gateway.asgi import WHOLE, Reply
 
 Scope = dict[str, Any]
 
@@ -32,6 +35,18 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         if not message.get("more_body"):
             break
     path = scope["path"]
+    if path.startswith("/whole/") or path.startswith("/plain/"):  # the same answer two ways
+        status, headers, out = ANSWERS[path.split("/")[2]]
+        ext = scope.get("extensions", {}).get(WHOLE)
+        if path.startswith("/whole/"):
+            sent = ext["send"](status, headers, out)
+            WholeSent.results.append(sent)
+            if sent:
+                return
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+        return
     if path == "/late":  # the head now, the body 0.5 s later
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"4")]})
@@ -48,6 +63,23 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(out)).encode())]})
     await send({"type": "http.response.body", "body": out})
+
+
+ANSWERS: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
+    "ok": (200, [(b"content-type", b"application/json"), (b"x-a3s-replica", b"r-1")],
+           b'{"ok": true}'),
+    "error": (503, [(b"content-type", b"application/json"), (b"retry-after", b"5")],
+              b'{"error": {"message": "down"}}'),
+    "empty": (200, [], b""),
+    "big": (200, [(b"content-type", b"text/plain")], BIG),
+    # Ones the extension leaves to the ordinary path:
+    "framing": (200, [(b"connection", b"close")], b"x"),
+    "upper": (200, [(b"X-Upper", b"1")], b"x"),
+}
+
+
+class WholeSent:
+    results: list[bool] = []
 
 
 class Recorder:
@@ -77,17 +109,26 @@ class RecordingProtocol(A3SHttpProtocol):
         super().connection_made(spy)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
+@contextlib.asynccontextmanager
+async def serving(access_log: bool = False) -> AsyncIterator[int]:
     Recorder.writes = []
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                                        log_level="warning", http=RecordingProtocol))
+                                        log_level="warning", http=RecordingProtocol,
+                                        access_log=access_log))
     task = asyncio.get_running_loop().create_task(srv.serve())
     while not srv.started:
         await asyncio.sleep(0.01)
-    yield srv.servers[0].sockets[0].getsockname()[1]
-    srv.should_exit = True
-    await task
+    try:
+        yield int(srv.servers[0].sockets[0].getsockname()[1])
+    finally:
+        srv.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    async with serving() as p:
+        yield p
 
 
 async def exchange(port: int, raw: bytes, until: bytes, timeout: float = 5.0) -> bytes:
@@ -262,3 +303,91 @@ def test_run_serves_with_the_protocols_and_settles_the_heap() -> None:
     assert answer and answer[0].endswith(b"\r\n\r\nok")
     assert srv[0].config.http_protocol_class is A3SHttpProtocol
     assert seen["frozen"] > 0
+
+
+def _without_date(answer: bytes) -> bytes:
+    return b"".join(line for line in answer.splitlines(keepends=True)
+                    if not line.startswith(b"date: "))
+
+
+@pytest.mark.parametrize(("name", "closing"), [
+    ("ok", False), ("ok", True), ("error", False), ("empty", False), ("big", False),
+    ("framing", False), ("upper", False),
+])
+async def test_a_whole_answer_is_the_same_bytes_in_one_write(
+    port: int, name: str, closing: bool,
+) -> None:
+    conn = b"connection: close\r\n" if closing else b""
+    answers = []
+    for way in ("plain", "whole"):
+        Recorder.writes = []
+        WholeSent.results = []
+        raw = b"GET /%s/%s HTTP/1.1\r\nhost: a\r\n%s\r\n" % (way.encode(), name.encode(), conn)
+        _, _, out = ANSWERS[name]
+        got = await exchange(port, raw, out if out else b"\r\n\r\n")
+        assert got.endswith(out)
+        answers.append((_without_date(got), len(Recorder.writes), list(WholeSent.results)))
+    (plain, _, _), (whole, writes, sent) = answers
+    assert whole == plain
+    assert sent == [name not in ("framing", "upper")]
+    assert writes == 1
+
+
+async def test_a_whole_answer_writes_uvicorns_access_log_line() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    lines = []
+    async with serving(access_log=True) as p:
+        access = logging.getLogger("uvicorn.access")  # (it does not propagate)
+        keep = Keep()
+        access.addHandler(keep)
+        level = access.level
+        access.setLevel(logging.INFO)  # (the server's log_level is warning)
+        try:
+            for way in ("plain", "whole"):
+                records.clear()
+                await exchange(p, b"GET /%s/ok?x=1 HTTP/1.1\r\nhost: a\r\n\r\n"
+                               % way.encode(), b"true}")
+                lines.append([r.getMessage().replace(way, "WAY").split(" - ", 1)[1]
+                              for r in records])
+        finally:
+            access.removeHandler(keep)
+            access.setLevel(level)
+    assert lines[0] == lines[1] and len(lines[0]) == 1
+    assert lines[0][0] == '"GET /WAY/ok?x=1 HTTP/1.1" 200'
+
+
+async def test_head_requests_are_left_to_the_ordinary_path(port: int) -> None:
+    WholeSent.results = []
+    got = await exchange(port, b"HEAD /whole/ok HTTP/1.1\r\nhost: a\r\n\r\n", b"\r\n\r\n")
+    assert WholeSent.results == [False]
+    assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\n")
+
+
+async def test_reply_uses_the_extension_and_falls_back_without_it() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    calls: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+
+    def whole(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        calls.append((status, headers, body))
+        return status == 200
+
+    scope = {"extensions": {WHOLE: {"send": whole}}}
+    reply = Reply(send, scope)
+    await reply.whole(200, [(b"a", b"1")], b"hi")
+    assert calls == [(200, [(b"a", b"1")], b"hi")] and sent == [] and reply.started
+    refused = Reply(send, scope)  # the server declines: the ordinary two messages
+    await refused.whole(404, [], b"no")
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert (b"content-length", b"2") in sent[0]["headers"]
+    sent.clear()
+    await Reply(send).whole(200, [], b"ok")  # a server without it
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
