@@ -241,16 +241,20 @@ async def test_no_reference_cycle_per_request(port: int) -> None:
 
 
 def test_settle_heap_freezes_what_startup_left() -> None:
+    thresholds = gc.get_threshold()
     try:
         server.settle_heap()
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (server.YOUNG_THRESHOLD, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_run_serves_with_the_protocols_and_settles_the_heap() -> None:
     """`server.run` on a bound socket: the app answers through A3SHttpProtocol, and the
     heap is frozen once the app has started."""
+    thresholds = gc.get_threshold()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -299,6 +303,7 @@ def test_run_serves_with_the_protocols_and_settles_the_heap() -> None:
     finally:
         server.Server.startup = original  # type: ignore[method-assign]
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
         sock.close()
     assert answer and answer[0].endswith(b"\r\n\r\nok")
     assert srv[0].config.http_protocol_class is A3SHttpProtocol
