@@ -46,7 +46,7 @@ from a3s_core.gateway.asgi import WHOLE
 # Above this, head and body go out as two buffers of one write (no copy of the body).
 JOIN_UNDER = 64 * 1024
 # Names uvicorn treats itself (framing): an answer carrying one goes the ordinary way.
-_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 STARTUP_FAILURE = 3  # uvicorn.run's exit status when the app did not start
 
 
@@ -114,10 +114,11 @@ class _HeadHeld:
                 or cycle.flow.write_paused or cycle.scope["method"] == "HEAD"
                 or not 100 <= status < 600):
             return False
-        names = b"".join([name for name, _ in headers])
-        if (HEADER_RE.search(names) or names.lower() != names
+        names = [name for name, _ in headers]
+        joined = b"".join(names)
+        if (HEADER_RE.search(joined) or joined.lower() != joined
                 or HEADER_VALUE_RE.search(b"\t".join([value for _, value in headers]))
-                or any(name in _FRAMING for name, _ in headers)):
+                or not _FRAMING.isdisjoint(names)):
             return False
         content = [STATUS_LINE[status]]
         for name, value in cycle.default_headers:
