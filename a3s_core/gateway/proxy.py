@@ -94,8 +94,8 @@ class DisconnectWatch:
 
 class Watches:
     """Starts each request's watcher once it has waited `WATCH_AFTER_S`, on one timer for
-    all requests (a timer per request was ~5 µs of the gateway's CPU per request, for
-    answers that nearly all finish long before). Requests wait in arrival order, so each
+    all requests (a uvloop timer made and cancelled per request, ~0.5 µs of CPU and two
+    allocations, for answers that nearly all finish long before). Requests wait in arrival order, so each
     sweep starts those due and re-arms for the oldest left; a watcher starts at most
     `SWEEP_S` late."""
 
