@@ -396,3 +396,16 @@ async def test_reply_uses_the_extension_and_falls_back_without_it() -> None:
     sent.clear()
     await Reply(send).whole(200, [], b"ok")  # a server without it
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+async def test_pipelined_requests_are_answered_whole_and_in_order(port: int) -> None:
+    """Two requests in one packet: uvicorn queues the second until the first is answered;
+    a whole answer must hand over to it as uvicorn's own send does."""
+    WholeSent.results = []
+    one = b"GET /whole/ok HTTP/1.1\r\nhost: a\r\n\r\n"
+    two = b"GET /whole/error HTTP/1.1\r\nhost: a\r\n\r\n"
+    got = await exchange(port, one + two, ANSWERS["error"][2])
+    first, second = got.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 OK") and first.endswith(ANSWERS["ok"][2])
+    assert second.startswith(b"503 ") and second.endswith(ANSWERS["error"][2])
+    assert WholeSent.results == [True, True]
