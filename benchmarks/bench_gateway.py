@@ -83,11 +83,12 @@ def bench_plugins() -> object:
 def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_dir: str,
                   workers: int = 1) -> None:
     """Child process: the platform app exactly as `a3s serve` builds it (create_app: API,
-    gateway, store, events), on uvicorn with uvloop + httptools, with controllers off and
-    one running deployment, its key and its replicas written to its store beforehand."""
-    import uvicorn
+    gateway, store, events), served as `a3s serve` serves it (a3s_core/api/server.py:
+    uvicorn with uvloop + httptools), with controllers off and one running deployment, its
+    key and its replicas written to its store beforehand."""
     from sqlmodel import Session
 
+    from a3s_core.api import server
     from a3s_core.api.app import create_app
     from a3s_core.keys import display_prefix, hash_key
     from a3s_core.plugins import Plugins
@@ -121,7 +122,7 @@ def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_
     plugins = Plugins()
     plugins.register(FakeRuntimePlugin(), name="bench-fake-runtime")
     app = create_app(settings, plugins)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # ---------------------------------------------------------------- processes

@@ -33,10 +33,8 @@ def serve(
     role: Annotated[str | None, typer.Option(help="all / gateway / control")] = None,
 ) -> None:
     """Run the platform (API, gateway, controllers) on its embedded defaults."""
-    import uvicorn
-
+    from a3s_core.api import server
     from a3s_core.api.app import create_app
-    from a3s_core.api.ws_protocol import A3SWebSocketProtocol
     from a3s_core.errors import A3SError
     from a3s_core.gateway import workers as many
     from a3s_core.settings import Settings
@@ -85,11 +83,12 @@ def serve(
         soft_wrap=True,
     )
     # No per-request access log: it costs time on every data-plane request.
-    # ws: uvicorn's sans-I/O WebSocket protocol plus one socket write for many event
-    # envelopes (a3s_core/api/ws_protocol.py).
+    # server.run: uvicorn with one socket write per plain answer, the sans-I/O WebSocket
+    # protocol plus one write for many event envelopes, and the heap frozen after startup
+    # (a3s_core/api/server.py, ws_protocol.py).
     # log_config: uvicorn's, with credentials taken out of every line (a3s_core/log_config.py).
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=access_log, ws=A3SWebSocketProtocol, log_config=serve_logging())
+    server.run(application, host=settings.host, port=settings.port, log_level="info",
+               access_log=access_log, log_config=serve_logging())
 
 
 def serve_logging() -> dict[str, Any]:

@@ -43,6 +43,8 @@ from a3s_core.types import ScalingSignals
 EMBEDDINGS = "/v1/embeddings"
 JSON = [(b"content-type", b"application/json")]
 WANTED_HEADERS = frozenset({"authorization", "host", *FORWARDED_REQUEST_HEADERS})
+# Raw (ASGI, lower-case) name → name: only the headers the gateway reads are decoded.
+_WANTED_RAW = {name.encode("latin-1"): name for name in WANTED_HEADERS}
 log = logging.getLogger(__name__)
 STALE_AFTER_INTERVALS = 3
 
@@ -72,6 +74,9 @@ class Gateway:
         self._publish_task: asyncio.Task[None] | None = None
         self._balancers: dict[str, tuple[str, Balancer]] = {}
         self._engines: dict[str, Engine | None] = {}
+        # The paths each engine serves (None: an engine not installed here, so not known
+        # to refuse any), asked once per engine rather than per request.
+        self._engine_paths: dict[str, frozenset[str] | None] = {}
         # One of several workers (`a3s serve --workers N`): load figures and store changes
         # are shared with the others through this file (share.py).
         self.share: LoadShare | None = None
@@ -132,6 +137,8 @@ class Gateway:
     def _prune(self, live_deployments: set[str]) -> None:
         for dep_id in [d for d in self._balancers if d not in live_deployments]:
             del self._balancers[dep_id]
+        if self._forwarder is not None:
+            self._forwarder.forget_except(live_deployments)
 
     def invalidate(self) -> None:
         """Deployments, replicas or keys changed: the next request reads the store, here
@@ -188,7 +195,7 @@ class Gateway:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         """Answer one data-plane request (raw ASGI; `route` is `asgi.route_of(scope)`)."""
-        reply = Reply(send)
+        reply = Reply(send, scope)
         try:
             await self._serve(scope, receive, reply, route)
         except ClientGone:
@@ -218,9 +225,10 @@ class Gateway:
                                code="method_not_allowed", headers={"Allow": route.method})
         # One pass over the raw headers (ASGI names are lower-case already).
         headers: dict[str, str] = {}
+        wanted = _WANTED_RAW
         for raw_name, raw_value in scope["headers"]:
-            hname = raw_name.decode("latin-1")
-            if hname in WANTED_HEADERS:
+            hname = wanted.get(raw_name)
+            if hname is not None:
                 headers[hname] = raw_value.decode("latin-1")
         key = _bearer(headers.get("authorization"))
         if key is None:
@@ -233,7 +241,7 @@ class Gateway:
             self.directory.invalidate()
         # strict: while the store is unreachable, StoreUnavailable (503) rather than rows
         # older than a change made in this process (directory.py).
-        snap = await self.directory.snapshot(strict=True)
+        snap = self.directory.in_hand() or await self.directory.snapshot(strict=True)
         found = snap.key(key)
         if found.deployment_id is None:
             try:
@@ -248,12 +256,20 @@ class Gateway:
         own = snap.deployments[found.deployment_id]
 
         body = await self._body(receive, headers) if method == "POST" else b""
-        target, snap = await self._target(headers, method, snap, own, route, body)
+        if route.name == own.name and route.namespace == own.namespace:
+            target = own  # /d/{namespace}/{name}/v1/... of the key's own deployment
+        else:
+            target, snap = await self._target(headers, method, snap, own, route, body)
 
         if route.path == MODELS:
             return await self._models(reply, snap, target, route.model)
-        engine = self.engine(target.engine)
-        if engine is not None and route.path not in _paths(engine):
+        try:
+            paths = self._engine_paths[target.engine]
+        except KeyError:
+            engine = self.engine(target.engine)
+            paths = self._engine_paths[target.engine] = (
+                _paths(engine) if engine is not None else None)
+        if paths is not None and route.path not in paths:
             raise GatewayError(
                 404, f"deployment {target.namespace}/{target.name} (engine {target.engine}) "
                 f"does not serve {route.path}", code="unsupported_endpoint",
@@ -457,7 +473,7 @@ class GatewayApp:
                 return await self.gateway.serve(scope, receive, send, route)
             if self.app is None:
                 return await GatewayError(404, f"{scope['path']} is not found",
-                                          code="unknown_endpoint").send(Reply(send))
+                                          code="unknown_endpoint").send(Reply(send, scope))
         if self.app is not None:
             await self.app(scope, receive, send)
         elif scope["type"] == "lifespan":  # nothing to start: say so and wait for the end

@@ -7,7 +7,7 @@ StreamingResponse spawns per answer would be pure cost on the hot path — toget
 than half of the gateway's 1 ms budget (benchmarks/bench_gateway.py).
 
     route = route_of(scope)               # None: not a data-plane path
-    reply = Reply(send)
+    reply = Reply(send, scope)
     await reply.whole(200, headers, body)  # or start() + chunk() ... + end()
 """
 
@@ -23,6 +23,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+
+# An ASGI extension some servers offer (`a3s serve`'s: a3s_core/api/server.py): in
+# scope["extensions"][WHOLE]["send"], a callable (status, headers, body) -> bool that
+# sends a whole answer in one pass, or returns False having done nothing.
+WHOLE = "a3s.http.whole"
 
 POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 MODELS = "/v1/models"
@@ -62,6 +67,12 @@ def match(path: str) -> Route | None:
     return None
 
 
+# match()'s answers by path: a gateway sees few distinct paths (one per deployment and
+# endpoint), and a Route is immutable. Bounded, since clients choose the paths.
+_MATCHED: dict[str, Route | None] = {}
+MATCHED_MAX = 4096
+
+
 def route_of(scope: Scope) -> Route | None:
     """`match` on the request's path below the app's mount point (ASGI `root_path`, set
     when a proxy serves the platform under a prefix)."""
@@ -69,17 +80,27 @@ def route_of(scope: Scope) -> Route | None:
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return match(path)
+    try:
+        return _MATCHED[path]
+    except KeyError:
+        route = match(path)
+        if len(_MATCHED) < MATCHED_MAX:
+            _MATCHED[path] = route
+        return route
 
 
 class Reply:
     """One HTTP answer over ASGI `send`; remembers whether it has begun."""
 
-    __slots__ = ("send", "started")
+    __slots__ = ("_whole", "send", "started")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, scope: Scope | None = None) -> None:
         self.send = send
         self.started = False
+        ext = scope.get("extensions") if scope is not None else None
+        found = ext.get(WHOLE) if ext else None
+        self._whole: Callable[[int, Headers, bytes], bool] | None = (
+            found["send"] if found else None)
 
     async def start(self, status: int, headers: Headers) -> None:
         self.started = True
@@ -92,7 +113,11 @@ class Reply:
         await self.send({"type": "http.response.body", "body": data, "more_body": False})
 
     async def whole(self, status: int, headers: Headers, body: bytes) -> None:
-        """A complete answer with its Content-Length."""
+        """A complete answer with its Content-Length (in one pass where the server offers
+        the WHOLE extension)."""
+        if self._whole is not None and not self.started and self._whole(status, headers, body):
+            self.started = True
+            return
         await self.start(status, [*headers, (b"content-length", str(len(body)).encode())])
         await self.end(body)
 

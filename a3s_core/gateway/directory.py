@@ -76,12 +76,17 @@ class Snapshot:
     keys: Mapping[str, str] = field(default_factory=dict)  # key hash → deployment id
     revoked: frozenset[str] = frozenset()
     replicas: Mapping[str, tuple[ReplicaInfo, ...]] = field(default_factory=dict)
+    # One KeyLookup per live key, made with the snapshot rather than per request.
+    _hits: Mapping[str, KeyLookup] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hits", {d: KeyLookup(dep) for d, dep in self.keys.items()})
 
     def key(self, key: str) -> KeyLookup:
         digest = hash_key(key)
-        dep = self.keys.get(digest)
-        if dep is not None:
-            return KeyLookup(dep)
+        hit = self._hits.get(digest)
+        if hit is not None:
+            return hit
         return KeyLookup(None, revoked=digest in self.revoked)
 
     def by_path(self, namespace: str, name: str) -> DeploymentInfo | None:
@@ -241,14 +246,22 @@ class Directory:
         after the last `invalidate()`: falling back must never undo a change made in this
         process (a key revoked, a deployment deleted). Other callers (the metrics scraper)
         get the last snapshot however old, or an empty one when there is none."""
+        snap = self.in_hand()
+        if snap is not None:
+            return snap
+        try:
+            return await self.refresh()
+        except StoreUnavailable:
+            if strict:
+                raise
+            return self._snapshot if self._snapshot is not None else EMPTY
+
+    def in_hand(self) -> Snapshot | None:
+        """What `snapshot()` returns when it need not wait (refreshing it in the background
+        when older than `ttl_s`), without a coroutine; None when it must wait."""
         snap = self._snapshot
         if snap is None or self._snapshot_gen != self._gen:
-            try:
-                return await self.refresh()
-            except StoreUnavailable:
-                if strict:
-                    raise
-                return self._snapshot if self._snapshot is not None else EMPTY
+            return None
         now = time.monotonic()
         if (now - snap.taken_at > self.ttl_s and self._refreshing is None
                 and now - self._failed_at >= self.ttl_s):

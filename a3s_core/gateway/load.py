@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from a3s_core.catalog import GpuCatalog
 from a3s_core.gateway.directory import ReplicaInfo
@@ -72,22 +73,42 @@ class ReplicaStats:
                 freed = min(running, -delta)
                 running -= freed
                 waiting = max(0.0, waiting - (-delta - freed))
-        # model_construct: this runs per replica per request; the values are already typed.
-        return ReplicaLoad.model_construct(
-            replica_id=self.info.id,
-            url=self.info.url,
-            waiting=waiting,
-            running=running,
+        return replica_load({
+            "replica_id": self.info.id,
+            "url": self.info.url,
+            "waiting": waiting,
+            "running": running,
             # This worker's own count, and the other workers' from the shared cells.
-            in_flight=self.in_flight,
-            peer_in_flight=max(0, in_flight - self.in_flight),
-            kv_cache_usage=f.kv_cache_usage if fresh else None,
-            gpu_utilization=f.gpu_utilization if fresh else None,
-            weight=self.weight,
-            metrics_fresh=fresh,
-            metrics_age_s=None if at is None else now - at,
-            kv_capacity_tokens=self.info.kv_capacity_tokens,
-        )
+            "in_flight": self.in_flight,
+            "peer_in_flight": max(0, in_flight - self.in_flight),
+            "kv_cache_usage": f.kv_cache_usage if fresh else None,
+            "gpu_utilization": f.gpu_utilization if fresh else None,
+            "weight": self.weight,
+            "metrics_fresh": fresh,
+            "metrics_age_s": None if at is None else now - at,
+            "kv_capacity_tokens": self.info.kv_capacity_tokens,
+        })
+
+
+_LOAD_FIELDS = frozenset(ReplicaLoad.model_fields)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def replica_load(values: dict[str, Any]) -> ReplicaLoad:
+    """A ReplicaLoad of `values`, which name every field with a value of its type.
+
+    What `ReplicaLoad.model_construct` makes (the same four attributes pydantic sets),
+    without its per-field pass for defaults and aliases: this runs per replica per
+    request, and that pass was about 5 µs of it, the largest single cost of a pick
+    (benchmarks/profile_gateway.py). tests/gateway/test_gateway_load_view.py holds the
+    two to the same result and `values` to every field of the model."""
+    load: ReplicaLoad = _new(ReplicaLoad)
+    _set(load, "__dict__", values)
+    _set(load, "__pydantic_fields_set__", set(_LOAD_FIELDS))
+    _set(load, "__pydantic_extra__", None)
+    _set(load, "__pydantic_private__", None)
+    return load
 
 
 @dataclass
@@ -129,6 +150,10 @@ class LoadBook:
         self.replicas: dict[str, ReplicaStats] = {}
         self.deployments: dict[str, DeploymentStats] = {}
         self.share: LoadShare | None = None  # set by the gateway of a worker
+        # sync()'s answer per deployment: (the snapshot's tuple, the epoch, the stats).
+        # The epoch moves whenever `replicas` changes, which makes every answer stale.
+        self._synced: dict[str, tuple[tuple[ReplicaInfo, ...], int, list[ReplicaStats]]] = {}
+        self._epoch = 0
 
     def owns(self, st: ReplicaStats) -> bool:
         """Whether this process scrapes the replica (always, unless workers share)."""
@@ -138,7 +163,15 @@ class LoadBook:
 
     def sync(self, replicas: tuple[ReplicaInfo, ...]) -> list[ReplicaStats]:
         """The stats of these replicas, created on first sight (and renewed if the URL
-        changed: a restarted replica is a new process with nothing in flight here)."""
+        changed: a restarted replica is a new process with nothing in flight here).
+
+        The list is shared (callers only read it): the snapshot hands out the same tuple
+        for a deployment until it is re-read, so a request finds its list by identity
+        rather than looking up each replica again."""
+        dep = replicas[0].deployment_id if replicas else None
+        held = self._synced.get(dep) if dep is not None else None
+        if held is not None and held[0] is replicas and held[1] == self._epoch:
+            return held[2]
         out = []
         fresh_weights = False
         for info in replicas:
@@ -153,11 +186,16 @@ class LoadBook:
             out.append(st)
         if fresh_weights:
             self._weigh(out)
+            self._epoch += 1  # other deployments' lists may hold a replaced object
+        if dep is not None:
+            self._synced[dep] = (replicas, self._epoch, out)
         return out
 
     def forget_except(self, live: set[str], live_deployments: set[str]) -> None:
         # A replica that left the ready set (draining) stays while this process still has
         # requests on it: drain waits on that count, and the publisher reports it.
+        self._epoch += 1
+        self._synced.clear()
         gone = [r for r, st in self.replicas.items() if r not in live and st.in_flight <= 0]
         for rid in gone:
             del self.replicas[rid]

@@ -66,7 +66,7 @@ class Slot:
     """One id's row: figures plus two cells per worker (`a`: in flight for a replica,
     requests in the window for a deployment; `b`: failed requests for a deployment)."""
 
-    __slots__ = ("_a", "_b", "_cells", "_mm", "_off", "_own_a", "_own_b", "key")
+    __slots__ = ("_a", "_b", "_cells", "_figs", "_mm", "_off", "_own_a", "_own_b", "_raw", "key")
 
     def __init__(self, share: LoadShare, key: str, index: int) -> None:
         self.key = key
@@ -78,6 +78,10 @@ class Slot:
         self._b = self._a + 8 * n
         self._own_a = self._a + 8 * share.worker
         self._own_b = self._b + 8 * share.worker
+        # The figures as last read, and the LoadFigures made of them: they change once a
+        # scrape, and are read per replica per request.
+        self._raw = b""
+        self._figs = LoadFigures()
 
     # -- per-worker cells -----------------------------------------------------------------
 
@@ -109,15 +113,21 @@ class Slot:
 
     def figures(self) -> tuple[LoadFigures, float | None, int]:
         """(figures, when they were scraped or None, all workers' in flight at that time)."""
-        _, at, waiting, running, kv, gpu, at_scrape = _FIGS.unpack_from(
-            self._mm, self._off + FIGS_AT
-        )
+        base = self._off + FIGS_AT
+        _, at, waiting, running, kv, gpu, at_scrape = _FIGS.unpack_from(self._mm, base)
         if at == 0.0:
             return LoadFigures(), None, 0
-        figs = LoadFigures.model_construct(
-            waiting=_back(waiting), running=_back(running), kv_cache_usage=_back(kv),
-            gpu_utilization=_back(gpu),
-        )
+        figs = self._figs
+        # The bytes of when scraped and the four figures: what figs was made of, unless
+        # a scrape has been published since. (Bytes, not floats: NaN, a figure the engine
+        # does not give, never equals itself.)
+        key = self._mm[base + 8:base + 48]
+        if key != self._raw:
+            figs = self._figs = LoadFigures.model_construct(
+                waiting=_back(waiting), running=_back(running), kv_cache_usage=_back(kv),
+                gpu_utilization=_back(gpu),
+            )
+            self._raw = key
         return figs, at, at_scrape
 
     def touch(self, now: float) -> None:

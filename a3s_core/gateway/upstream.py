@@ -55,13 +55,16 @@ class _Conn(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.loop = asyncio.get_running_loop()
+        # One parser for the connection's life: llhttp starts on the next message once one
+        # is complete, and a connection is reused only after a complete keep-alive answer.
+        self.parser = httptools.HttpResponseParser(self)
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
         # Made here, not once the request is written: a connection can be lost (or answer)
         # before that, and the callbacks must have a future to fail (or resolve).
-        self.headers_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.headers_future: asyncio.Future[None] = self.loop.create_future()
         self.status = 0
         self.headers: dict[str, str] = {}
         self.chunks: deque[bytes] = deque()
@@ -215,7 +218,7 @@ class UpstreamResponse:
                 return b""
             if conn.error is not None:
                 raise conn.error
-            conn.waiter = asyncio.get_running_loop().create_future()
+            conn.waiter = conn.loop.create_future()
             await conn.waiter
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -223,6 +226,9 @@ class UpstreamResponse:
             yield chunk
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if conn.complete:  # the whole body is in (a small answer, usually): no waiting
+            return await self.next_chunk()
         parts = [chunk async for chunk in self.chunks()]
         return b"".join(parts)
 

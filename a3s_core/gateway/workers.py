@@ -181,10 +181,10 @@ def serve(settings: Settings, access_log: bool, say: Any = print) -> int:
     say(f"A3S {settings.role} on {settings.base_url} — {runtime}{n} worker(s), "
         f"store {settings.db_url.split('@')[-1]}")
     if n == 1:
-        import uvicorn
+        from a3s_core.api import server
 
-        uvicorn.run(build_app(settings), host=settings.host, port=settings.port,
-                    log_level="info", access_log=access_log, log_config=serve_logging())
+        server.run(build_app(settings), host=settings.host, port=settings.port,
+                   log_level="info", access_log=access_log, log_config=serve_logging())
         return 0
     return Supervisor(settings, n, access_log).run()
 
@@ -239,9 +239,7 @@ def run_worker(
     """One worker process: its app on the shared port until SIGTERM/SIGINT."""
     if parent is not None:
         _die_with(parent)
-    import uvicorn
-
-    from a3s_core.api.ws_protocol import A3SWebSocketProtocol
+    from a3s_core.api import server
 
     settings = settings.model_copy(update={"worker_index": index})
     log_config = serve_logging()
@@ -253,10 +251,10 @@ def run_worker(
     except A3SError as exc:  # a setting or a plugin is wrong: say so once, plainly
         log.error("error: %s", exc.message)
         raise SystemExit(BAD_CONFIG_EXIT) from None
-    config = uvicorn.Config(app, log_level="info", log_config=log_config, access_log=access_log,
-                            ws=A3SWebSocketProtocol, timeout_graceful_shutdown=int(GRACE_S))
     # Bound here, listened on by uvicorn after the app's startup (see bind()).
-    uvicorn.Server(config).run(sockets=[bind(settings.host, settings.port)])
+    server.run(app, sockets=[bind(settings.host, settings.port)], log_level="info",
+               log_config=log_config, access_log=access_log,
+               timeout_graceful_shutdown=int(GRACE_S))
 
 
 class Supervisor:

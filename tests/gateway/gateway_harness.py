@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, SQLModel
 
 from a3s_core import hookimpl
+from a3s_core.api.server import A3SHttpProtocol
 from a3s_core.contracts import Balancer, Engine, LaunchContext
 from a3s_core.gateway import Gateway
 from a3s_core.gateway.asgi import ASGIApp
@@ -179,9 +180,11 @@ def make_plugins() -> Plugins:
 
 
 async def serve(app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    # A bounded graceful shutdown: a failed test may leave a stream open.
+    # A bounded graceful shutdown: a failed test may leave a stream open. The HTTP protocol
+    # `a3s serve` uses (a3s_core/api/server.py).
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="off", timeout_graceful_shutdown=2))
+                                           lifespan="off", timeout_graceful_shutdown=2,
+                                           http=A3SHttpProtocol))
     task = asyncio.get_running_loop().create_task(server.serve())
     deadline = asyncio.get_running_loop().time() + 30
     while not server.started:  # bounded: a server that cannot start fails the test, loudly

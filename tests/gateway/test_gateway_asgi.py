@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from a3s_core.gateway import asgi
 from a3s_core.gateway.asgi import Route, match, route_of
 
 
@@ -35,3 +36,16 @@ def test_a_mount_prefix_is_stripped() -> None:
     scope = {"path": "/a3s/v1/models", "root_path": "/a3s"}
     assert route_of(scope) == Route("/v1/models", "GET", asked="/v1/models")
     assert route_of({"path": "/v1/models"}) == Route("/v1/models", "GET", asked="/v1/models")
+
+
+def test_routes_are_remembered_by_path_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asgi, "_MATCHED", {})
+    monkeypatch.setattr(asgi, "MATCHED_MAX", 3)
+    scope = {"path": "/d/team-a/qwen/v1/chat/completions"}
+    first = route_of(scope)
+    assert first == match(scope["path"]) and route_of(dict(scope)) is first
+    for i in range(10):  # clients choose paths: the memory of them stays bounded
+        assert route_of({"path": f"/d/ns/n{i}/v1/models"}) == Route(
+            "/v1/models", "GET", "ns", f"n{i}", asked=f"/d/ns/n{i}/v1/models")
+    assert len(asgi._MATCHED) == 3
+    assert route_of({"path": "/v1/system"}) is None

@@ -78,6 +78,29 @@ async def test_cached_until_invalidated_or_old(tmp_path: Path) -> None:
     assert (await directory.snapshot()).by_path("ns", "three") is not None
 
 
+async def test_in_hand_is_the_snapshot_that_needs_no_wait(tmp_path: Path) -> None:
+    """The request path's no-coroutine shortcut: what snapshot() would return at once,
+    and None whenever snapshot() would read the store first."""
+    db = store(tmp_path)
+    add(db, "d1", "one", key="sk-a3s-one")
+    directory = Directory(db, ttl_s=60)
+    assert directory.in_hand() is None  # never read
+    first = await directory.snapshot()
+    assert directory.in_hand() is first
+    directory.invalidate()
+    assert directory.in_hand() is None  # a change here: the next request reads first
+    second = await directory.snapshot()
+    assert directory.in_hand() is second and second is not first
+    assert second.key("sk-a3s-one") is second.key("sk-a3s-one")  # made once per snapshot
+    # Old: still served at once, with a refresh started behind it.
+    directory.ttl_s = 0.0
+    add(db, "d2", "two")
+    assert directory.in_hand() is second
+    await asyncio.sleep(0.2)
+    fresh = directory.in_hand()
+    assert fresh is not None and fresh.by_path("ns", "two") is not None
+
+
 async def test_concurrent_callers_share_one_read(tmp_path: Path) -> None:
     db = store(tmp_path)
     add(db, "d1", "one")
