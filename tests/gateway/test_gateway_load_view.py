@@ -99,8 +99,14 @@ def test_sync_by_the_snapshots_tuple_follows_every_change() -> None:
     third = book.sync(snap3)
     assert third[1] is not first[1] and third[1].info.url.endswith(":3")
     assert book.replicas["rep-b"] is third[1]
-    # Forgotten replicas are made again on the next sync, even of a tuple seen before.
+    # Forgotten replicas are made again on the next sync, even of a tuple seen before; one
+    # with a request still in flight (draining) is kept until it has none.
     book.forget_except(set(), set())
     fourth = book.sync(snap3)
-    assert fourth[0] is not third[0] and book.replicas["rep-a"] is fourth[0]
+    assert fourth[0] is third[0] and fourth[0].in_flight == 1
+    assert fourth[1] is not third[1] and book.replicas["rep-b"] is fourth[1]
+    book.finished(fourth[0])
+    book.forget_except(set(), set())
+    fifth = book.sync(snap3)
+    assert fifth[0] is not fourth[0] and book.replicas["rep-a"] is fifth[0]
     assert book.sync(()) == []
