@@ -135,3 +135,24 @@ def test_the_watch_table_fits_without_cutting_names(width: int) -> None:
     assert "a-rather-long-deployment-name" in text and "short" in text
     assert "running" in text and "starting" in text
     assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_a_dropped_column_comes_back_when_a_wider_one_had_to_go() -> None:
+    """`a3s ls` at 60 columns: the endpoint cannot fit, so it goes; id and namespace, left
+    out before it because they matter less, fit once it is gone and must come back — else
+    the same name in two namespaces shows as two identical rows."""
+    from a3s_core.cli.deployment_commands import LIST_COLS
+
+    rows = [
+        {"name": "qwen-72b", "id": f"dep-{i}0a748f98cbb", "namespace": ns,
+         "model": "Qwen/Qwen2.5-72B-Instruct", "engine": "vllm", "status": "running",
+         "readyReplicas": 1, "desiredReplicas": 1,
+         "endpoint": f"http://127.0.0.1:35981/d/{ns}/qwen-72b/v1"}
+        for i, ns in enumerate(["team-ai", "default"])
+    ]
+    con, out = terminal(60)
+    print_rows(con, Output.table, LIST_COLS, rows)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["name", "id", "namespace", "status", "replicas"]
+    assert "team-ai" in lines[1] and "default" in lines[2]
+    assert all(len(line) <= 60 for line in lines)
