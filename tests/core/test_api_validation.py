@@ -80,6 +80,34 @@ def test_body_over_one_mib(make_app: Any) -> None:
     assert _counts(client) == before
 
 
+def test_a_chunked_body_over_one_mib_is_refused_too(make_app: Any) -> None:
+    """Without Content-Length (Transfer-Encoding: chunked) the limit still holds: the
+    body is counted as it arrives, not read whole first."""
+    client = make_app(controllers=False)
+    before = _counts(client)
+    head = json.dumps({"models": [model()], "metadata": {"blob": ""}})[:-3].encode()
+
+    def chunks() -> Any:
+        yield head
+        for _ in range(40):
+            yield b"x" * 65536  # 2.5 MiB in all
+        yield b'"}}'
+
+    for path in ("/v1/deployments", "/v1/deployments:plan"):
+        r = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["error"]["details"][0]["field"] == "body"
+        assert "over the limit" in r.json()["error"]["message"]
+    assert _counts(client) == before
+
+    def small() -> Any:  # a chunked body under the limit is served as before
+        yield json.dumps({"models": [model()]}).encode()
+
+    headers = {"content-type": "application/json"}
+    r = client.post("/v1/deployments", content=small(), headers=headers)
+    assert r.status_code == 202, r.text
+
+
 def test_same_name_same_namespace_is_409(make_app: Any) -> None:
     client = make_app(controllers=False)
     body = {"models": [model()], "namespace": "team-ai"}
