@@ -57,9 +57,21 @@ def default_token() -> str | None:
 class Client:
     def __init__(self, url: str | None, token: str | None, timeout: float = 30.0) -> None:
         self.url = (url or default_url()).rstrip("/")
+        self.url_given = bool(url or os.environ.get("A3S_URL"))
         self.token = token or default_token()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def unreachable(self, exc: BaseException) -> CliError:
+        """Nothing answers at the URL. Without --url or A3S_URL, say how to give one: an
+        `a3s serve --port 9000` elsewhere is not found by itself (its token is)."""
+        hint = (
+            "; `a3s serve` on another address or port? pass --url or set A3S_URL to the "
+            "address it printed"
+            if not self.url_given
+            else ""
+        )
+        return CliError(f"cannot reach the platform at {self.url}: {exc}{hint}")
 
     def ws_url(self, path: str) -> str:
         return self.url.replace("http://", "ws://").replace("https://", "wss://") + path
@@ -70,7 +82,7 @@ class Client:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the platform at {self.url}: {exc}") from exc
+            raise self.unreachable(exc) from exc
         if r.status_code >= 400 and answers:
             try:
                 body = r.json()

@@ -109,7 +109,7 @@ async def _stream(
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
             if not connected and isinstance(exc, ConnectionRefusedError | socket.gaierror):
                 # never reached it: a wrong URL or a platform that is down; say so now
-                raise CliError(f"cannot reach the platform at {client.url}: {exc}") from exc
+                raise client.unreachable(exc) from exc
             failures += 1
             if failures >= MAX_ATTEMPTS:
                 raise CliError(f"lost the stream at {client.ws_url(path)}: {exc}") from exc

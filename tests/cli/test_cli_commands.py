@@ -12,9 +12,11 @@ import pytest
 import yaml
 from cli_kit import a3s, admin, key_works, request_file, text
 from events_testkit import BROKEN_MODEL, TEST_MODEL, Server, wait_status
+from typer.testing import CliRunner
 
 from a3s_core.cli import main as cli_main
 from a3s_core.cli.client import Client, NotFound, path
+from a3s_core.cli.main import app
 from a3s_core.testing import ADMIN_TOKEN
 
 
@@ -224,6 +226,22 @@ def test_help_has_no_bool_metavar_and_no_internal_jargon() -> None:
 def test_the_openapi_document_speaks_to_users(platform: Server) -> None:
     doc = httpx.get(platform.url + "/openapi.json").text
     assert "seed" not in doc.lower()
+
+
+def test_unreachable_default_url_says_how_to_point_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`a3s serve --port 9000`, then `a3s ls`: the token is found in the data dir but the
+    port is not, so the error says how to give the address — and only when none was given."""
+    monkeypatch.delenv("A3S_URL", raising=False)
+    monkeypatch.setattr("a3s_core.cli.client.default_url", lambda: "http://127.0.0.1:9")
+    for args in (["ls"], ["events"]):
+        r = CliRunner().invoke(app, args, env={"A3S_URL": None, "A3S_TOKEN": "t"})
+        assert r.exit_code == 1, r.output
+        assert r.stderr.startswith("error: cannot reach the platform at http://127.0.0.1:9")
+        assert "--url" in r.stderr and "A3S_URL" in r.stderr
+    r = a3s("http://127.0.0.1:9", "ls")
+    assert r.exit_code == 1 and "A3S_URL" not in r.stderr
 
 
 def test_an_empty_url_setting_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
