@@ -39,6 +39,7 @@ def deployed(client: TestClient) -> dict[str, str]:
             model(name="live", replicas=2),
             model(name="bounded", replicas=2, autoscaling={"minReplicas": 2, "maxReplicas": 3}),
             model(name="gone"),
+            model(name="manual", autoscaling={"enabled": False}),
         ],
     }
     r = client.post("/v1/deployments", json=body)
@@ -116,6 +117,29 @@ def test_scale_outside_autoscaling_bounds(
     err = assert_refused(r, "replicas", replicas)
     assert bound in err["message"]
     assert (_counts(client), _desired(client, dep)) == before
+
+
+def test_scale_with_autoscaling_off_is_bounded_by_the_platform_only(
+    client: TestClient, deployed: dict[str, str]
+) -> None:
+    """`"autoscaling": {"enabled": false}` is the documented opt-out for scaling by hand:
+    the autoscaler's bounds (its default maxReplicas 4 included, which nobody set) do not
+    apply, as its minReplicas already did not; the platform's ceiling still does."""
+    dep = deployed["manual"]
+    r = client.post(f"/v1/deployments/{dep}/scale", json={"replicas": 6})
+    assert r.status_code == 202, r.text
+    assert _desired(client, dep) == 6
+    r = client.post(f"/v1/deployments/{dep}/scale", json={"replicas": CEILING + 1})
+    err = assert_refused(r, "replicas", CEILING + 1)
+    assert f"maximum of {CEILING}" in err["message"] and "A3S_MAX_REPLICAS" in err["message"]
+    assert _desired(client, dep) == 6
+
+
+def test_scale_above_max_replicas_names_the_setting(
+    client: TestClient, deployed: dict[str, str]
+) -> None:
+    r = client.post(f"/v1/deployments/{deployed['bounded']}/scale", json={"replicas": 4})
+    assert "autoscaling.maxReplicas" in assert_refused(r, "replicas", 4)["message"]
 
 
 @pytest.mark.parametrize("dep", ["dep-000000000000", "nope", "x" * 5000, "%00", "..%2f..%2fetc"])
