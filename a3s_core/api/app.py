@@ -141,4 +141,13 @@ def create_app(
         app.include_router(events_ws.router)
     except ImportError:
         pass
+    else:
+        http_not_found = app.router.default
+
+        async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket":
+                return await events_ws.unknown_socket(scope, receive, send)
+            await http_not_found(scope, receive, send)
+
+        app.router.default = not_found
     return app

@@ -251,3 +251,16 @@ def test_event_stream_for_an_unknown_deployment_is_404(client: TestClient) -> No
     r = _ws_refusal(client, "/v1/events?deployment=dep-000000000000")
     assert r.status_code == 404, r.text
     assert "dep-000000000000" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/nope", "/v1/deployment/dep-000000000000/events", "/v1/events/", "/events"]
+)
+def test_a_socket_on_an_unknown_path_is_404_in_the_api_shape(client: TestClient, path: str) -> None:
+    """A typo in a WebSocket path was refused as HTTP 403 with no body, which reads as a
+    bad token; it is a 404 saying which sockets there are, as for HTTP."""
+    r = _ws_refusal(client, path)
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert err["code"] == "not_found"
+    assert "/v1/events" in err["message"] and "/v1/deployments/{id}/logs" in err["message"]
