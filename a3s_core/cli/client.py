@@ -29,6 +29,11 @@ def default_url() -> str:
     return os.environ.get("A3S_URL") or "http://127.0.0.1:8080"
 
 
+def with_scheme(url: str) -> str:
+    """`127.0.0.1:8080` as curl takes it: http:// unless a scheme is given."""
+    return url if "://" in url else f"http://{url}"
+
+
 def path(*segments: str) -> str:
     """`/v1/deployments/<id>/…` with each segment percent-escaped, so an id such as
     `x/../dep-1` stays one segment and names no other object."""
@@ -47,6 +52,15 @@ def check_ref(ref: str) -> str:
     return ref
 
 
+def check_namespace(namespace: str) -> str:
+    if not REF.fullmatch(namespace):
+        raise CliError(
+            f"namespace {namespace!r} is not a valid namespace: a DNS-1123 label, lower-case "
+            "letters, digits and '-', at most 63 characters"
+        )
+    return namespace
+
+
 def default_token() -> str | None:
     if tok := os.environ.get("A3S_TOKEN") or os.environ.get("A3S_ADMIN_TOKEN"):
         return tok
@@ -56,7 +70,7 @@ def default_token() -> str | None:
 
 class Client:
     def __init__(self, url: str | None, token: str | None, timeout: float = 30.0) -> None:
-        self.url = (url or default_url()).rstrip("/")
+        self.url = with_scheme(url or default_url()).rstrip("/")
         self.url_given = bool(url or os.environ.get("A3S_URL"))
         self.token = token or default_token()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -96,6 +110,11 @@ class Client:
                 msg = err.get("message") or r.text
             except ValueError:
                 msg = r.text
+            if r.status_code == 404 and msg == "Not Found":  # no such API path at all
+                msg += (
+                    f" (no API at {self.url}: --url / A3S_URL is the address `a3s serve` "
+                    "printed, without a path)"
+                )
             raise (NotFound if r.status_code == 404 else CliError)(f"{r.status_code}: {msg}")
         return r.json() if r.content else None
 
@@ -104,7 +123,7 @@ class Client:
         namespace that has a live deployment of that name)."""
         check_ref(ref)
         if namespace is not None:
-            check_ref(namespace)
+            check_namespace(namespace)
         try:
             d: dict[str, Any] = self.request("GET", path("v1", "deployments", ref))
         except NotFound:

@@ -114,6 +114,29 @@ def test_bad_or_sneaky_references_fail_clearly_and_touch_nothing(
     assert key_works(platform.url, d["endpoint"], d["apiKey"])
 
 
+def test_a_bad_namespace_is_named_as_the_namespace(platform: Server, tmp_path: Path) -> None:
+    d = deploy_json(platform, tmp_path, "target", "team-ai")
+    for command in (["get", "target"], ["scale", "target", "2"], ["logs", "target"]):
+        r = a3s(platform.url, *command, "-n", "Team_AI")
+        assert r.exit_code == 1, r.output
+        assert r.stderr.startswith("error: namespace 'Team_AI' is not a valid namespace"), r.stderr
+        assert "deployment id or name" not in r.stderr
+    assert admin(platform.url).get(f"/v1/deployments/{d['id']}").json()["desiredReplicas"] == 1
+
+
+def test_a_url_without_scheme_or_with_a_path_is_understood_or_explained(
+    platform: Server,
+) -> None:
+    """`--url 127.0.0.1:PORT` (as curl takes it) means http://; `--url …/v1` (the OpenAI
+    base_url habit) gets a 404 that says the URL is the platform's address, not a path."""
+    hostport = platform.url.removeprefix("http://")
+    r = a3s(hostport, "ls")
+    assert r.exit_code == 0, r.stderr
+    r = a3s(platform.url + "/v1", "ls")
+    assert r.exit_code == 1
+    assert platform.url + "/v1" in r.stderr and "without a path" in r.stderr, r.stderr
+
+
 def test_ids_are_escaped_in_the_url(platform: Server, tmp_path: Path) -> None:
     d = deploy_json(platform, tmp_path, "target", "team-ai")
     assert path("v1", "deployments", f"x/../{d['id']}") == f"/v1/deployments/x%2F..%2F{d['id']}"
