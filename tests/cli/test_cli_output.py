@@ -156,3 +156,27 @@ def test_a_dropped_column_comes_back_when_a_wider_one_had_to_go() -> None:
     assert lines[0].split() == ["name", "id", "namespace", "status", "replicas"]
     assert "team-ai" in lines[1] and "default" in lines[2]
     assert all(len(line) <= 60 for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("retry_at", "said"),
+    [
+        ("2026-12-06T22:00:34.086522Z", "retry:        at 2026-12-06 22:00:34 UTC, by itself"),
+        (None, "retry:        no; fix the request, then delete and deploy again"),
+    ],
+)
+def test_get_says_whether_a_failed_deployment_is_retried(retry_at: str | None, said: str) -> None:
+    """`a3s get` of a failed deployment: the API's retryAt says whether to wait (the hub
+    was unreachable) or to act (the model cannot be served); the user sees it too."""
+    from a3s_core.cli.render import print_deployment
+
+    d = {
+        "id": "dep-ca104d1def99", "name": "ghost", "namespace": "ghost", "status": "failed",
+        "readyReplicas": 0, "desiredReplicas": 1, "model": "nobody/NoSuchModel-7B",
+        "engine": "vllm", "quantization": "none", "endpoint": ENDPOINT,
+        "reason": "the Hugging Face Hub cannot be reached", "retryAt": retry_at,
+        "suggestions": [], "replicas": [],
+    }
+    con, out = terminal(120)
+    print_deployment(con, Output.table, d)
+    assert f"  {said}" in out.getvalue().splitlines()
