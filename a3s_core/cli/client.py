@@ -61,10 +61,14 @@ def check_namespace(namespace: str) -> str:
     return namespace
 
 
+def token_file() -> Path:
+    return Path(Settings().data_dir) / "admin-token"  # a local `a3s serve` wrote it
+
+
 def default_token() -> str | None:
     if tok := os.environ.get("A3S_TOKEN") or os.environ.get("A3S_ADMIN_TOKEN"):
         return tok
-    path = Path(Settings().data_dir) / "admin-token"  # a local `a3s serve` wrote it
+    path = token_file()
     return path.read_text().strip() if path.exists() else None
 
 
@@ -72,7 +76,9 @@ class Client:
     def __init__(self, url: str | None, token: str | None, timeout: float = 30.0) -> None:
         self.url = with_scheme(url or default_url()).rstrip("/")
         self.url_given = bool(url or os.environ.get("A3S_URL"))
+        given = token or os.environ.get("A3S_TOKEN") or os.environ.get("A3S_ADMIN_TOKEN")
         self.token = token or default_token()
+        self.token_from = None if given or not self.token else token_file()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -86,6 +92,17 @@ class Client:
             else ""
         )
         return CliError(f"cannot reach the platform at {self.url}: {exc}{hint}")
+
+    def token_hint(self) -> str:
+        """Where the admin token came from, or where it was looked for."""
+        if self.token_from is not None:
+            return f" (read from {self.token_from}; pass --token or set A3S_TOKEN)"
+        if self.token is None:
+            return (
+                f" (none given and none in {token_file()}: pass --token or set A3S_TOKEN "
+                "to the token `a3s serve` printed)"
+            )
+        return ""
 
     def ws_url(self, path: str) -> str:
         return self.url.replace("http://", "ws://").replace("https://", "wss://") + path
@@ -110,6 +127,8 @@ class Client:
                 msg = err.get("message") or r.text
             except ValueError:
                 msg = r.text
+            if r.status_code == 401:
+                msg += self.token_hint()
             if r.status_code == 404 and msg == "Not Found":  # no such API path at all
                 msg += (
                     f" (no API at {self.url}: --url / A3S_URL is the address `a3s serve` "

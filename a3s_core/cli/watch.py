@@ -47,14 +47,15 @@ def _headers(client: Client) -> dict[str, str]:
     return {"Authorization": f"Bearer {client.token}"} if client.token else {}
 
 
-def _refusal(exc: InvalidStatus) -> CliError:
+def _refusal(exc: InvalidStatus, client: Client) -> CliError:
     """The platform's own error message from a refused handshake (401, 404, 422)."""
     response = exc.response
     try:
         message = json.loads(response.body or b"{}")["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = (response.body or b"").decode(errors="replace") or response.reason_phrase
-    return CliError(f"{response.status_code}: {message}")
+    hint = client.token_hint() if response.status_code == 401 else ""
+    return CliError(f"{response.status_code}: {message}{hint}")
 
 
 async def _stream(
@@ -105,7 +106,7 @@ async def _stream(
                     if not follow:
                         return  # closed normally: backlog or log tail done
         except InvalidStatus as exc:
-            raise _refusal(exc) from exc
+            raise _refusal(exc, client) from exc
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
             if not connected and isinstance(exc, ConnectionRefusedError | socket.gaierror):
                 # never reached it: a wrong URL or a platform that is down; say so now

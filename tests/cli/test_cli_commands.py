@@ -267,6 +267,23 @@ def test_unreachable_default_url_says_how_to_point_elsewhere(
     assert r.exit_code == 1 and "A3S_URL" not in r.stderr
 
 
+def test_no_token_found_says_where_it_was_looked_for(platform: Server, tmp_path: Path) -> None:
+    """`a3s serve --data-dir X` elsewhere, then `a3s ls`: the CLI looked for the token in
+    its own data dir and found none; "send 'Authorization: Bearer <token>'" is HTTP talk,
+    the CLI user needs the option, the variable and the file it looked in."""
+    env = {"A3S_URL": platform.url, "A3S_TOKEN": None, "A3S_ADMIN_TOKEN": None,
+           "A3S_DATA_DIR": str(tmp_path)}
+    for command in (["ls"], ["events"]):
+        r = CliRunner().invoke(app, command, env=env)
+        assert r.exit_code == 1
+        assert "--token" in r.stderr and "A3S_TOKEN" in r.stderr, r.stderr
+        assert str(tmp_path / "admin-token") in r.stderr
+    (tmp_path / "admin-token").write_text("a3s-admin-stale\n")
+    r = CliRunner().invoke(app, ["ls"], env=env)
+    assert r.exit_code == 1
+    assert "wrong admin token" in r.stderr and str(tmp_path / "admin-token") in r.stderr
+
+
 def test_an_empty_url_setting_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("A3S_URL", "")
     assert Client(None, "t").url == "http://127.0.0.1:8080"
