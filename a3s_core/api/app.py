@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from a3s_core import __version__
 from a3s_core.api import autoscaling, deployments, errors, system
-from a3s_core.gateway.asgi import Receive, Scope, Send, route_of
+from a3s_core.gateway.asgi import Message, Receive, Scope, Send, route_of
 from a3s_core.platform import Platform
 from a3s_core.plugins import Plugins
 from a3s_core.settings import Settings
@@ -34,24 +34,63 @@ class PlatformApp(FastAPI):
             gateway = self.data_plane
             if gateway is not None and (route := route_of(scope)) is not None:
                 return await gateway.serve(scope, receive, send, route)
-            if scope["path"].startswith("/v1/deployments") and self._too_large(scope):
-                return await self._refuse_body(scope, receive, send)
+            if scope["path"].startswith("/v1/deployments"):
+                length = self._content_length(scope)
+                if length is not None and length > self.max_body_bytes:
+                    return await self._refuse_body(scope, receive, send, length)
+                if length is None:  # chunked: count it as it arrives
+                    bounded = await self._bounded(scope, receive, send)
+                    if bounded is None:
+                        return None
+                    receive = bounded
         await super().__call__(scope, receive, send)
 
-    def _too_large(self, scope: Scope) -> bool:
+    @staticmethod
+    def _content_length(scope: Scope) -> int | None:
         for name, value in scope["headers"]:
             if name == b"content-length":
-                return value.isdigit() and int(value) > self.max_body_bytes
-        return False
+                return int(value) if value.isdigit() else None
+        return None
 
-    async def _refuse_body(self, scope: Scope, receive: Receive, send: Send) -> None:
-        size = next(int(v) for n, v in scope["headers"] if n == b"content-length")
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """A body without Content-Length, read up to the limit and replayed; None when it
+        went over (answered here, before anything parsed or stored it)."""
+        chunks: list[bytes] = []
+        size = 0
+        last: Message
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: let the app see it
+                last = message
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                await self._refuse_body(scope, receive, send, None)
+                return None
+            if not message.get("more_body", False):
+                last = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return last
+
+        return replay
+
+    async def _refuse_body(
+        self, scope: Scope, receive: Receive, send: Send, size: int | None
+    ) -> None:
+        said = f"{size} bytes is" if size is not None else "the body (chunked) is"
         response = JSONResponse(
             {
                 "error": {
                     "code": "invalid_request",
-                    "message": f"body: {size} bytes is over the limit of "
-                    f"{self.max_body_bytes} bytes",
+                    "message": f"body: {said} over the limit of {self.max_body_bytes} bytes",
                     "details": [{"field": "body", "value": size, "message": "too large"}],
                 }
             },
@@ -102,4 +141,13 @@ def create_app(
         app.include_router(events_ws.router)
     except ImportError:
         pass
+    else:
+        http_not_found = app.router.default
+
+        async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket":
+                return await events_ws.unknown_socket(scope, receive, send)
+            await http_not_found(scope, receive, send)
+
+        app.router.default = not_found
     return app

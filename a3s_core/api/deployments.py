@@ -161,16 +161,24 @@ async def scale_deployment(
         row = platform.store.get_deployment(deployment_id)
         if row.status in ("deleting", "deleted"):
             raise Conflict(f"deployment {row.name!r} is {row.status}; it cannot be scaled")
-        ceiling = platform.settings.max_replicas
+        # The autoscaling block's bounds hold only while it is on: `enabled: false` is the
+        # opt-out for scaling by hand (its stored defaults, maxReplicas 4, were never set).
         auto = row.spec.get("autoscaling") or {}
-        ceiling = min(ceiling, auto.get("max_replicas", ceiling)) if auto else ceiling
+        bounded = bool(auto) and auto.get("enabled", True)
+        platform_max = platform.settings.max_replicas
+        ceiling = min(platform_max, int(auto.get("max_replicas", platform_max)))
+        if not bounded or ceiling == platform_max:
+            ceiling, source = platform_max, "the platform's, A3S_MAX_REPLICAS"
+        else:
+            source = "autoscaling.maxReplicas"
         if body.replicas > ceiling:
             raise InvalidRequest(
-                f"replicas: {body.replicas} is above this deployment's maximum of {ceiling}",
+                f"replicas: {body.replicas} is above this deployment's maximum of {ceiling} "
+                f"({source})",
                 field="replicas",
                 value=body.replicas,
             )
-        floor = int(auto.get("min_replicas", 1)) if auto.get("enabled", True) else 1
+        floor = int(auto.get("min_replicas", 1)) if bounded else 1
         if body.replicas < floor:
             raise InvalidRequest(
                 f"replicas: {body.replicas} is below this deployment's autoscaling minimum of "

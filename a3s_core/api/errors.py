@@ -149,10 +149,34 @@ def a3s_error_body(exc: A3SError) -> dict[str, Any]:
     return body
 
 
+def _not_json(err: dict[str, Any]) -> bool:
+    """FastAPI hands a body whose Content-Type is not JSON to validation as raw bytes."""
+    return tuple(err.get("loc") or ()) == ("body",) and isinstance(err.get("input"), bytes)
+
+
+def _unsupported_media_type(content_type: str) -> JSONResponse:
+    """415 naming the header (`curl -d` sends form-urlencoded unless told otherwise),
+    rather than a 422 quoting the body back as Python bytes."""
+    got = _text(content_type, 100)
+    message = (
+        f"Content-Type {got!r} is not JSON; send the body as JSON with "
+        "'Content-Type: application/json'"
+        if content_type
+        else "Content-Type is missing; send the body as JSON with "
+        "'Content-Type: application/json'"
+    )
+    detail = {"field": "Content-Type", "value": got, "message": message}
+    error = {"code": "unsupported_media_type", "message": message, "details": [detail]}
+    return JSONResponse({"error": error}, status_code=415)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(validation_payload(list(exc.errors())), status_code=422)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(_not_json(e) for e in errors):
+            return _unsupported_media_type(request.headers.get("content-type", ""))
+        return JSONResponse(validation_payload(errors), status_code=422)
 
     @app.exception_handler(A3SError)
     async def _a3s(_: Request, exc: A3SError) -> JSONResponse:

@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from a3s_core.api.deps import admin_token_of_socket, check_admin
@@ -60,6 +61,20 @@ async def _refuse(ws: WebSocket, exc: A3SError) -> None:
     except RuntimeError:  # no "websocket.http.response" extension
         reason = body["message"].encode()[:120].decode(errors="ignore")
         await ws.close(code=4000 + exc.status_code, reason=reason)
+
+
+async def unknown_socket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket on a path no route has: a 404 naming the sockets there are. (Starlette
+    closes before accepting, which servers answer as 403 with no body: read as a bad
+    token, not as a typo in the path.)"""
+    path = short(str(scope.get("path", "")))
+    await _refuse(
+        WebSocket(scope, receive, send),
+        NotFound(
+            f"no WebSocket at {path}; the sockets are /v1/events, "
+            "/v1/deployments/{id}/events and /v1/deployments/{id}/logs"
+        ),
+    )
 
 
 # ASCII digits only: int() also takes " 1", "1_000" and full-width digits, and a number of

@@ -29,6 +29,11 @@ def default_url() -> str:
     return os.environ.get("A3S_URL") or "http://127.0.0.1:8080"
 
 
+def with_scheme(url: str) -> str:
+    """`127.0.0.1:8080` as curl takes it: http:// unless a scheme is given."""
+    return url if "://" in url else f"http://{url}"
+
+
 def path(*segments: str) -> str:
     """`/v1/deployments/<id>/…` with each segment percent-escaped, so an id such as
     `x/../dep-1` stays one segment and names no other object."""
@@ -47,19 +52,57 @@ def check_ref(ref: str) -> str:
     return ref
 
 
+def check_namespace(namespace: str) -> str:
+    if not REF.fullmatch(namespace):
+        raise CliError(
+            f"namespace {namespace!r} is not a valid namespace: a DNS-1123 label, lower-case "
+            "letters, digits and '-', at most 63 characters"
+        )
+    return namespace
+
+
+def token_file() -> Path:
+    return Path(Settings().data_dir) / "admin-token"  # a local `a3s serve` wrote it
+
+
 def default_token() -> str | None:
     if tok := os.environ.get("A3S_TOKEN") or os.environ.get("A3S_ADMIN_TOKEN"):
         return tok
-    path = Path(Settings().data_dir) / "admin-token"  # a local `a3s serve` wrote it
+    path = token_file()
     return path.read_text().strip() if path.exists() else None
 
 
 class Client:
     def __init__(self, url: str | None, token: str | None, timeout: float = 30.0) -> None:
-        self.url = (url or default_url()).rstrip("/")
+        self.url = with_scheme(url or default_url()).rstrip("/")
+        self.url_given = bool(url or os.environ.get("A3S_URL"))
+        given = token or os.environ.get("A3S_TOKEN") or os.environ.get("A3S_ADMIN_TOKEN")
         self.token = token or default_token()
+        self.token_from = None if given or not self.token else token_file()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def unreachable(self, exc: BaseException) -> CliError:
+        """Nothing answers at the URL. Without --url or A3S_URL, say how to give one: an
+        `a3s serve --port 9000` elsewhere is not found by itself (its token is)."""
+        hint = (
+            "; `a3s serve` on another address or port? pass --url or set A3S_URL to the "
+            "address it printed"
+            if not self.url_given
+            else ""
+        )
+        return CliError(f"cannot reach the platform at {self.url}: {exc}{hint}")
+
+    def token_hint(self) -> str:
+        """Where the admin token came from, or where it was looked for."""
+        if self.token_from is not None:
+            return f" (read from {self.token_from}; pass --token or set A3S_TOKEN)"
+        if self.token is None:
+            return (
+                f" (none given and none in {token_file()}: pass --token or set A3S_TOKEN "
+                "to the token `a3s serve` printed)"
+            )
+        return ""
 
     def ws_url(self, path: str) -> str:
         return self.url.replace("http://", "ws://").replace("https://", "wss://") + path
@@ -70,7 +113,7 @@ class Client:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the platform at {self.url}: {exc}") from exc
+            raise self.unreachable(exc) from exc
         if r.status_code >= 400 and answers:
             try:
                 body = r.json()
@@ -84,6 +127,13 @@ class Client:
                 msg = err.get("message") or r.text
             except ValueError:
                 msg = r.text
+            if r.status_code == 401:
+                msg += self.token_hint()
+            if r.status_code == 404 and msg == "Not Found":  # no such API path at all
+                msg += (
+                    f" (no API at {self.url}: --url / A3S_URL is the address `a3s serve` "
+                    "printed, without a path)"
+                )
             raise (NotFound if r.status_code == 404 else CliError)(f"{r.status_code}: {msg}")
         return r.json() if r.content else None
 
@@ -92,7 +142,7 @@ class Client:
         namespace that has a live deployment of that name)."""
         check_ref(ref)
         if namespace is not None:
-            check_ref(namespace)
+            check_namespace(namespace)
         try:
             d: dict[str, Any] = self.request("GET", path("v1", "deployments", ref))
         except NotFound:

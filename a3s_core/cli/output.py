@@ -127,6 +127,12 @@ def fitting_table(
         if not droppable:
             return None
         shown.remove(max(droppable, key=lambda c: c.drop))
+    # A narrow column dropped before a wide one may fit once the wide one is gone (`ls`:
+    # id and namespace go first, then the endpoint; without it they fit again).
+    for c in sorted((c for c in cols if c not in shown), key=lambda c: c.drop):
+        candidate = [x for x in cols if x in shown or x is c]
+        if (fit := _widths(candidate, rows, console.width)) is not None:
+            shown, widths = candidate, fit
     t = Table(
         box=None, title=title, pad_edge=False, padding=(0, GAP // 2), header_style="bold"
     )

@@ -4,6 +4,7 @@ value: tables go through `output.print_rows`, other lines are soft-wrapped."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -123,6 +124,17 @@ REPLICA_COLS = [
 ]
 
 
+def _retry(at: str | None) -> str:
+    """Whether to wait (the controller tries again by itself) or to act."""
+    if not at:
+        return "no; fix the request, then delete and deploy again"
+    try:
+        when = datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return f"at {at}, by itself"
+    return f"at {when:%Y-%m-%d %H:%M:%S} UTC, by itself"
+
+
 def print_deployment(console: Console, output: Output, d: dict[str, Any]) -> None:
     _line(
         console,
@@ -140,6 +152,7 @@ def print_deployment(console: Console, output: Output, d: dict[str, Any]) -> Non
             ("quantization", d["quantization"]),
             ("endpoint", d["endpoint"]),
             *([("reason", d["reason"])] if d.get("reason") else []),
+            *([("retry", _retry(d.get("retryAt")))] if d["status"] == "failed" else []),
         ],
     )
     for s in d.get("suggestions") or []:

@@ -47,14 +47,15 @@ def _headers(client: Client) -> dict[str, str]:
     return {"Authorization": f"Bearer {client.token}"} if client.token else {}
 
 
-def _refusal(exc: InvalidStatus) -> CliError:
+def _refusal(exc: InvalidStatus, client: Client) -> CliError:
     """The platform's own error message from a refused handshake (401, 404, 422)."""
     response = exc.response
     try:
         message = json.loads(response.body or b"{}")["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = (response.body or b"").decode(errors="replace") or response.reason_phrase
-    return CliError(f"{response.status_code}: {message}")
+    hint = client.token_hint() if response.status_code == 401 else ""
+    return CliError(f"{response.status_code}: {message}{hint}")
 
 
 async def _stream(
@@ -69,7 +70,8 @@ async def _stream(
 ) -> None:
     """Read a stream until `on_message` says stop or (without follow) the server closes it.
     With `since`, reconnect after a drop or an overflow from the last seq seen; without it
-    (logs), reconnect for new lines only (`tail=0`)."""
+    (logs), reconnect for new lines only (`tail=0`). `console` gets the notices about
+    that (the person's terminal, never the stream's own output)."""
     last, failures, reconnected, connected = since, 0, False, False
     while True:
         query = dict(params)
@@ -104,11 +106,11 @@ async def _stream(
                     if not follow:
                         return  # closed normally: backlog or log tail done
         except InvalidStatus as exc:
-            raise _refusal(exc) from exc
+            raise _refusal(exc, client) from exc
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
             if not connected and isinstance(exc, ConnectionRefusedError | socket.gaierror):
                 # never reached it: a wrong URL or a platform that is down; say so now
-                raise CliError(f"cannot reach the platform at {client.url}: {exc}") from exc
+                raise client.unreachable(exc) from exc
             failures += 1
             if failures >= MAX_ATTEMPTS:
                 raise CliError(f"lost the stream at {client.ws_url(path)}: {exc}") from exc
@@ -116,6 +118,10 @@ async def _stream(
                 console.print(f"[dim]connection lost ({exc}); reconnecting…[/dim]")
         reconnected = True
         await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
 
 
 def _document(console: Console, msg: dict[str, Any], form: str) -> None:
@@ -158,9 +164,12 @@ async def stream_events(
     namespace: str | None,
     deployment: str | None,
     documents: str | None = None,
+    notices: Console | None = None,
 ) -> None:
     """Print events after `since`; with `follow`, keep printing live ones. `documents`
-    ("json" or "yaml"): each event as the API sends it, one JSON line or YAML document."""
+    ("json" or "yaml"): each event as the API sends it, one JSON line or YAML document.
+    `notices` (default stderr) gets the reconnect and overflow notices, so that stdout
+    holds the events alone (`a3s events -f -o json | jq`)."""
 
     async def show(e: dict[str, Any]) -> bool:
         if documents:
@@ -170,7 +179,10 @@ async def stream_events(
         return False
 
     params = {"namespace": namespace, "deployment": deployment, "follow": str(follow).lower()}
-    await _stream(client, "/v1/events", params, show, follow=follow, since=since, console=console)
+    await _stream(
+        client, "/v1/events", params, show, follow=follow, since=since,
+        console=notices or _stderr(),
+    )
 
 
 async def stream_logs(
@@ -180,9 +192,11 @@ async def stream_logs(
     tail: int,
     follow: bool,
     documents: str | None = None,
+    notices: Console | None = None,
 ) -> None:
     """Print the last `tail` lines of every replica; with `follow`, new lines as they come.
-    `documents` ("json" or "yaml"): each message as the API sends it."""
+    `documents` ("json" or "yaml"): each message as the API sends it. `notices` (default
+    stderr) gets the reconnect notices."""
 
     async def show(msg: dict[str, Any]) -> bool:
         end = msg.get("type") == "log.end"  # the deployment is gone: nothing more will come
@@ -208,7 +222,7 @@ async def stream_logs(
 
     params = {"tail": tail, "follow": str(follow).lower()}
     path = url_path("v1", "deployments", deployment_id, "logs")
-    await _stream(client, path, params, show, follow=follow, console=console)
+    await _stream(client, path, params, show, follow=follow, console=notices or _stderr())
 
 
 # ---------------------------------------------------------------------- deploy --watch

@@ -359,9 +359,13 @@ class Controller(Retiring):
             tensor_parallel_size=row.tensor_parallel_size,
             max_model_len=row.max_model_len,
         )
-        await run_in_threadpool(
-            self.store.transition, dep.id, status="deploying", reason="", suggestions=[]
-        )
+        # A replica added to a deployment that already serves (scale-up, a replacement)
+        # leaves it `running`; `deploying` is for one that has no ready replica yet.
+        current = await run_in_threadpool(self.store.get_deployment, dep.id)
+        if current.status != "running":
+            await run_in_threadpool(
+                self.store.transition, dep.id, status="deploying", reason="", suggestions=[]
+            )
         try:
             request = await launch.build_request(self.p, dep, plan, placement, row.id)
             self.emit(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import logging.config
@@ -206,6 +207,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def hold_port(host: str, port: int) -> socket.socket:
+    """The supervisor's socket, open to its workers. SO_REUSEPORT lets any process of this
+    user bind the port as well, so a second `a3s serve` on it would not fail but share the
+    connections with the first (half the requests to each platform): a bind without it
+    first fails while anything else holds the port."""
+    if port:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            probe.bind((host, port))
+    return bind(host, port)
+
+
 def _share_path(settings: Settings) -> Path:
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
@@ -284,7 +298,7 @@ class Supervisor:
             from a3s_core.store import Store
 
             Store.open(self.settings.db_url).close()
-        self.sock = bind(self.settings.host, self.settings.port)
+        self.sock = hold_port(self.settings.host, self.settings.port)
         port = self.sock.getsockname()[1]  # the one bound, when port 0 asked for any
         path = Path(self.settings.load_share or _share_path(self.settings))
         self.share = LoadShare.create(path, self.n)
@@ -303,7 +317,15 @@ class Supervisor:
 
     def run(self) -> int:
         logging.config.dictConfig(serve_logging())
-        self.prepare()
+        try:
+            self.prepare()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            log.error("error: cannot listen on %s:%s: address already in use (another "
+                      "`a3s serve`? choose another --port)", self.settings.host,
+                      self.settings.port)
+            return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
@@ -231,8 +232,15 @@ class DeploymentRequest(BaseModel):
         if self.namespace:
             return self.namespace
         team = self.metadata.get("teamId")
-        if isinstance(team, str) and team:
-            slug = re.sub(r"[^a-z0-9-]+", "-", team.lower()).strip("-")[:63].strip("-")
-            if slug:
-                return slug
-        return "default"
+        if isinstance(team, int) and not isinstance(team, bool):
+            team = str(team)  # A3S OS may number its teams
+        if not isinstance(team, str) or not team:
+            return "default"
+        slug = re.sub(r"[^a-z0-9-]+", "-", team.lower()).strip("-")
+        if team.isascii() and 0 < len(slug) <= 63:
+            return slug  # readable: "Team_001" → "team-001"
+        # The slug lost what told teams apart (non-ASCII letters: "研发团队" and "测试团队"
+        # both slug to nothing; or the cut at 63 characters): a hash of the whole id keeps
+        # them apart, and keeps the result deterministic.
+        digest = hashlib.sha256(team.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        return f"{slug[:54].strip('-') or 'team'}-{digest}"

@@ -12,9 +12,11 @@ import pytest
 import yaml
 from cli_kit import a3s, admin, key_works, request_file, text
 from events_testkit import BROKEN_MODEL, TEST_MODEL, Server, wait_status
+from typer.testing import CliRunner
 
 from a3s_core.cli import main as cli_main
 from a3s_core.cli.client import Client, NotFound, path
+from a3s_core.cli.main import app
 from a3s_core.testing import ADMIN_TOKEN
 
 
@@ -110,6 +112,29 @@ def test_bad_or_sneaky_references_fail_clearly_and_touch_nothing(
         before["desiredReplicas"],
     )
     assert key_works(platform.url, d["endpoint"], d["apiKey"])
+
+
+def test_a_bad_namespace_is_named_as_the_namespace(platform: Server, tmp_path: Path) -> None:
+    d = deploy_json(platform, tmp_path, "target", "team-ai")
+    for command in (["get", "target"], ["scale", "target", "2"], ["logs", "target"]):
+        r = a3s(platform.url, *command, "-n", "Team_AI")
+        assert r.exit_code == 1, r.output
+        assert r.stderr.startswith("error: namespace 'Team_AI' is not a valid namespace"), r.stderr
+        assert "deployment id or name" not in r.stderr
+    assert admin(platform.url).get(f"/v1/deployments/{d['id']}").json()["desiredReplicas"] == 1
+
+
+def test_a_url_without_scheme_or_with_a_path_is_understood_or_explained(
+    platform: Server,
+) -> None:
+    """`--url 127.0.0.1:PORT` (as curl takes it) means http://; `--url …/v1` (the OpenAI
+    base_url habit) gets a 404 that says the URL is the platform's address, not a path."""
+    hostport = platform.url.removeprefix("http://")
+    r = a3s(hostport, "ls")
+    assert r.exit_code == 0, r.stderr
+    r = a3s(platform.url + "/v1", "ls")
+    assert r.exit_code == 1
+    assert platform.url + "/v1" in r.stderr and "without a path" in r.stderr, r.stderr
 
 
 def test_ids_are_escaped_in_the_url(platform: Server, tmp_path: Path) -> None:
@@ -224,6 +249,39 @@ def test_help_has_no_bool_metavar_and_no_internal_jargon() -> None:
 def test_the_openapi_document_speaks_to_users(platform: Server) -> None:
     doc = httpx.get(platform.url + "/openapi.json").text
     assert "seed" not in doc.lower()
+
+
+def test_unreachable_default_url_says_how_to_point_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`a3s serve --port 9000`, then `a3s ls`: the token is found in the data dir but the
+    port is not, so the error says how to give the address — and only when none was given."""
+    monkeypatch.delenv("A3S_URL", raising=False)
+    monkeypatch.setattr("a3s_core.cli.client.default_url", lambda: "http://127.0.0.1:9")
+    for args in (["ls"], ["events"]):
+        r = CliRunner().invoke(app, args, env={"A3S_URL": None, "A3S_TOKEN": "t"})
+        assert r.exit_code == 1, r.output
+        assert r.stderr.startswith("error: cannot reach the platform at http://127.0.0.1:9")
+        assert "--url" in r.stderr and "A3S_URL" in r.stderr
+    r = a3s("http://127.0.0.1:9", "ls")
+    assert r.exit_code == 1 and "A3S_URL" not in r.stderr
+
+
+def test_no_token_found_says_where_it_was_looked_for(platform: Server, tmp_path: Path) -> None:
+    """`a3s serve --data-dir X` elsewhere, then `a3s ls`: the CLI looked for the token in
+    its own data dir and found none; "send 'Authorization: Bearer <token>'" is HTTP talk,
+    the CLI user needs the option, the variable and the file it looked in."""
+    env = {"A3S_URL": platform.url, "A3S_TOKEN": None, "A3S_ADMIN_TOKEN": None,
+           "A3S_DATA_DIR": str(tmp_path)}
+    for command in (["ls"], ["events"]):
+        r = CliRunner().invoke(app, command, env=env)
+        assert r.exit_code == 1
+        assert "--token" in r.stderr and "A3S_TOKEN" in r.stderr, r.stderr
+        assert str(tmp_path / "admin-token") in r.stderr
+    (tmp_path / "admin-token").write_text("a3s-admin-stale\n")
+    r = CliRunner().invoke(app, ["ls"], env=env)
+    assert r.exit_code == 1
+    assert "wrong admin token" in r.stderr and str(tmp_path / "admin-token") in r.stderr
 
 
 def test_an_empty_url_setting_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

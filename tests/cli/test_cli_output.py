@@ -135,3 +135,48 @@ def test_the_watch_table_fits_without_cutting_names(width: int) -> None:
     assert "a-rather-long-deployment-name" in text and "short" in text
     assert "running" in text and "starting" in text
     assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_a_dropped_column_comes_back_when_a_wider_one_had_to_go() -> None:
+    """`a3s ls` at 60 columns: the endpoint cannot fit, so it goes; id and namespace, left
+    out before it because they matter less, fit once it is gone and must come back — else
+    the same name in two namespaces shows as two identical rows."""
+    from a3s_core.cli.deployment_commands import LIST_COLS
+
+    rows = [
+        {"name": "qwen-72b", "id": f"dep-{i}0a748f98cbb", "namespace": ns,
+         "model": "Qwen/Qwen2.5-72B-Instruct", "engine": "vllm", "status": "running",
+         "readyReplicas": 1, "desiredReplicas": 1,
+         "endpoint": f"http://127.0.0.1:35981/d/{ns}/qwen-72b/v1"}
+        for i, ns in enumerate(["team-ai", "default"])
+    ]
+    con, out = terminal(60)
+    print_rows(con, Output.table, LIST_COLS, rows)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["name", "id", "namespace", "status", "replicas"]
+    assert "team-ai" in lines[1] and "default" in lines[2]
+    assert all(len(line) <= 60 for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("retry_at", "said"),
+    [
+        ("2026-12-06T22:00:34.086522Z", "retry:        at 2026-12-06 22:00:34 UTC, by itself"),
+        (None, "retry:        no; fix the request, then delete and deploy again"),
+    ],
+)
+def test_get_says_whether_a_failed_deployment_is_retried(retry_at: str | None, said: str) -> None:
+    """`a3s get` of a failed deployment: the API's retryAt says whether to wait (the hub
+    was unreachable) or to act (the model cannot be served); the user sees it too."""
+    from a3s_core.cli.render import print_deployment
+
+    d = {
+        "id": "dep-ca104d1def99", "name": "ghost", "namespace": "ghost", "status": "failed",
+        "readyReplicas": 0, "desiredReplicas": 1, "model": "nobody/NoSuchModel-7B",
+        "engine": "vllm", "quantization": "none", "endpoint": ENDPOINT,
+        "reason": "the Hugging Face Hub cannot be reached", "retryAt": retry_at,
+        "suggestions": [], "replicas": [],
+    }
+    con, out = terminal(120)
+    print_deployment(con, Output.table, d)
+    assert f"  {said}" in out.getvalue().splitlines()

@@ -39,6 +39,7 @@ def deployed(client: TestClient) -> dict[str, str]:
             model(name="live", replicas=2),
             model(name="bounded", replicas=2, autoscaling={"minReplicas": 2, "maxReplicas": 3}),
             model(name="gone"),
+            model(name="manual", autoscaling={"enabled": False}),
         ],
     }
     r = client.post("/v1/deployments", json=body)
@@ -116,6 +117,29 @@ def test_scale_outside_autoscaling_bounds(
     err = assert_refused(r, "replicas", replicas)
     assert bound in err["message"]
     assert (_counts(client), _desired(client, dep)) == before
+
+
+def test_scale_with_autoscaling_off_is_bounded_by_the_platform_only(
+    client: TestClient, deployed: dict[str, str]
+) -> None:
+    """`"autoscaling": {"enabled": false}` is the documented opt-out for scaling by hand:
+    the autoscaler's bounds (its default maxReplicas 4 included, which nobody set) do not
+    apply, as its minReplicas already did not; the platform's ceiling still does."""
+    dep = deployed["manual"]
+    r = client.post(f"/v1/deployments/{dep}/scale", json={"replicas": 6})
+    assert r.status_code == 202, r.text
+    assert _desired(client, dep) == 6
+    r = client.post(f"/v1/deployments/{dep}/scale", json={"replicas": CEILING + 1})
+    err = assert_refused(r, "replicas", CEILING + 1)
+    assert f"maximum of {CEILING}" in err["message"] and "A3S_MAX_REPLICAS" in err["message"]
+    assert _desired(client, dep) == 6
+
+
+def test_scale_above_max_replicas_names_the_setting(
+    client: TestClient, deployed: dict[str, str]
+) -> None:
+    r = client.post(f"/v1/deployments/{deployed['bounded']}/scale", json={"replicas": 4})
+    assert "autoscaling.maxReplicas" in assert_refused(r, "replicas", 4)["message"]
 
 
 @pytest.mark.parametrize("dep", ["dep-000000000000", "nope", "x" * 5000, "%00", "..%2f..%2fetc"])
@@ -227,3 +251,16 @@ def test_event_stream_for_an_unknown_deployment_is_404(client: TestClient) -> No
     r = _ws_refusal(client, "/v1/events?deployment=dep-000000000000")
     assert r.status_code == 404, r.text
     assert "dep-000000000000" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/nope", "/v1/deployment/dep-000000000000/events", "/v1/events/", "/events"]
+)
+def test_a_socket_on_an_unknown_path_is_404_in_the_api_shape(client: TestClient, path: str) -> None:
+    """A typo in a WebSocket path was refused as HTTP 403 with no body, which reads as a
+    bad token; it is a 404 saying which sockets there are, as for HTTP."""
+    r = _ws_refusal(client, path)
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert err["code"] == "not_found"
+    assert "/v1/events" in err["message"] and "/v1/deployments/{id}/logs" in err["message"]

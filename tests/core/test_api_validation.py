@@ -80,6 +80,34 @@ def test_body_over_one_mib(make_app: Any) -> None:
     assert _counts(client) == before
 
 
+def test_a_chunked_body_over_one_mib_is_refused_too(make_app: Any) -> None:
+    """Without Content-Length (Transfer-Encoding: chunked) the limit still holds: the
+    body is counted as it arrives, not read whole first."""
+    client = make_app(controllers=False)
+    before = _counts(client)
+    head = json.dumps({"models": [model()], "metadata": {"blob": ""}})[:-3].encode()
+
+    def chunks() -> Any:
+        yield head
+        for _ in range(40):
+            yield b"x" * 65536  # 2.5 MiB in all
+        yield b'"}}'
+
+    for path in ("/v1/deployments", "/v1/deployments:plan"):
+        r = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["error"]["details"][0]["field"] == "body"
+        assert "over the limit" in r.json()["error"]["message"]
+    assert _counts(client) == before
+
+    def small() -> Any:  # a chunked body under the limit is served as before
+        yield json.dumps({"models": [model()]}).encode()
+
+    headers = {"content-type": "application/json"}
+    r = client.post("/v1/deployments", content=small(), headers=headers)
+    assert r.status_code == 202, r.text
+
+
 def test_same_name_same_namespace_is_409(make_app: Any) -> None:
     client = make_app(controllers=False)
     body = {"models": [model()], "namespace": "team-ai"}
@@ -109,3 +137,33 @@ def test_admin_token_required(make_app: Any) -> None:
         r = client.get("/v1/deployments", headers=headers)
         assert r.status_code == 401
     assert client.get("/healthz", headers={"Authorization": ""}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", None],
+    ids=["curl -d without -H", "text/plain", "no Content-Type"],
+)
+def test_a_json_body_sent_as_another_type_is_415_naming_the_header(
+    make_app: Any, content_type: str | None
+) -> None:
+    """`curl -d @req.json` sends form-urlencoded unless told otherwise: the answer says
+    which header is wrong and what to send, instead of quoting the body back as Python
+    bytes ("got 'b\\'{...}\\''")."""
+    client = make_app(controllers=False)
+    before = _counts(client)
+    raw = json.dumps({"models": [model()]}).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    for path in ("/v1/deployments", "/v1/deployments:plan"):
+        r = client.post(path, content=raw, headers=headers)
+        assert r.status_code == 415, r.text
+        err = r.json()["error"]
+        assert err["code"] == "unsupported_media_type"
+        assert "Content-Type" in err["message"] and "application/json" in err["message"]
+        assert err["details"][0]["field"] == "Content-Type"
+        assert err["details"][0]["value"] == (content_type or "")
+        assert "b'" not in r.text
+    assert _counts(client) == before
+    ok = client.post("/v1/deployments", content=raw,
+                     headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 202, ok.text

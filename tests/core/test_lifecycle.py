@@ -204,3 +204,28 @@ def test_platform_on_postgresql(make_app: Any, pg_url: str) -> None:
     assert d["status"] == "running" and d["plan"]["parameters"] > 7e10
     assert again.app.state.platform.store.verify_key(dep["apiKey"]) == dep["id"]
     assert d["recentEvents"][0]["type"] == "deployment.accepted"
+
+
+def test_scaling_a_running_deployment_keeps_it_running(make_app: Any) -> None:
+    """A new replica of a deployment already serving (scale-up, a replacement) is no new
+    deployment: the status stays `running` and `deployment.running` — "the first replica
+    is ready (again)" — is not said again. It flipped to `deploying` and back, and A3S OS
+    got a second `deployment.running` saying "1 of 3 replica(s) ready"."""
+    client = make_app()
+    dep = client.post(
+        "/v1/deployments", json={"models": [{"name": "q7", "model": "Qwen/Qwen2.5-7B-Instruct"}]}
+    ).json()["deployments"][0]
+    wait_for(client, dep["id"], "running", ready=1)
+    store = client.app.state.platform.store
+    seen: list[str] = []
+    client.post(f"/v1/deployments/{dep['id']}/scale", json={"replicas": 3})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        d = client.get(f"/v1/deployments/{dep['id']}").json()
+        seen.append(d["status"])
+        if d["readyReplicas"] == 3:
+            break
+        time.sleep(0.01)
+    assert set(seen) == {"running"}, seen
+    kinds = [e.type for e in store.events_since(0, deployment_id=dep["id"])]
+    assert kinds.count("deployment.running") == 1, kinds

@@ -198,3 +198,36 @@ def test_summary_reads_as_a_sentence_for_each_outcome() -> None:
         "✗ big failed: no config.json",
         "✗ big was deleted: deleted by the API",
     ]
+
+
+async def test_reconnect_notices_go_to_stderr_and_stdout_keeps_only_events() -> None:
+    """`a3s events -f -o json | jq` across a platform restart: the "connection lost;
+    reconnecting…" and overflow notices are for the person, on stderr; stdout holds one
+    event a line and nothing else."""
+    calls = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await ws.send(envelope(1))
+            await ws.send(json.dumps({"type": "stream.overflow", "resumeFrom": 1,
+                                      "message": "client too slow; reconnect with since=1"}))
+            await ws.close(1013, "client too slow")
+        elif calls == 2:
+            await ws.send(envelope(2))
+            ws.transport.abort()  # the platform restarts
+        else:
+            await ws.send(envelope(3))
+            await ws.close(1000, "caught up at seq 3")
+
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        con, out = console()
+        notices, err = console()
+        await stream_events(
+            Client(f"http://127.0.0.1:{port}", "tok"), con, 0, False, None, None,
+            documents="json", notices=notices,
+        )
+    assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [1, 2, 3]
+    assert "resuming" in err.getvalue() and "reconnecting" in err.getvalue()
