@@ -42,7 +42,10 @@ from a3s_core.types import ScalingSignals
 
 EMBEDDINGS = "/v1/embeddings"
 JSON = [(b"content-type", b"application/json")]
-WANTED_HEADERS = frozenset({"authorization", "host", *FORWARDED_REQUEST_HEADERS})
+# The key comes as `Authorization: Bearer` (OpenAI SDKs), `api-key` (Azure OpenAI SDKs) or
+# `x-api-key` (Anthropic-style clients), as LiteLLM's proxy accepts; none is forwarded.
+KEY_HEADERS = ("api-key", "x-api-key")
+WANTED_HEADERS = frozenset({"authorization", "host", *KEY_HEADERS, *FORWARDED_REQUEST_HEADERS})
 # Raw (ASGI, lower-case) name → name: only the headers the gateway reads are decoded.
 _WANTED_RAW = {name.encode("latin-1"): name for name in WANTED_HEADERS}
 log = logging.getLogger(__name__)
@@ -232,7 +235,9 @@ class Gateway:
                 headers[hname] = raw_value.decode("latin-1")
         key = _bearer(headers.get("authorization"))
         if key is None:
-            raise errors.missing_key()
+            key = _key_header(headers)
+            if key is None:
+                raise errors.missing_key()
         share = self.share
         if share is not None and share.generation != self._generation:
             # Another worker changed the store (a revoked key, a deleted deployment): read
@@ -493,6 +498,14 @@ def _bearer(value: str | None) -> str | None:
     scheme, _, token = value.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _key_header(headers: dict[str, str]) -> str | None:
+    for name in KEY_HEADERS:
+        value = headers.get(name, "").strip()
+        if value:
+            return value
+    return None
 
 
 def _paths(engine: Engine) -> frozenset[str]:

@@ -44,7 +44,8 @@ def missing_key() -> GatewayError:
     return GatewayError(
         401,
         "You didn't provide an API key. Send it as 'Authorization: Bearer sk-a3s-…' "
-        "(the key returned when the deployment was created).",
+        "(or in an 'api-key' or 'x-api-key' header): the key returned when the deployment "
+        "was created.",
         code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
     )
 

@@ -38,6 +38,7 @@ class FakeReplica:
     running: int = 0
     waiting: int = 0
     metrics_status: int = 200
+    header_names: set[str] = field(default_factory=set)  # every request header name seen
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_running)
@@ -144,6 +145,7 @@ class FakeReplica:
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         body = await request.json()
+        self.header_names.update(name.lower() for name in request.headers)
         self.hits["chat" if chat else "completions"] += 1
         if (failed := self._failure()) is not None:
             return failed

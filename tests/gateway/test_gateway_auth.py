@@ -76,6 +76,31 @@ async def test_matrix_on_the_path_endpoint(
     assert two[1].replicas[0].hits["chat"] == 0
 
 
+async def test_the_key_in_api_key_or_x_api_key_headers(
+    harness: Harness, two: tuple[Deployed, Deployed]
+) -> None:
+    """Azure OpenAI SDKs send `api-key`, Anthropic-style clients `x-api-key`: the same key
+    checks, and neither header reaches the replica."""
+    alpha, beta = two
+    url = f"/d/{alpha.namespace}/alpha/v1/chat/completions"
+    async with httpx.AsyncClient(base_url=harness.base_url) as http:
+        for header in ("api-key", "x-api-key", "X-API-Key"):
+            own = await http.post(url, json=CHAT, headers={header: alpha.key})
+            assert own.status_code == 200, own.text
+            assert_openai_error(await http.post(url, json=CHAT, headers={header: "sk-a3s-no"}),
+                                401, "invalid_api_key")
+            assert_openai_error(await http.post(url, json=CHAT, headers={header: beta.key}),
+                                403, "forbidden")
+        assert_openai_error(await http.post(url, json=CHAT, headers={"api-key": ""}), 401,
+                            "missing_api_key")
+        # A bearer token, when sent, is the one that counts.
+        both = await http.post(url, json=CHAT, headers={"Authorization": "Bearer sk-a3s-no",
+                                                        "x-api-key": alpha.key})
+        assert_openai_error(both, 401, "invalid_api_key")
+    seen = alpha.replicas[0].header_names
+    assert "content-type" in seen and not seen & {"api-key", "x-api-key", "authorization"}
+
+
 async def test_matrix_on_bare_v1_by_model(harness: Harness, two: tuple[Deployed, Deployed]) -> None:
     alpha, beta = two
     async with httpx.AsyncClient(base_url=harness.base_url) as http:
