@@ -110,8 +110,15 @@ class Store:
     def get_deployment(self, deployment_id: str) -> DeploymentRow:
         with self.session() as s:
             row = s.get(DeploymentRow, deployment_id)
+            if row is None:  # a name where an id belongs? say whose name it is
+                named = s.exec(select(DeploymentRow).where(
+                    DeploymentRow.name == deployment_id, DeploymentRow.status != "deleted",
+                ).limit(3)).all()
         if row is None:
-            raise NotFound(f"deployment {deployment_id!r} does not exist")
+            hint = "; ".join(f"{deployment_id!r} in namespace {d.namespace!r} is {d.id}"
+                             for d in named)
+            raise NotFound(f"deployment {deployment_id!r} does not exist"
+                           + (f" (deployments are addressed by id: {hint})" if hint else ""))
         return row
 
     def find_deployment(self, namespace: str, name: str) -> DeploymentRow | None:

@@ -37,6 +37,17 @@ def wait_for(
     )
 
 
+def test_a_name_where_an_id_belongs_is_a_404_that_names_the_id(make_app: Any) -> None:
+    client = make_app()
+    dep = client.post("/v1/deployments", json=MINIMAL).json()["deployments"][0]
+    r = client.get("/v1/deployments/qwen-72b")
+    assert r.status_code == 404
+    message = r.json()["error"]["message"]
+    assert "addressed by id" in message and dep["id"] in message and "'default'" in message
+    r = client.get("/v1/deployments/dep-nope")
+    assert r.status_code == 404 and "addressed by id" not in r.json()["error"]["message"]
+
+
 def test_seed_minimal_request_runs(make_app: Any) -> None:
     client = make_app()
     r = client.post("/v1/deployments", json=MINIMAL)
