@@ -45,7 +45,9 @@ JSON = [(b"content-type", b"application/json")]
 # The key comes as `Authorization: Bearer` (OpenAI SDKs), `api-key` (Azure OpenAI SDKs) or
 # `x-api-key` (Anthropic-style clients), as LiteLLM's proxy accepts; none is forwarded.
 KEY_HEADERS = ("api-key", "x-api-key")
-WANTED_HEADERS = frozenset({"authorization", "host", *KEY_HEADERS, *FORWARDED_REQUEST_HEADERS})
+# content-length: an oversized body is refused before it is read (see _body).
+WANTED_HEADERS = frozenset({"authorization", "host", "content-length", *KEY_HEADERS,
+                            *FORWARDED_REQUEST_HEADERS})
 # Raw (ASGI, lower-case) name → name: only the headers the gateway reads are decoded.
 _WANTED_RAW = {name.encode("latin-1"): name for name in WANTED_HEADERS}
 log = logging.getLogger(__name__)
@@ -305,7 +307,7 @@ class Gateway:
             part = message.get("body", b"")
             size += len(part)
             if size > limit:
-                raise _too_large(size, limit)
+                raise _too_large(None, limit)
             parts.append(part)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -487,8 +489,11 @@ class GatewayApp:
             await send({"type": "lifespan.shutdown.complete"})
 
 
-def _too_large(size: int, limit: int) -> GatewayError:
-    return GatewayError(413, f"request body is {size} bytes; at most {limit} are accepted",
+def _too_large(size: int | None, limit: int) -> GatewayError:
+    """`size`: the declared Content-Length; None for a body sent without one (chunked),
+    whose reading stops at the limit, so its whole size is never known."""
+    said = f"{size} bytes" if size is not None else f"over {limit} bytes (sent chunked)"
+    return GatewayError(413, f"request body is {said}; at most {limit} are accepted",
                         code="body_too_large")
 
 

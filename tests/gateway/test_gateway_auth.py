@@ -177,6 +177,16 @@ async def test_wrong_method_unknown_endpoint_and_oversized_body_answer_in_openai
             413, "body_too_large",
         )
         assert str(limit) in str(too_big["message"])
+        assert str(len(httpx.Request("POST", "/", json=big).content)) in str(too_big["message"])
+
+        async def big_pieces() -> Any:
+            for _ in range(3):
+                yield b"x" * limit
+
+        chunked_big = assert_openai_error(
+            await http.post(base + "/chat/completions", content=big_pieces(), headers=auth),
+            413, "body_too_large")
+        assert f"over {limit} bytes (sent chunked)" in str(chunked_big["message"])
 
         # A body sent in pieces without Content-Length (chunked) is read whole.
         async def pieces() -> Any:
