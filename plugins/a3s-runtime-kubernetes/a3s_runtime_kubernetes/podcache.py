@@ -109,7 +109,9 @@ class PodCache:
                     pods = {(namespace_of(p), name_of(p)): p for p in listing["items"] or []}
                     with self._lock:
                         self._pods[scope] = pods
-                        self._synced[scope] = True
+                        # After a failure the watch must work before this list counts as
+                        # current: a forbidden watch would leave it stale, claiming not to be.
+                        self._synced[scope] = failures == 0
                     self.lists += 1
                     version = listing["metadata"]["resourceVersion"]
                 w = k8s_watch.Watch()
@@ -123,7 +125,9 @@ class PodCache:
                     if self._stop.is_set():
                         break
                     version = self._apply(scope, event) or version
-                    failures = 0
+                    failures = self._watching(scope, failures)
+                else:  # the server ended the watch (its timeout): it was accepted
+                    failures = self._watching(scope, failures)
             except ApiException as exc:
                 if exc.status == 410:  # our version is gone from the server's history
                     log.info("pod watch %s: %s; listing again", scope or "(all)", exc.reason)
@@ -150,6 +154,13 @@ class PodCache:
             elif kind in ("ADDED", "MODIFIED"):
                 self._pods[scope][key] = pod
         return version  # type: ignore[no-any-return]
+
+    def _watching(self, scope: str, failures: int) -> int:
+        """The watch works: the cache is current again (if a failure had said otherwise)."""
+        if failures:
+            with self._lock:
+                self._synced[scope] = True
+        return 0
 
     def _failed(self, scope: str, why: str, failures: int) -> int:
         """Not synced until the next list succeeds; the runtime lists meanwhile."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import pytest
 from a3s_k8s_test_helpers import fake_only, make_request
 from a3s_runtime_kubernetes import KubernetesRuntime
 from a3s_runtime_kubernetes.podcache import PodCache
 from a3s_runtime_kubernetes.testing import FakeKubeApi
+from kubernetes.client import V1PodList
 
 POD = "qwen-72b-0a1b2c3d4e5f"
 NS = "team-ai"
@@ -116,6 +118,46 @@ async def test_a_forbidden_watch_falls_back_to_listing(kube: FakeKubeApi) -> Non
         kube.set_pod_status(NS, POD, READY)
         assert await states(rt) == ["ready"]  # listed, so current at once
     finally:
+        await rt.close()
+
+
+class _WatchSpy:
+    """CoreV1Api's pod listing, noting whether the cache says it is current each time it
+    opens a watch (the list it has then is all it knows)."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.cache: PodCache | None = None
+        self.synced_at_watch: list[bool] = []
+
+    def list_pod_for_all_namespaces(self, *args: Any, **kwargs: Any) -> V1PodList:
+        if kwargs.get("watch"):
+            assert self.cache is not None
+            self.synced_at_watch.append(self.cache.synced)
+        return self.core.list_pod_for_all_namespaces(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+async def test_a_relist_after_a_failed_watch_is_not_current_until_a_watch_works(
+    kube: FakeKubeApi,
+) -> None:
+    """With the watch refused, each retry lists and then fails to watch; in between, the
+    list must not pass for current (a change after it would never arrive): the runtime
+    lists on every pass instead. (Flaked as `['starting'] == ['ready']` under load.)"""
+    fake_only(kube, "injects a 403 (tests/kube runs the real RBAC)")
+    kube.denied.add(("watch", "pods"))
+    rt = KubernetesRuntime({**kube.options, "watch_pods": False})
+    await rt.start()
+    spy = _WatchSpy(rt.core)
+    cache = spy.cache = PodCache(cast(Any, spy), "a3s.io/managed-by=a3s", None,
+                                 request_timeout_s=5, watch_timeout_s=5)
+    cache.start()
+    try:
+        await eventually(lambda: len(spy.synced_at_watch) >= 3, "three watch attempts")
+        assert spy.synced_at_watch[0] is True  # the first list: current, as informers say
+        assert spy.synced_at_watch[1:] == [False] * (len(spy.synced_at_watch) - 1)
+        assert not cache.synced
+    finally:
+        cache.stop()
         await rt.close()
 
 
