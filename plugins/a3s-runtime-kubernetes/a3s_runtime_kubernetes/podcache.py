@@ -4,8 +4,10 @@ Per scope (all namespaces, or each of `watch_namespaces`) a daemon thread lists 
 label-selected pods once, then watches from the list's resourceVersion, applying ADDED /
 MODIFIED / DELETED as they come and resuming from the last version it saw when the server
 ends the watch (`watch_timeout_s`). A 410 Gone (history compacted) or any other failure
-means "list again"; until that list succeeds the scope is not synced and the runtime lists
-as before, so a broken or forbidden watch costs freshness never correctness.
+means "list again"; until that list succeeds (and, after a failure other than 410, until
+the watch that follows it has delivered an event or ended normally) the scope is not synced
+and the runtime lists as before, so a broken or forbidden watch costs freshness never
+correctness.
 """
 
 from __future__ import annotations
