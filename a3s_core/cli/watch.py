@@ -177,7 +177,7 @@ async def stream_events(
         if documents:
             _document(console, e, documents)
         else:
-            console.print(event_line(e))
+            console.print(event_line(e), soft_wrap=True)
         return False
 
     params = {"namespace": namespace, "deployment": deployment, "follow": str(follow).lower()}
@@ -350,9 +350,9 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
 
     def show(dep_id: str, e: dict[str, Any]) -> None:
         shown[dep_id].fold(e)
-        out.print(event_line(e))
-        if live:
+        if live:  # first: printing redraws the table below the line, as it is now
             live.update(_table(rows, console))
+        out.print(event_line(e), soft_wrap=True)  # the terminal wraps it: an endpoint whole
 
     merged = SeqMerge(ids, show)
 

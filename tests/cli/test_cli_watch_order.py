@@ -1,22 +1,26 @@
 """`a3s deploy --watch` of several models: the events of all of them come out as one
-stream in the platform's order (seq), and the summary (endpoints) comes last."""
+stream in the platform's order (seq), the summary (endpoints) comes last, and the live
+table never folds an endpoint, at any width."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import re
 import time
 from pathlib import Path
 
-from cli_kit import a3s, request_file
+import pytest
+from cli_kit import a3s, admin, request_file, text
 from events_testkit import REAL_MODEL, TO_RUNNING, Server
+from rich.cells import cell_len
 from rich.console import Console
 from websockets.asyncio.server import ServerConnection, serve
 
 from a3s_core.cli.client import Client
 from a3s_core.cli.merge import SeqMerge
-from a3s_core.cli.watch import watch_deployments
+from a3s_core.cli.watch import Progress, _table, watch_deployments
 
 
 def event_lines(lines: list[str]) -> list[tuple[int, str, str]]:
@@ -46,6 +50,10 @@ def test_watch_of_several_models_prints_one_stream_in_seq_order(
     # the summary last, after every event, each endpoint whole
     assert lines[-3:] == [f"✓ {n} is running at {endpoints[n]}" for n in names]
     assert len(lines) == 4 + len(events) + 3
+    # `a3s events` reads one stream over all of them: the same events, the same order
+    r = a3s(platform.url, "events", columns=80)
+    assert r.exit_code == 0, r.output
+    assert event_lines(r.stdout.splitlines()) == events
 
 
 def envelope(seq: int, dep: str, kind: str) -> str:
@@ -116,3 +124,48 @@ async def test_merge_waits_for_a_quiet_stream_only_a_moment() -> None:
     m.push("b", {"seq": 10})
     m.push("b", {"seq": 11})
     assert got[-2:] == [("b", 10), ("b", 11)]  # nothing left to wait for
+
+
+
+ENDPOINT = "http://127.0.0.1:18080/d/team-ai/chat-assistant/v1"
+URL = re.compile(r"http://\S+")
+
+
+@pytest.mark.parametrize("width", [60, 120])
+def test_the_live_table_never_folds_an_endpoint(width: int) -> None:
+    """At 60 columns the endpoint in the last message was folded inside its cell
+    (`…/team-ai/` on one line, `chat-assistant/v1` on the next)."""
+    running = Progress(id="dep-a990a79f9c3c")
+    running.fold({
+        "type": "deployment.running", "name": "chat-assistant",
+        "message": f"chat-assistant is running: 1 of 1 replica(s) ready at {ENDPOINT}",
+        "data": {"endpoint": ENDPOINT},
+    })
+    starting = Progress(id="dep-fc6634b7176a")
+    starting.fold({"type": "replica.starting", "name": "embedder",
+                   "message": "embedder: starting replica embedder-7dbfdeacf471 on gpu-a100-0"})
+    out = io.StringIO()
+    con = Console(file=out, width=width, force_terminal=True, color_system=None)
+    con.print(_table([running, starting], con))
+    lines = out.getvalue().splitlines()
+    assert all(cell_len(line) <= width for line in lines)
+    assert "chat-assistant" in lines[1] and "embedder" in out.getvalue()
+    assert all(u == ENDPOINT for u in URL.findall(out.getvalue())), out.getvalue()
+    # narrow: the message (with the endpoint) is left out; wide: shown, the endpoint whole
+    assert (ENDPOINT in out.getvalue()) is (width == 120)
+
+
+@pytest.mark.parametrize("columns", [60, 120])
+def test_watch_on_a_terminal_shows_every_endpoint_whole(
+    platform: Server, tmp_path: Path, columns: int
+) -> None:
+    names = [f"chat-assistant-{columns}", f"embedder-{columns}"]
+    f = request_file(tmp_path, *({"name": n, "model": REAL_MODEL} for n in names))
+    r = a3s(platform.url, "deploy", f, "--watch", columns=columns, terminal=True)
+    assert r.exit_code == 0, r.output
+    out = text(r)
+    listed = admin(platform.url).get("/v1/deployments").json()
+    endpoints = {d["name"]: d["endpoint"] for d in listed}
+    urls = URL.findall(out)
+    assert urls and set(urls) <= set(endpoints.values()), urls  # none folded, none cut
+    assert out.splitlines()[-2:] == [f"✓ {n} is running at {endpoints[n]}" for n in names]
