@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_kit import a3s, admin, request_file, text
-from events_testkit import REAL_MODEL, TO_RUNNING, Server
+from events_testkit import BROKEN_MODEL, REAL_MODEL, TO_RUNNING, Server
 from rich.cells import cell_len
 from rich.console import Console
 from websockets.asyncio.server import ServerConnection, serve
@@ -169,3 +169,18 @@ def test_watch_on_a_terminal_shows_every_endpoint_whole(
     urls = URL.findall(out)
     assert urls and set(urls) <= set(endpoints.values()), urls  # none folded, none cut
     assert out.splitlines()[-2:] == [f"✓ {n} is running at {endpoints[n]}" for n in names]
+
+
+def test_watch_with_one_model_failing_exits_1_with_both_outcomes_last(
+    platform: Server, tmp_path: Path
+) -> None:
+    f = request_file(
+        tmp_path, {"name": "chat", "model": REAL_MODEL}, {"name": "broken", "model": BROKEN_MODEL}
+    )
+    r = a3s(platform.url, "deploy", f, "--watch", columns=80)
+    assert r.exit_code == 1, r.output
+    lines = r.stdout.splitlines()
+    seqs = [seq for seq, _, _ in event_lines(lines[3:])]
+    assert seqs and seqs == sorted(seqs)
+    assert lines[-2].startswith("✓ chat is running at http://")
+    assert lines[-1].startswith("✗ broken failed: ") and "num_hidden_layers" in lines[-1]
