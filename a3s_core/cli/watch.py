@@ -333,11 +333,16 @@ def summary(p: Progress) -> RenderableType:
     return Group(*lines)
 
 
-async def watch_deployments(client: Client, ids: list[str], console: Console) -> bool:
+async def watch_deployments(
+    client: Client, ids: list[str], console: Console, names: dict[str, str] | None = None
+) -> bool:
     """Follow each deployment's events from its start until it is running or cannot be:
     True when all are running. The events of all of them are printed as one stream in the
-    platform's order (seq), then one summary line per deployment, always last."""
-    rows = [Progress(id=i) for i in ids]  # what has been printed: the table shows these
+    platform's order (seq), then one summary line per deployment, always last. `names`
+    (id → name, from the POST's answer) label the table before the first event."""
+    names = names or {}
+    # what has been printed: the table shows these
+    rows = [Progress(id=i, name=names.get(i, "")) for i in ids]
     heard = {i: Progress(id=i) for i in ids}  # what has arrived: when each stream may stop
     # A table redrawn in place on a terminal; plain lines when piped or logged.
     live = (

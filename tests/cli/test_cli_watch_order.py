@@ -169,6 +169,8 @@ def test_watch_on_a_terminal_shows_every_endpoint_whole(
     urls = URL.findall(out)
     assert urls and set(urls) <= set(endpoints.values()), urls  # none folded, none cut
     assert out.splitlines()[-2:] == [f"✓ {n} is running at {endpoints[n]}" for n in names]
+    # the table is labelled with the names from the first frame, not with ids
+    assert any(names[0] in line and "pending" in line for line in out.splitlines())
 
 
 def test_watch_with_one_model_failing_exits_1_with_both_outcomes_last(
