@@ -71,7 +71,8 @@ def deploy(
 
         progress = err() if fmt in DOCUMENTS else con  # stdout keeps the document alone
         ids = [d["id"] for d in out["deployments"]]
-        if not asyncio.run(watch_deployments(c, ids, progress)):
+        names = {d["id"]: d["name"] for d in out["deployments"]}
+        if not asyncio.run(watch_deployments(c, ids, progress, names)):
             raise typer.Exit(1)
 
 

@@ -4,7 +4,9 @@
   endpoints, API keys) are never cut: when the columns do not fit the terminal, the least
   important ones are dropped, and if the must-copy ones still do not fit, each object is
   printed as a block of `field: value` lines that the terminal wraps itself (no newline is
-  inserted inside a value).
+  inserted inside a value). Prose columns (messages, reasons) wrap between words and are
+  never narrower than their longest word, so an endpoint or id inside a sentence is not
+  folded in two either: the column is left out instead.
 - `plain` (the default when stdout is not a terminal): tab-separated lines, a header line
   first, every column, nothing styled or wrapped — for `cut`, `awk` and files.
 - `json`, `yaml`: the API's own objects, whole.
@@ -59,9 +61,9 @@ def dump(console: Console, obj: Any, output: Output) -> None:
 @dataclass(frozen=True)
 class Col:
     """A column. `copy`: a value users copy, never cut or wrapped (ids, endpoints, keys).
-    `wrap`: prose that may wrap onto several lines. Every other column is shown whole or
-    not at all. `drop`: 0 for a column always shown, else the higher, the sooner it is
-    dropped when the table does not fit the terminal."""
+    `wrap`: prose that may wrap onto several lines, between words only. Every other column
+    is shown whole or not at all. `drop`: 0 for a column always shown, else the higher,
+    the sooner it is dropped when the table does not fit the terminal."""
 
     header: str
     get: Callable[[dict[str, Any]], Any]
@@ -93,6 +95,14 @@ def plain_lines(cols: Sequence[Col], rows: Sequence[dict[str, Any]]) -> list[str
     return lines
 
 
+def _floor(col: Col, rows: Sequence[dict[str, Any]], natural: int) -> int:
+    """The narrowest a prose column may be: WRAP_MIN (or less when all of it is shorter),
+    and never narrower than its longest word — an endpoint, id or model name inside a
+    message is wrapped around, never folded in two."""
+    longest = max((cell_len(w) for r in rows for w in _cell(col, r).split()), default=0)
+    return max(min(natural, WRAP_MIN), longest)
+
+
 def _widths(
     cols: Sequence[Col], rows: Sequence[dict[str, Any]], width: int
 ) -> list[int] | None:
@@ -102,15 +112,16 @@ def _widths(
     fixed = sum(w for c, w in zip(cols, natural, strict=True) if not c.wrap)
     room = width - fixed - GAP * (len(cols) - 1)
     prose = [i for i, c in enumerate(cols) if c.wrap]
-    if room < sum(min(natural[i], WRAP_MIN) for i in prose):
+    floors = {i: _floor(cols[i], rows, natural[i]) for i in prose}
+    if room < sum(floors.values()):
         return None
     widths = list(natural)
     want = sum(natural[i] for i in prose)
-    if want > room:  # share the room among the prose columns, each at least WRAP_MIN
+    if want > room:  # share the room among the prose columns, each at least its floor
         for n, i in enumerate(prose):
             rest = prose[n + 1 :]
-            floor = sum(min(natural[j], WRAP_MIN) for j in rest)
-            share = max(min(natural[i], WRAP_MIN), (room - floor) // (len(prose) - n))
+            floor = sum(floors[j] for j in rest)
+            share = max(floors[i], (room - floor) // (len(prose) - n))
             widths[i] = min(natural[i], share, room - floor)
             room -= widths[i]
     return widths

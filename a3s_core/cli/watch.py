@@ -1,8 +1,9 @@
 """The CLI's live views over the platform's WebSocket streams.
 
 - `watch_deployments`: `a3s deploy FILE --watch` — one row per deployment (status, current
-  step, last message), every event printed above it; ends when each deployment is running,
-  failed, unschedulable or deleted, with the reason and the platform's suggestions.
+  step, last message), the events of all of them printed above it as one stream in the
+  platform's order (merge.py); ends when each deployment is running, failed, unschedulable
+  or deleted, with a summary last: the endpoints, or the reason and the suggestions.
 - `stream_events`: `a3s events [-f]` — one line per event.
 - `stream_logs`: `a3s logs ID [-f]` — replica log lines, prefixed with the replica id.
 
@@ -33,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from a3s_core.cli.client import Client, CliError
 from a3s_core.cli.client import path as url_path
+from a3s_core.cli.merge import SeqMerge
 from a3s_core.cli.output import Col, fitting_table
 
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between reconnects
@@ -175,7 +177,7 @@ async def stream_events(
         if documents:
             _document(console, e, documents)
         else:
-            console.print(event_line(e))
+            console.print(event_line(e), soft_wrap=True)
         return False
 
     params = {"namespace": namespace, "deployment": deployment, "follow": str(follow).lower()}
@@ -331,10 +333,17 @@ def summary(p: Progress) -> RenderableType:
     return Group(*lines)
 
 
-async def watch_deployments(client: Client, ids: list[str], console: Console) -> bool:
+async def watch_deployments(
+    client: Client, ids: list[str], console: Console, names: dict[str, str] | None = None
+) -> bool:
     """Follow each deployment's events from its start until it is running or cannot be:
-    True when all are running."""
-    rows = [Progress(id=i) for i in ids]
+    True when all are running. The events of all of them are printed as one stream in the
+    platform's order (seq), then one summary line per deployment, always last. `names`
+    (id → name, from the POST's answer) label the table before the first event."""
+    names = names or {}
+    # what has been printed: the table shows these
+    rows = [Progress(id=i, name=names.get(i, "")) for i in ids]
+    heard = {i: Progress(id=i) for i in ids}  # what has arrived: when each stream may stop
     # A table redrawn in place on a terminal; plain lines when piped or logged.
     live = (
         Live(_table(rows, console), console=console, refresh_per_second=8)
@@ -342,24 +351,38 @@ async def watch_deployments(client: Client, ids: list[str], console: Console) ->
         else None
     )
     out = live.console if live else console
+    shown = {p.id: p for p in rows}
 
-    async def follow(p: Progress) -> None:
+    def show(dep_id: str, e: dict[str, Any]) -> None:
+        shown[dep_id].fold(e)
+        if live:  # first: printing redraws the table below the line, as it is now
+            live.update(_table(rows, console))
+        out.print(event_line(e), soft_wrap=True)  # the terminal wraps it: an endpoint whole
+
+    merged = SeqMerge(ids, show)
+
+    async def follow(dep_id: str) -> None:
         async def on_event(e: dict[str, Any]) -> bool:
-            p.fold(e)
-            out.print(event_line(e))
-            if live:
-                live.update(_table(rows, console))
-            return p.done
+            heard[dep_id].fold(e)
+            merged.push(dep_id, e)
+            return heard[dep_id].done
 
-        path = url_path("v1", "deployments", p.id, "events")
+        path = url_path("v1", "deployments", dep_id, "events")
         await _stream(client, path, {}, on_event, follow=True, since=0, console=out)
+        merged.close(dep_id)
+
+    async def follow_all() -> None:
+        try:
+            await asyncio.gather(*(follow(i) for i in ids))
+        finally:
+            merged.flush()  # what arrived is printed, even when a stream failed
 
     if live:
         with live:
-            await asyncio.gather(*(follow(p) for p in rows))
+            await follow_all()
             live.update(_table(rows, console))
     else:
-        await asyncio.gather(*(follow(p) for p in rows))
+        await follow_all()
     for p in rows:
         console.print(summary(p), soft_wrap=True)  # the endpoint, whole
     return all(p.status == "running" for p in rows)
