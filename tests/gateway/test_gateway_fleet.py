@@ -168,7 +168,7 @@ async def test_a_control_process_sees_the_gateways_traffic_and_drains_after_it(
             past = traffic.db_now(conn) - timedelta(seconds=10 * PUBLISH_S)
             traffic.write(conn, "dead-gw", "dead-gw", past,
                           [traffic.SlotFigures(dep.id, traffic.slot_of(past), 4, 0, {},
-                                               {rid: 4})], 75.0)
+                                               {rid: 4})], 75.0, PUBLISH_S)
 
         async def stopped() -> bool:
             return await controller._finish_drain(row, draining)
