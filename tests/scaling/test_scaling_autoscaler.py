@@ -87,10 +87,13 @@ class Harness:
 
 
 @pytest.fixture
-def harness(make_app: Any) -> Harness:
+def harness(make_app: Any, request: pytest.FixtureRequest) -> Harness:
     # The platform's own loop ticks once at start-up and then sleeps: this test drives a
     # second autoscaler on a fake clock, wired in as the platform's (for the API view).
-    client = make_app(autoscale_interval_s=3600, runtime_options={"nodes": TWO_L40S})
+    # SQLite unless a test asks for "postgres" (indirect parametrization).
+    extra = ({"database_url": request.getfixturevalue("pg_url")}
+             if getattr(request, "param", "sqlite") == "postgres" else {})
+    client = make_app(autoscale_interval_s=3600, runtime_options={"nodes": TWO_L40S}, **extra)
     client.app.include_router(autoscaling_api.router)
     clock, figures = FakeClock(), Figures()
     scaler = Autoscaler(client.app.state.platform, clock=clock, signals=figures)
@@ -170,6 +173,7 @@ def test_stale_unschedulable_note_is_cleared_and_other_keys_kept(harness: Harnes
     assert state["autoscaler"]["seen_desired"] == 1
 
 
+@pytest.mark.parametrize("harness", ["sqlite", "postgres"], indirect=True)
 def test_manual_scale_and_autoscaler_agree(harness: Harness) -> None:
     h = harness
     dep = h.deploy()
