@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from a3s_core.api.schemas import (
@@ -13,8 +14,8 @@ from a3s_core.api.schemas import (
 from a3s_core.errors import InvalidRequest, UnknownPlugin
 from a3s_core.platform import Platform
 from a3s_core.registry import Registry
-from a3s_core.scaling.fleet import merge_stats
-from a3s_core.store import DeploymentRow, new_id
+from a3s_core.scaling.fleet import FleetTraffic, merge_stats
+from a3s_core.store import DeploymentRow, ReplicaRow, new_id
 from a3s_core.store.tables import utcnow
 from a3s_core.types import DeploymentRequest, ModelSpec
 
@@ -113,15 +114,38 @@ def events_url(platform: Platform, deployment_id: str) -> str:
     return f"{base}/v1/deployments/{deployment_id}/events"
 
 
-def view(platform: Platform, row: DeploymentRow, recent_events: int = 20) -> DeploymentView:
-    replicas = platform.store.replicas(row.id)
+def views(platform: Platform, rows: Sequence[DeploymentRow]) -> list[DeploymentView]:
+    """`view` of many deployments (the list), without their recent events: one query for
+    all their replicas and one for every gateway's traffic, however many there are."""
+    replicas = platform.store.replicas_of([r.id for r in rows])
+    shown = [r.id for r in rows if r.status != "deleted"]
+    fleet = (platform.fleet.read_many(shown) if platform.fleet is not None
+             and platform.observer is not None and shown else {})
+    return [view(platform, r, recent_events=0, replicas=replicas[r.id],
+                 traffic=fleet.get(r.id)) for r in rows]
+
+
+def view(
+    platform: Platform,
+    row: DeploymentRow,
+    recent_events: int = 20,
+    *,
+    replicas: Sequence[ReplicaRow] | None = None,
+    traffic: FleetTraffic | None = None,
+) -> DeploymentView:
+    """The deployment as the API shows it. `replicas` and `traffic`: already read (the
+    list reads them for every deployment at once); otherwise read here."""
+    if replicas is None:
+        replicas = platform.store.replicas(row.id)
     stats = None
     if platform.observer is not None and row.status != "deleted":
         stats = platform.observer.stats(row.id)
         if platform.fleet is not None:  # every other gateway process's traffic, added
-            traffic = platform.fleet.read(row.id)
+            if traffic is None:
+                traffic = platform.fleet.read(row.id)
             stats = merge_stats(stats, traffic, platform.gateway, row.id)
-    events = platform.store.events_since(0, deployment_id=row.id, limit=100_000)[-recent_events:]
+    events = (platform.store.events_since(0, deployment_id=row.id, limit=100_000)
+              [-recent_events:] if recent_events > 0 else [])
     return DeploymentView(
         id=row.id,
         name=row.name,

@@ -16,6 +16,13 @@ the gateway's figures as ratios of vllm-router's from the same run: requests/s a
 added p50 at 4, p99 at 32, and for streaming (`--chunks`, 64) the added time per chunk.
 `--workers N` runs the gateway as `a3s serve --workers N` (N processes on one socket).
 
+`--publish-interval S` measures what publishing traffic to the store costs (publish.py):
+two gateways in the same run, interleaved, one publishing every S seconds and one with
+publishing off (`A3S_TRAFFIC_PUBLISH_INTERVAL_S=0`), and prints the gateway's CPU per
+request for each and their ratio (vllm-router is left out of that run).
+
+    /work/venv/bin/python benchmarks/bench_gateway.py --publish-interval 2 --mode plain
+
 The gateway is the app `a3s serve` runs (create_app, on uvicorn with uvloop + httptools).
 
 The replica is the engine simulator (`a3s_engine_sim`, vLLM dialect) when it is installed,
@@ -81,7 +88,7 @@ def bench_plugins() -> object:
 
 
 def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_dir: str,
-                  workers: int = 1) -> None:
+                  workers: int = 1, publish_interval_s: float | None = None) -> None:
     """Child process: the platform app exactly as `a3s serve` builds it (create_app: API,
     gateway, store, events), served as `a3s serve` serves it (a3s_core/api/server.py:
     uvicorn with uvloop + httptools), with controllers off and one running deployment, its
@@ -99,6 +106,8 @@ def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_
 
     settings = Settings(data_dir=Path(db_dir), port=port, runtime="fake", controllers=False,
                         admin_token="bench-admin-token")
+    if publish_interval_s is not None:  # else the default (2 s), as `a3s serve` runs
+        settings = settings.model_copy(update={"traffic_publish_interval_s": publish_interval_s})
     store = Store.open(settings.db_url)  # creates and migrates the schema
     with Session(store.engine) as s:
         s.add(DeploymentRow(  # type: ignore[call-arg]
@@ -273,22 +282,29 @@ async def bench(args: argparse.Namespace) -> int:
             procs.append(replica)
             await wait_ready(replica_url + "/health", replica)
 
-        gateway = spawn("gateway", [sys.executable, __file__, "--serve-gateway",
-                                    str(gateway_port), ",".join(replica_urls), key, engine,
-                                    str(workdir), str(args.workers)],
-                        workdir)
-        procs.append(gateway)
         auth = {"Authorization": f"Bearer {key}"}
-        gateway_base = f"http://127.0.0.1:{gateway_port}/d/{NAMESPACE}/{MODEL}/v1"
-        await wait_ready(gateway_base + "/models", gateway, headers=auth)
-
-        targets = {
-            "direct": (replica_url + "/v1/chat/completions", {}),
-            "gateway": (gateway_base + "/chat/completions", auth),
-        }
-        pids = {"gateway": gateway.popen.pid}
+        targets = {"direct": (replica_url + "/v1/chat/completions", {})}
+        pids: dict[str, int] = {}
+        gateways = {"gateway": (gateway_port, "")}
+        if args.publish_interval is not None:  # the same gateway, publishing on and off
+            gateways = {PUB_ON: (gateway_port, str(args.publish_interval)),
+                        PUB_OFF: (free_port(), "0")}
+        for name, (port, interval) in gateways.items():
+            db_dir = workdir / name
+            db_dir.mkdir()
+            gateway = spawn(name, [sys.executable, __file__, "--serve-gateway", str(port),
+                                   ",".join(replica_urls), key, engine, str(db_dir),
+                                   str(args.workers), interval],
+                            workdir)
+            procs.append(gateway)
+            gateway_base = f"http://127.0.0.1:{port}/d/{NAMESPACE}/{MODEL}/v1"
+            await wait_ready(gateway_base + "/models", gateway, headers=auth)
+            targets[name] = (gateway_base + "/chat/completions", auth)
+            pids[name] = gateway.popen.pid
         router_note = ""
-        if router_bin is None:
+        if args.publish_interval is not None:
+            router_note = "vllm-router: left out of a --publish-interval run"
+        elif router_bin is None:
             router_note = ("vllm-router: not installed (pip install vllm-router); "
                            "reporting direct and gateway only")
         else:
@@ -364,9 +380,30 @@ async def bench(args: argparse.Namespace) -> int:
                     print(f"{mode:<7}{level:>9}  {name:<12}{r.ok:>7}{r.failed:>6}{r.rps:>9.0f}"
                           f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}{cpu_text}", flush=True)
             print()
+        if args.publish_interval is not None:
+            return publish_cost(results, args.publish_interval)
         if args.proxy_bound:
             return parity(results, args.chunks)
         return verdict(results, router_note)
+
+
+PUB_ON, PUB_OFF = "gw-publish", "gw-no-pub"
+
+
+def publish_cost(results: list[Result], interval_s: float) -> int:
+    """The gateway's CPU per request publishing every `interval_s` over that with
+    publishing off, per mode and level: both ran interleaved in the same rounds."""
+    for on in (r for r in results if r.target == PUB_ON):
+        off = next(r for r in results if r.target == PUB_OFF and
+                   (r.mode, r.concurrency, r.rate) == (on.mode, on.concurrency, on.rate))
+        a, b = on.cpu_us_per_request, off.cpu_us_per_request
+        level = f"{on.concurrency}" if on.rate is None else f"{on.concurrency}@{on.rate:.0f}/s"
+        if a is None or b is None or not b:
+            print(f"[{on.mode} {level}] gateway CPU per request: not measured (no /proc)")
+            continue
+        print(f"[{on.mode} {level}] gateway CPU per request, publishing every {interval_s:g}s "
+              f"vs off: {a:.0f} us / {b:.0f} us = {a / b:.3f}x ({a - b:+.0f} us)")
+    return 0
 
 
 def parity(results: list[Result], chunks: int) -> int:
@@ -438,8 +475,9 @@ def verdict(results: list[Result], router_note: str) -> int:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-gateway":
-        port, url, key, engine, db_dir, workers = sys.argv[2:8]
-        serve_gateway(int(port), url.split(","), key, engine, db_dir, int(workers))
+        port, url, key, engine, db_dir, workers, interval = sys.argv[2:9]
+        serve_gateway(int(port), url.split(","), key, engine, db_dir, int(workers),
+                      float(interval) if interval else None)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 32])
@@ -468,6 +506,10 @@ def main() -> None:
                              "so a proxy may read and pass on several at once)")
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway worker processes (a3s serve --workers N)")
+    parser.add_argument("--publish-interval", type=float, default=None, metavar="S",
+                        help="run two gateways, one publishing traffic to the store every S "
+                             "seconds and one with publishing off, and print the ratio of "
+                             "their CPU per request")
     parser.add_argument("--fake-replica", action="store_true",
                         help="use the tests' fake replica even when the simulator is installed")
     args = parser.parse_args()

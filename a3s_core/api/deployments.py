@@ -124,7 +124,7 @@ async def list_deployments(
 
     def work() -> list[DeploymentView]:
         rows = platform.store.list_deployments(namespace, include_deleted=include_deleted)
-        return [service.view(platform, r, recent_events=0) for r in rows]
+        return service.views(platform, rows)
 
     return await run_in_threadpool(work)
 

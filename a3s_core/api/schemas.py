@@ -69,7 +69,9 @@ class DeploymentView(Camel):
     created_at: datetime
     updated_at: datetime
     stats: dict[str, Any] | None = None
-    recent_events: list[dict[str, Any]] = Field(default_factory=list)
+    recent_events: list[dict[str, Any]] = Field(
+        default_factory=list, description="the last 20 events (empty in the list: see /events)"
+    )
 
 
 class ScaleRequest(BaseModel):

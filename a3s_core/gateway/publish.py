@@ -162,7 +162,7 @@ class TrafficPublisher:
                 for (dep_id, start) in sorted(self._dirty)
                 if (s := self._open[(dep_id, start)]) is not None
             ]
-            traffic.write(conn, self.gateway, self.group, now, rows, KEEP_S)
+            traffic.write(conn, self.gateway, self.group, now, rows, KEEP_S, self.interval_s)
         self._dirty.clear()
         self._reported = set(batch.in_flight)
         # A slot that ended before the previous one started takes no more samples.

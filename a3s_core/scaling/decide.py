@@ -8,7 +8,8 @@ Rules of motion (seed §3.7, documented in docs/autoscaling.md):
   bounded by `max_step` per decision and by the ceiling;
 - down: one replica per decision (GPU replicas start slowly: be conservative);
 - scale-up cool-down counts from the last scale-up (or manual change); scale-down
-  cool-down counts from the last change of any kind, so a fresh replica is kept;
+  cool-down counts from the last change of any kind, so a fresh replica is kept; a hold
+  for a cool-down that a manual change started emits no event (the user just scaled);
 - never below the floor (max(1, minReplicas)); a count below it is raised at once;
 - while a replica is starting, or one cannot be placed, no further scale-up.
 """
@@ -213,12 +214,13 @@ def decide(
                 event="scaling.held",
             )
         if up_left > 0:
+            manual = _by_hand(state, state.last_up_at)
             return out(
                 "hold",
                 "cooldown-up",
-                f"{why}, but the scale-up cool-down has {up_left:.0f}s left "
-                f"(of {policy.up_cooldown_s:g}s)",
-                event="scaling.held",
+                f"{why}, but the scale-up cool-down{_after(manual, current)} has "
+                f"{up_left:.0f}s left (of {policy.up_cooldown_s:g}s)",
+                event=None if manual else "scaling.held",
             )
         asked = max((v.desired for v in ups if v.desired is not None), default=current + 1)
         to = min(max(asked, current + 1), current + policy.max_step, situation.ceiling)
@@ -236,12 +238,13 @@ def decide(
         if current <= floor:
             return out("hold", "floor", f"quiet, at the floor of {floor} replica(s)")
         if down_left > 0:
+            manual = _by_hand(state, state.last_up_at, state.last_down_at)
             return out(
                 "hold",
                 "cooldown-down",
-                f"{why}, but the scale-down cool-down has {down_left:.0f}s left "
-                f"(of {policy.down_cooldown_s:g}s)",
-                event="scaling.held",
+                f"{why}, but the scale-down cool-down{_after(manual, current)} has "
+                f"{down_left:.0f}s left (of {policy.down_cooldown_s:g}s)",
+                event=None if manual else "scaling.held",
             )
         wants = [v.desired for v in votes if v.desired is not None]
         step = max(wants) if len(wants) == len(votes) else current - 1
@@ -285,6 +288,17 @@ def _remember(d: Decision, state: ScalingState, unschedulable: str | None) -> De
     if d.event is not None:
         state.last_decision = d.record()
     return d
+
+
+def _by_hand(state: ScalingState, *ours: float | None) -> bool:
+    """Whether the cool-down in force counts from a manual scale (not from one of ours).
+    Holding for it is announced by no event: the user who just scaled knows, and the
+    `scaling.manual` event is the last word until the autoscaler itself acts."""
+    return state.manual_at is not None and all(t is None or t <= state.manual_at for t in ours)
+
+
+def _after(manual: bool, current: int) -> str:
+    return f" after the manual scale to {current} replica(s)" if manual else ""
 
 
 def _latest(*times: float | None) -> float | None:

@@ -12,9 +12,11 @@ only the leading worker's sample.
   is taken from the merged histogram (within ±2.2 %, histogram.py). The recent figures
   use only the slots that started after the last scaling change.
 - In flight: this process's own (with its workers' shared cells: live), plus each other
-  gateway's count as of its last publish, if that is fresher than `STALE_INTERVALS`
-  publish intervals (a dead gateway does not hold a drain for ever). Rows of this
-  supervisor's other workers are left out here: the shared cells already count them.
+  gateway's count as of its last publish, if that is fresher than `STALE_INTERVALS` of
+  that gateway's publish intervals (each row says its writer's: a gateway set to publish
+  every 10 s is not dead at 8 s for a control plane set to 2 s), so a dead gateway does
+  not hold a drain for ever. Rows of this supervisor's other workers are left out here:
+  the shared cells already count them.
 - Queue depth and GPU use come from the replicas' own metrics, scraped by this process
   (a control process scrapes without serving: `Platform.observer`), not from the rows.
 """
@@ -71,9 +73,14 @@ class Fleet:
     def __init__(self, platform: Platform) -> None:
         self.engine = platform.store.engine
         self.gateway = platform.gateway
-        interval = platform.settings.traffic_publish_interval_s or 2.0
-        self.stale_s = STALE_INTERVALS * interval
+        # For rows that do not say their writer's interval: assume this process's own.
+        self.interval_s = platform.settings.traffic_publish_interval_s or 2.0
         self._pruned_at = 0.0
+
+    def stale_after_s(self, row: traffic.TrafficRow) -> float:
+        """How old this row's gateway's last write may be before it is taken for dead:
+        `STALE_INTERVALS` of the interval that gateway publishes at, not this one's."""
+        return STALE_INTERVALS * (row.publish_interval_s or self.interval_s)
 
     def _own(self) -> tuple[str | None, str | None]:
         publisher = self.gateway.publisher if self.gateway is not None else None
@@ -83,35 +90,51 @@ class Fleet:
 
     def read(self, deployment_id: str, since_s: float | None = None) -> FleetTraffic:
         """`since_s`: seconds since the last scaling change (None: no recent figures)."""
-        rows, _ = traffic.read(self.engine, [deployment_id], WINDOW_S)
+        return self.read_many([deployment_id], since_s)[deployment_id]
+
+    def read_many(
+        self, deployment_ids: Sequence[str], since_s: float | None = None
+    ) -> dict[str, FleetTraffic]:
+        """`read` for several deployments in one query (the deployment list)."""
+        rows, _ = traffic.read(self.engine, deployment_ids, WINDOW_S)
         own, group = self._own()
-        out = FleetTraffic()
-        newest: dict[str, traffic.TrafficRow] = {}
+        # Which gateways are alive, from every row (heartbeats included): the same for all.
+        gateways: dict[str, float] = {}
+        peers: dict[str, float] = {}
+        for row in rows:
+            if row.gateway == own or row.updated_age_s > self.stale_after_s(row):
+                continue
+            age = gateways.get(row.gateway)
+            if age is None or row.updated_age_s < age:
+                gateways[row.gateway] = row.updated_age_s
+                if row.gateway_group != group:
+                    peers[row.gateway] = row.updated_age_s
+        out = {d: FleetTraffic(gateways=dict(gateways), peers=dict(peers))
+               for d in deployment_ids}
+        newest: dict[tuple[str, str], traffic.TrafficRow] = {}
         for row in rows:
             if row.gateway == own:
                 continue  # this process's own figures are read live
-            age = out.gateways.get(row.gateway)
-            if row.updated_age_s <= self.stale_s and (age is None or row.updated_age_s < age):
-                out.gateways[row.gateway] = row.updated_age_s
-                if row.gateway_group != group:
-                    out.peers[row.gateway] = row.updated_age_s
-            if row.deployment_id != deployment_id:
+            seen = out.get(row.deployment_id)
+            if seen is None:
                 continue  # a heartbeat
-            out.requests += row.requests
-            out.failures += row.failures
+            seen.requests += row.requests
+            seen.failures += row.failures
             hist = Histogram.from_json(row.latency)
-            out.latency.merge(hist)
+            seen.latency.merge(hist)
             if since_s is not None and row.slot_age_s <= since_s:
-                out.recent.merge(hist)
-            held = newest.get(row.gateway)
+                seen.recent.merge(hist)
+            key = (row.deployment_id, row.gateway)
+            held = newest.get(key)
             if held is None or row.updated_age_s < held.updated_age_s:
-                newest[row.gateway] = row
+                newest[key] = row
         for row in newest.values():
-            if row.updated_age_s > self.stale_s or row.gateway_group == group:
+            if row.updated_age_s > self.stale_after_s(row) or row.gateway_group == group:
                 continue
+            in_flight = out[row.deployment_id].in_flight
             for replica_id, n in row.in_flight.items():
                 if isinstance(n, int) and n > 0:
-                    out.in_flight[replica_id] = out.in_flight.get(replica_id, 0) + n
+                    in_flight[replica_id] = in_flight.get(replica_id, 0) + n
         return out
 
     def prune_if_due(self) -> None:

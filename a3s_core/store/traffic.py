@@ -52,6 +52,10 @@ class GatewayTrafficRow(SQLModel, table=True):
         default_factory=dict, sa_column=Column(JSON, nullable=False),
         description="replica id → this gateway's requests in flight at updated_at",
     )
+    publish_interval_s: float = Field(
+        default=0.0,
+        description="the publisher's interval: the row is stale after 3 of them (fleet.py)",
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -79,6 +83,7 @@ class TrafficRow:
     gateway_group: str
     slot_age_s: float  # seconds since the slot started
     updated_age_s: float  # seconds since the gateway last wrote this row
+    publish_interval_s: float  # how often that gateway writes (0: not known)
     requests: int
     failures: int
     latency: dict[str, Any]
@@ -104,21 +109,26 @@ def write(
     now: datetime,
     slots: Sequence[SlotFigures],
     keep_s: float,
+    interval_s: float,
 ) -> None:
     """Upsert this gateway's slot rows (and its heartbeat) at `now`, and delete its own
-    rows older than `keep_s`. One statement each; the caller owns the transaction."""
+    rows older than `keep_s`. `interval_s`: how often this gateway publishes, stored on
+    each row so a reader judges staleness by the writer's interval, not its own. One
+    statement each; the caller owns the transaction."""
     rows = [
         {"deployment_id": s.deployment_id, "slot_start": s.slot_start, "gateway": gateway,
          "gateway_group": group, "requests": s.requests, "failures": s.failures,
-         "latency": s.latency, "in_flight": s.in_flight, "updated_at": now}
+         "latency": s.latency, "in_flight": s.in_flight, "publish_interval_s": interval_s,
+         "updated_at": now}
         for s in slots
     ]
     rows.append({"deployment_id": HEARTBEAT, "slot_start": slot_of(now), "gateway": gateway,
                  "gateway_group": group, "requests": 0, "failures": 0, "latency": {},
-                 "in_flight": {}, "updated_at": now})
+                 "in_flight": {}, "publish_interval_s": interval_s, "updated_at": now})
     insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(_T)
     keys = ("deployment_id", "slot_start", "gateway")
-    changing = ("gateway_group", "requests", "failures", "latency", "in_flight", "updated_at")
+    changing = ("gateway_group", "requests", "failures", "latency", "in_flight",
+                "publish_interval_s", "updated_at")
     conn.execute(
         insert.on_conflict_do_update(
             index_elements=list(keys),
@@ -154,6 +164,7 @@ def read(
             updated_age_s=(now - updated).total_seconds(),
             requests=r["requests"], failures=r["failures"],
             latency=r["latency"] or {}, in_flight=r["in_flight"] or {},
+            publish_interval_s=float(r["publish_interval_s"] or 0.0),
         ))
     return out, now
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from a3s_core.catalog import load_catalog
 from a3s_core.gateway.directory import ReplicaInfo
@@ -82,18 +82,26 @@ async def test_two_publishers_latency_is_merged_before_the_p99(store: Store) -> 
     assert fleet_of(store).read(DEP).requests == 200
 
 
+def write_as(store: Store, gateway: str, age_s: float, interval_s: float,
+             in_flight: dict[str, int]) -> None:
+    """A row as a gateway publishing every `interval_s` wrote it `age_s` ago."""
+    with store.engine.begin() as conn:
+        past = traffic.db_now(conn) - timedelta(seconds=age_s)
+        traffic.write(conn, gateway, gateway, past,
+                      [SlotFigures(DEP, traffic.slot_of(past), 1, 0, {}, in_flight)],
+                      KEEP_S, interval_s)
+
+
 async def test_in_flight_counts_only_from_fresh_rows(store: Store) -> None:
     live = TrafficPublisher(book_with([], {"r1": 2}), store.engine, 1.0, gateway="live")
     assert await live.publish_once()
-    # A gateway that died 10 s ago with 5 requests in flight on r1.
-    with store.engine.begin() as conn:
-        past = traffic.db_now(conn) - timedelta(seconds=10)
-        traffic.write(conn, "dead", "dead", past,
-                      [SlotFigures(DEP, traffic.slot_of(past), 1, 0, {}, {"r1": 5})], KEEP_S)
+    # A gateway publishing every second that died 10 s ago with 5 requests in flight.
+    write_as(store, "dead", 10, 1.0, {"r1": 5})
     seen = fleet_of(store, interval_s=1.0).read(DEP)
     assert seen.in_flight == {"r1": 2}  # stale after 3 intervals: the dead one is left out
     assert set(seen.gateways) == {"live"} and seen.requests == 1  # its answers still count
-    assert fleet_of(store, interval_s=5.0).read(DEP).in_flight == {"r1": 7}
+    # Its own interval decides, not the reader's: dead for a reader set to 5 s too.
+    assert fleet_of(store, interval_s=5.0).read(DEP).in_flight == {"r1": 2}
     # The live one's requests finish: its next round says 0, not nothing.
     live.book.replicas["r1"].in_flight = 0
     assert await live.publish_once()
@@ -101,6 +109,25 @@ async def test_in_flight_counts_only_from_fresh_rows(store: Store) -> None:
     # A process does not read its own rows (its live figures are exact).
     me = SimpleNamespace(publisher=live)
     assert "live" not in fleet_of(store, gateway=me).read(DEP).gateways
+
+
+async def test_staleness_is_judged_by_each_gateways_own_interval(store: Store) -> None:
+    """A control plane publishing every 2 s (stale after 6 s) reads a gateway set to
+    publish every 10 s: 8 s after its last round it is alive, its count stands."""
+    slow = TrafficPublisher(book_with([], {"r1": 3}), store.engine, 10.0, gateway="slow")
+    assert await slow.publish_once()
+    with store.engine.begin() as conn:  # the round was 8 s ago
+        conn.execute(update(GatewayTrafficRow).values(  # type: ignore[arg-type]
+            updated_at=traffic.db_now(conn) - timedelta(seconds=8)))
+    seen = fleet_of(store, interval_s=2.0).read(DEP)
+    assert seen.in_flight == {"r1": 3} and set(seen.gateways) == {"slow"}
+    assert "slow" in seen.peers  # a drain waits for its next round, not past it
+    # Three of its own intervals later it is taken for dead.
+    with store.engine.begin() as conn:
+        conn.execute(update(GatewayTrafficRow).values(  # type: ignore[arg-type]
+            updated_at=traffic.db_now(conn) - timedelta(seconds=31)))
+    seen = fleet_of(store, interval_s=2.0).read(DEP)
+    assert seen.in_flight == {} and seen.gateways == {}
 
 
 async def test_a_sibling_workers_in_flight_is_left_to_the_shared_cells(store: Store) -> None:
@@ -131,7 +158,7 @@ async def test_old_rows_are_pruned(store: Store) -> None:
         for name, age in (("dead", 3 * KEEP_S), ("quiet", KEEP_S + 20), ("pub", KEEP_S + 20)):
             at = now - timedelta(seconds=age)
             traffic.write(conn, name, name, at,
-                          [SlotFigures(DEP, traffic.slot_of(at), 1, 0, {}, {})], KEEP_S)
+                          [SlotFigures(DEP, traffic.slot_of(at), 1, 0, {}, {})], KEEP_S, 1.0)
     assert gateways() == {"dead", "quiet", "pub"}
     # A live publisher deletes its own rows past the retention, in its round.
     pub = TrafficPublisher(book_with([0.2]), store.engine, 1.0, gateway="pub")

@@ -51,8 +51,10 @@ def control_plugins() -> Plugins:
     return plugins
 
 
-async def start_split(tmp_path: Path, role: str) -> tuple[Split, uvicorn.Server, Any]:
-    url = f"sqlite:///{tmp_path / 'a3s.db'}"
+async def start_split(
+    tmp_path: Path, role: str, url: str | None = None
+) -> tuple[Split, uvicorn.Server, Any]:
+    url = url or f"sqlite:///{tmp_path / 'a3s.db'}"
     common: dict[str, Any] = {"database_url": url, "scrape_interval_s": 0.1,
                               "traffic_publish_interval_s": PUBLISH_S, "domain": None}
     platform = Platform(Settings(data_dir=tmp_path / "control", role=role, runtime="fake",
@@ -68,9 +70,10 @@ async def start_split(tmp_path: Path, role: str) -> tuple[Split, uvicorn.Server,
     return Split(platform, gateway, h), server, task
 
 
-@pytest.fixture
-async def split(tmp_path: Path) -> AsyncIterator[Split]:
-    s, server, task = await start_split(tmp_path, "control")
+@pytest.fixture(params=["sqlite", "postgres"])
+async def split(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Split]:
+    url = str(request.getfixturevalue("pg_url")) if request.param == "postgres" else None
+    s, server, task = await start_split(tmp_path, "control", url)
     try:
         yield s
     finally:
@@ -168,7 +171,7 @@ async def test_a_control_process_sees_the_gateways_traffic_and_drains_after_it(
             past = traffic.db_now(conn) - timedelta(seconds=10 * PUBLISH_S)
             traffic.write(conn, "dead-gw", "dead-gw", past,
                           [traffic.SlotFigures(dep.id, traffic.slot_of(past), 4, 0, {},
-                                               {rid: 4})], 75.0)
+                                               {rid: 4})], 75.0, PUBLISH_S)
 
         async def stopped() -> bool:
             return await controller._finish_drain(row, draining)

@@ -372,6 +372,27 @@ def test_manual_scale_delays_a_scale_up_by_the_up_cooldown() -> None:
     assert s.step(after=60, gpu=95.0).to_replicas == 2
 
 
+def test_a_cooldown_started_by_hand_is_respected_without_a_held_event() -> None:
+    """The user who just scaled sees scaling.manual, not a 'held' event after it; the
+    decision (shown by the API) still says why, and the autoscaler's own cool-downs are
+    still announced."""
+    s = Scaler(replicas=1, queue_zero_for_s=30)
+    s.step()
+    s.desired = 2  # POST /scale {"replicas": 2}
+    d = s.step(after=1, gpu=95.0)
+    assert (d.action, d.code, d.event) == ("hold", "cooldown-up", None)
+    assert "cool-down after the manual scale to 2 replica(s) has 60s left" in d.reason
+    d = s.quiet_for(120)
+    assert (d.action, d.code, d.event) == ("hold", "cooldown-down", None)
+    assert "after the manual scale" in d.reason
+    # Once the autoscaler moves, the cool-down is its own again: announced as before.
+    d = s.step(after=200, gpu=95.0)
+    assert (d.action, d.to_replicas) == ("up", 3)
+    d = s.step(after=5, gpu=95.0)
+    assert (d.code, d.event) == ("cooldown-up", "scaling.held")
+    assert "manual" not in d.reason
+
+
 # ---------------------------------------------------------------- rules from plugins
 
 

@@ -8,6 +8,12 @@ Written by every data-plane process (a3s_core/gateway/publish.py), read by the c
 plane's autoscaler, drain and stats (a3s_core/scaling/fleet.py); see
 a3s_core/store/traffic.py. Only recent rows live here (about a minute), so nothing is
 carried over.
+
+`publish_interval_s` (each row's writer's interval, so staleness is judged per gateway)
+was added to this revision rather than a 0005 because 0004 had not been released: it was
+on no user's database. A development database migrated by an earlier build of it needs
+the table dropped and its `alembic_version` set back to 0003: the rows are a minute's
+traffic.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("latency", sa.JSON(), nullable=False),
         sa.Column("in_flight", sa.JSON(), nullable=False),
+        sa.Column("publish_interval_s", sa.Float(), nullable=False),
         sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("deployment_id", "slot_start", "gateway"),
     )
