@@ -81,6 +81,13 @@ def test_a_follower_shows_the_leaders_gpu_figures(pair: tuple[Any, Any]) -> None
     for v in views:
         busy = [n for n in v["nodes"] if any(g["replica"] for g in n["gpus"])]
         assert busy and all(n["utilization"] is not None for n in busy)
+    # The shared cluster outlives the platform (as a real one does): stop its engine here,
+    # or it runs on until its orphan timeout.
+    assert leader.delete(f"/v1/deployments/{dep['id']}").status_code == 202
+    deadline = time.monotonic() + 30
+    while leader.get(f"/v1/deployments/{dep['id']}").json()["status"] != "deleted":
+        assert time.monotonic() < deadline, "the deployment was not deleted"
+        time.sleep(0.05)
 
 
 def test_following_logs_on_a_follower_gets_the_last_lines_then_ends(
