@@ -140,7 +140,10 @@ async def test_a_control_process_sees_the_gateways_traffic_and_drains_after_it(
             return sig if sig.p99_latency_s is not None and sig.in_flight == 1 else None
 
         sig = await eventually("the gateway's answers reach the control plane", answered)
-        assert sig.p99_latency_s == pytest.approx(SLOW_S, rel=0.05) and sig.p99_latency_s > 2
+        # The replica holds each answer SLOW_S; a loaded machine adds to it (2.6 s seen in
+        # CI), never takes from it. The histogram's own resolution is tested in
+        # test_store_traffic.py.
+        assert SLOW_S * 0.95 <= sig.p99_latency_s < SLOW_S + 3 and sig.p99_latency_s > 2
         assert sig.queue_depth == 0 and sig.requests_in_window == 13
 
         # The autoscaler of the control process decides on those figures: scale up.
