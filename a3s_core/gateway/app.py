@@ -33,6 +33,7 @@ from a3s_core.gateway.latency import percentile
 from a3s_core.gateway.load import LoadBook, ReplicaStats
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
 from a3s_core.gateway.publish import TrafficPublisher, publish_group
+from a3s_core.gateway.request import ClientGone, api_key, read_body, read_headers
 from a3s_core.gateway.scraper import Scraper
 from a3s_core.gateway.share import LoadShare
 from a3s_core.gateway.upstream import UpstreamPool
@@ -42,14 +43,6 @@ from a3s_core.types import ScalingSignals
 
 EMBEDDINGS = "/v1/embeddings"
 JSON = [(b"content-type", b"application/json")]
-# The key comes as `Authorization: Bearer` (OpenAI SDKs), `api-key` (Azure OpenAI SDKs) or
-# `x-api-key` (Anthropic-style clients), as LiteLLM's proxy accepts; none is forwarded.
-KEY_HEADERS = ("api-key", "x-api-key")
-# content-length: an oversized body is refused before it is read (see _body).
-WANTED_HEADERS = frozenset({"authorization", "host", "content-length", *KEY_HEADERS,
-                            *FORWARDED_REQUEST_HEADERS})
-# Raw (ASGI, lower-case) name → name: only the headers the gateway reads are decoded.
-_WANTED_RAW = {name.encode("latin-1"): name for name in WANTED_HEADERS}
 log = logging.getLogger(__name__)
 STALE_AFTER_INTERVALS = 3
 
@@ -228,18 +221,8 @@ class Gateway:
         if method != route.method:
             raise GatewayError(405, f"{route.asked} takes {route.method}, not {method}",
                                code="method_not_allowed", headers={"Allow": route.method})
-        # One pass over the raw headers (ASGI names are lower-case already).
-        headers: dict[str, str] = {}
-        wanted = _WANTED_RAW
-        for raw_name, raw_value in scope["headers"]:
-            hname = wanted.get(raw_name)
-            if hname is not None:
-                headers[hname] = raw_value.decode("latin-1")
-        key = _bearer(headers.get("authorization"))
-        if key is None:
-            key = _key_header(headers)
-            if key is None:
-                raise errors.missing_key()
+        headers = read_headers(scope)
+        key = api_key(headers)
         share = self.share
         if share is not None and share.generation != self._generation:
             # Another worker changed the store (a revoked key, a deleted deployment): read
@@ -262,7 +245,8 @@ class Gateway:
                 raise errors.invalid_key(key, found.revoked)
         own = snap.deployments[found.deployment_id]
 
-        body = await self._body(receive, headers) if method == "POST" else b""
+        body = (await read_body(receive, headers, self.settings.max_body_bytes)
+                if method == "POST" else b"")
         if route.name == own.name and route.namespace == own.namespace:
             target = own  # /d/{namespace}/{name}/v1/... of the key's own deployment
         else:
@@ -292,25 +276,6 @@ class Gateway:
             target, replicas, self.balancer(target), route.path, method, body, fwd, reply,
             receive,
         )
-
-    async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _too_large(int(declared), limit)
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            part = message.get("body", b"")
-            size += len(part)
-            if size > limit:
-                raise _too_large(None, limit)
-            parts.append(part)
-            if not message.get("more_body", False):
-                return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _target(
         self, headers: dict[str, str], method: str, snap: Snapshot, own: DeploymentInfo,
@@ -462,10 +427,6 @@ class Gateway:
         return [st for r in snap.ready_replicas(deployment_id) if (st := known.get(r.id))]
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request was read."""
-
-
 class GatewayApp:
     """The gateway in front of another ASGI app (the control API, or nothing)."""
 
@@ -487,30 +448,6 @@ class GatewayApp:
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
-
-
-def _too_large(size: int | None, limit: int) -> GatewayError:
-    """`size`: the declared Content-Length; None for a body sent without one (chunked),
-    whose reading stops at the limit, so its whole size is never known."""
-    said = f"{size} bytes" if size is not None else f"over {limit} bytes (sent chunked)"
-    return GatewayError(413, f"request body is {said}; at most {limit} are accepted",
-                        code="body_too_large")
-
-
-def _bearer(value: str | None) -> str | None:
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def _key_header(headers: dict[str, str]) -> str | None:
-    for name in KEY_HEADERS:
-        value = headers.get(name, "").strip()
-        if value:
-            return value
-    return None
 
 
 def _paths(engine: Engine) -> frozenset[str]:
