@@ -17,13 +17,13 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+from a3s_runtime_kubernetes.fake_kube_http import Handler, LogRequest, WatchRequest, api_status
 from a3s_runtime_kubernetes.selector_match import (
     FIELD_SELECTORS,
     field_match,
@@ -65,7 +65,7 @@ class FakeKubeApi:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> FakeKubeApi:
-        handler = type("Handler", (_Handler,), {"api": self})
+        handler = type("Handler", (Handler,), {"api": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(
@@ -246,7 +246,7 @@ class FakeKubeApi:
                          "gitCommit": "fake", "gitTreeState": "clean", "buildDate": now_rfc3339(),
                          "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"}
         if parts[:2] != ["api", "v1"]:
-            return _status(404, "NotFound", f"the server could not find {path}")
+            return api_status(404, "NotFound", f"the server could not find {path}")
         rest = parts[2:]
         ns = ""
         if len(rest) >= 3 and rest[0] == "namespaces":
@@ -257,20 +257,20 @@ class FakeKubeApi:
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
         if resource not in KINDS:
-            return _status(404, "NotFound", f"unknown resource {resource}")
+            return api_status(404, "NotFound", f"unknown resource {resource}")
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
                 "DELETE": "delete", "PATCH": "patch"}[method]
         if verb == "list" and query.get("watch") in ("true", "1"):
             verb = "watch"
         what = resource + (f"/{sub}" if sub else "")
         if (verb, what) in self.denied or (verb, what, ns) in self.denied:
-            return _status(403, "Forbidden", f'{resource} is forbidden: User "fake" cannot '
+            return api_status(403, "Forbidden", f'{resource} is forbidden: User "fake" cannot '
                            f'{verb} resource "{resource}"')
         with self._lock:
             if sub == "log" and name:
                 return self._log_headers(ns, name, query)
             if verb == "watch":
-                return 200, _WatchRequest(resource, ns, query)
+                return 200, WatchRequest(resource, ns, query)
             if verb == "list":
                 return self._list(resource, ns, query)
             if verb == "create":
@@ -278,7 +278,7 @@ class FakeKubeApi:
             assert name is not None
             key = (resource, ns, name)
             if key not in self.store:
-                return _status(404, "NotFound", f'{resource} "{name}" not found')
+                return api_status(404, "NotFound", f'{resource} "{name}" not found')
             if verb == "get":
                 return 200, self.store[key]
             if verb == "delete":
@@ -288,13 +288,13 @@ class FakeKubeApi:
                 return 200, self._remove(key)
             if verb == "update":
                 return self._replace(resource, ns, name, body)
-        return _status(405, "MethodNotAllowed", f"{method} is not supported by the fake")
+        return api_status(405, "MethodNotAllowed", f"{method} is not supported by the fake")
 
     def _list(self, resource: str, ns: str, query: dict[str, str]) -> tuple[int, Any]:
         for term in split_terms(query.get("fieldSelector") or ""):
             path = re.split(r"!=|==|=", term, maxsplit=1)[0]
             if path not in FIELD_SELECTORS[resource]:
-                return _status(400, "BadRequest", f'field label not supported: "{path}"')
+                return api_status(400, "BadRequest", f'field label not supported: "{path}"')
         items = [o for (r, n, _), o in sorted(self.store.items())
                  if r == resource and (not ns or n == ns)
                  and label_match(query.get("labelSelector"), o["metadata"].get("labels") or {})
@@ -314,7 +314,8 @@ class FakeKubeApi:
             kubernetes_validate.validate(body, self.validate_version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             where = ".".join(str(p) for p in exc.path)
-            return _status(422, "Invalid", f"{KINDS[resource]} is invalid: {where}: {exc.message}")
+            return api_status(422, "Invalid",
+                              f"{KINDS[resource]} is invalid: {where}: {exc.message}")
         return None
 
     def _create(self, resource: str, ns: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -323,10 +324,10 @@ class FakeKubeApi:
         name = body.get("metadata", {}).get("name")
         if resource in NAMESPACED:
             if ("namespaces", "", ns) not in self.store:
-                return _status(404, "NotFound", f'namespaces "{ns}" not found')
+                return api_status(404, "NotFound", f'namespaces "{ns}" not found')
             body["metadata"]["namespace"] = ns
         if (resource, ns, name) in self.store:
-            return _status(409, "AlreadyExists", f'{resource} "{name}" already exists')
+            return api_status(409, "AlreadyExists", f'{resource} "{name}" already exists')
         return 201, self.put(resource, body)
 
     def _replace(self, resource: str, ns: str, name: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -335,7 +336,7 @@ class FakeKubeApi:
         old = self.store[(resource, ns, name)]["metadata"]
         sent = body["metadata"].get("resourceVersion")
         if sent and sent != old["resourceVersion"]:
-            return _status(409, "Conflict", "the object has been modified")
+            return api_status(409, "Conflict", "the object has been modified")
         body["metadata"].update(uid=old["uid"], creationTimestamp=old["creationTimestamp"])
         if resource in NAMESPACED:
             body["metadata"]["namespace"] = ns
@@ -344,20 +345,20 @@ class FakeKubeApi:
     def _log_headers(self, ns: str, name: str, query: dict[str, str]) -> tuple[int, Any]:
         pod = self.store.get(("pods", ns, name))
         if pod is None:
-            return _status(404, "NotFound", f'pods "{name}" not found')
+            return api_status(404, "NotFound", f'pods "{name}" not found')
         previous = query.get("previous") == "true"
         if previous and (ns, name) not in self.previous_logs:
-            return _status(400, "BadRequest", f'previous terminated container "engine" in pod '
+            return api_status(400, "BadRequest", f'previous terminated container "engine" in pod '
                            f'"{name}" not found')
         if not previous:
             for cs in (pod.get("status") or {}).get("containerStatuses") or []:
                 waiting = (cs.get("state") or {}).get("waiting")
                 if waiting:
-                    return _status(400, "BadRequest", f'container "{cs["name"]}" in pod '
+                    return api_status(400, "BadRequest", f'container "{cs["name"]}" in pod '
                                    f'"{name}" is waiting to start: {waiting.get("reason")}')
-        return 200, _LogRequest(ns, name, query, previous)
+        return 200, LogRequest(ns, name, query, previous)
 
-    def log_lines(self, req: _LogRequest) -> Iterator[str]:
+    def log_lines(self, req: LogRequest) -> Iterator[str]:
         """The tail, then (follow) new lines until the pod goes or the server stops."""
         source = self.previous_logs if req.previous else self.logs
         stamps = req.query.get("timestamps") == "true"
@@ -385,7 +386,7 @@ class FakeKubeApi:
                 yield f"{ts} {text}\n" if stamps else f"{text}\n"
 
 
-    def watch_events(self, req: _WatchRequest) -> Iterator[dict[str, Any]]:
+    def watch_events(self, req: WatchRequest) -> Iterator[dict[str, Any]]:
         """Changes after the request's resourceVersion (its selectors applied) until
         `timeoutSeconds`, the client going, or the server stopping."""
         q = req.query
@@ -394,9 +395,9 @@ class FakeKubeApi:
             epoch = self._epoch
             since = int(q.get("resourceVersion") or self._version)
             if since < self._compacted:
-                status = _status(410, "Expired", f"too old resource version: {since} "
+                expired = api_status(410, "Expired", f"too old resource version: {since} "
                                  f"({self._compacted})")[1]
-                yield {"type": "ERROR", "object": status}
+                yield {"type": "ERROR", "object": expired}
                 return
         while True:
             with self._lock:
@@ -419,16 +420,6 @@ class FakeKubeApi:
                     yield {"type": kind, "object": obj}
 
 
-class _WatchRequest:
-    def __init__(self, resource: str, ns: str, query: dict[str, str]) -> None:
-        self.resource, self.ns, self.query = resource, ns, query
-
-
-class _LogRequest:
-    def __init__(self, ns: str, name: str, query: dict[str, str], previous: bool) -> None:
-        self.ns, self.name, self.query, self.previous = ns, name, query, previous
-
-
 def _check_labels(body: dict[str, Any]) -> tuple[int, Any] | None:
     """The API server's label syntax rules (the JSON schema does not carry them)."""
     from a3s_core.errors import InvalidRequest
@@ -439,72 +430,8 @@ def _check_labels(body: dict[str, Any]) -> tuple[int, Any] | None:
             check_label_key(key, "metadata.labels")
             check_label_value(value, f"metadata.labels[{key}]")
     except InvalidRequest as exc:
-        return _status(422, "Invalid", exc.message)
+        return api_status(422, "Invalid", exc.message)
     return None
-
-
-def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
-    return code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                  "message": message, "reason": reason, "code": code}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeKubeApi
-    protocol_version = "HTTP/1.1"
-    # Headers and body in one segment: otherwise Nagle + delayed ACK cost 40 ms a call.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        code, payload = self.api.handle(self.command, url.path, query, body)
-        if isinstance(payload, _WatchRequest):
-            self._chunked("application/json",
-                          (json.dumps(e) + "\n" for e in self.api.watch_events(payload)))
-            return
-        if isinstance(payload, _LogRequest):
-            # Chunked, as the API server streams logs.
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            try:
-                for line in self.api.log_lines(payload):
-                    data = line.encode()
-                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                    self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-            return
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _chunked(self, content_type: str, lines: Iterable[str]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        try:
-            for line in lines:
-                data = line.encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
 
 @contextmanager
