@@ -38,22 +38,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+from bench_procs import cpu_seconds, spawn, started, wait_ready
 from http_load import run_load
+
+from a3s_core.net import free_port
 
 HERE = Path(__file__).resolve().parent
 FAKE_REPLICA = HERE.parent / "tests" / "gateway" / "gateway_fake_replica.py"
@@ -66,12 +63,6 @@ def chat_body(max_tokens: int, stream: bool) -> bytes:
         "model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
         "max_tokens": max_tokens, "stream": stream,
     }).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- the gateway process
@@ -134,56 +125,6 @@ def serve_gateway(port: int, replica_urls: list[str], key: str, engine: str, db_
     server.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-# ---------------------------------------------------------------- processes
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-
-
-@contextlib.contextmanager
-def started(procs: list[Proc]) -> Iterator[list[Proc]]:
-    try:
-        yield procs
-    finally:
-        for p in reversed(procs):
-            p.stop()
-
-
-def spawn(name: str, argv: list[str], log_dir: Path) -> Proc:
-    log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115  # the child holds it
-    return Proc(name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
-
-
-async def wait_ready(url: str, proc: Proc, headers: dict[str, str] | None = None,
-                     body: dict[str, object] | None = None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                method = "POST" if body is not None else "GET"
-                async with http.request(method, url, json=body, headers=headers,
-                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    if resp.status == 200:
-                        await resp.read()
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{proc.name} not ready at {url} after {timeout:.0f}s")
-
-
 def replica_argv(port: int, use_sim: bool, max_tokens: int) -> list[str]:
     if use_sim:
         # A 1B-parameter model on an A100, delays scaled to a tenth and without jitter:
@@ -198,28 +139,6 @@ def replica_argv(port: int, use_sim: bool, max_tokens: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- load
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU a process and its live children (a supervisor's workers) have
-    used (Linux /proc), or None where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    for child in _children(pid):
-        total += cpu_seconds(child) or 0.0
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-    return out
 
 
 @dataclass

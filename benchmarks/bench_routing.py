@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from bench_gateway import free_port, spawn, started, wait_ready
+from bench_procs import spawn, started, wait_ready
+
+from a3s_core.net import free_port
 
 MODEL = "bench"
 NAMESPACE = "bench"

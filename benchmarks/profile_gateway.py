@@ -24,19 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_gateway import (
-    HERE,
-    MODEL,
-    NAMESPACE,
-    _children,
-    chat_body,
-    cpu_seconds,
-    free_port,
-    spawn,
-    started,
-    wait_ready,
-)
+from bench_gateway import HERE, MODEL, NAMESPACE, chat_body
+from bench_procs import child_pids, cpu_seconds, spawn, started, wait_ready
 from http_load import run_load
+
+from a3s_core.net import free_port
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -114,7 +106,7 @@ def user_sys(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     user, system = int(fields[11]) / tick, int(fields[12]) / tick
-    for child in _children(pid):
+    for child in child_pids(pid):
         u, s = user_sys(child)
         user, system = user + u, system + s
     return user, system
