@@ -69,13 +69,18 @@ def check_pods_match(kube: RealKube, view: dict[str, Any]) -> list[dict[str, Any
     return list(pods.values())
 
 
+def post_running(platform: Platform) -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST the seed's request and wait for it to run: (the deployment as created, its view)."""
+    r = platform.client.post("/v1/deployments", json=SEED)
+    assert r.status_code == 202, r.text
+    dep: dict[str, Any] = r.json()["deployments"][0]
+    return dep, platform.wait(dep["id"], running, "the deployment running")
+
+
 def test_seed_post_runs_scales_survives_kill_9_and_deletes(
     cluster: RealKube, platform: Platform
 ) -> None:
-    r = platform.client.post("/v1/deployments", json=SEED)
-    assert r.status_code == 202, r.text
-    dep = r.json()["deployments"][0]
-    view = platform.wait(dep["id"], running, "the deployment running")
+    dep, view = post_running(platform)
     (pod,) = check_pods_match(cluster, view)
     # the scheduler (binding) wrote the node; kube-apiserver defaulted and validated it
     assert pod["spec"]["schedulerName"] == "default-scheduler"
@@ -151,10 +156,7 @@ def test_gpus_of_a_foreign_pod_count_against_capacity(
 def test_a_cordoned_node_gets_no_new_replica(cluster: RealKube, platform: Platform) -> None:
     """kubectl cordon: /v1/cluster shows the node unschedulable and a scale-up goes
     elsewhere; the replica already there keeps running (cordoning evicts nothing)."""
-    r = platform.client.post("/v1/deployments", json=SEED)
-    assert r.status_code == 202, r.text
-    dep = r.json()["deployments"][0]
-    view = platform.wait(dep["id"], running, "the deployment running")
+    dep, view = post_running(platform)
     (first,) = view["replicas"]
     node = first["node"]
     merge = "application/merge-patch+json"
@@ -189,10 +191,7 @@ def test_a_not_ready_node_loses_its_replica_to_another_node(
         pytest.skip("needs the local control plane of tests/kube: takes a node from kwok")
     options = {**cluster.options, "node_lost_grace_s": 6, "node_check_interval_s": 0.2}
     platform = Platform(tmp_path, options).start()
-    r = platform.client.post("/v1/deployments", json=SEED)
-    assert r.status_code == 202, r.text
-    dep = r.json()["deployments"][0]
-    view = platform.wait(dep["id"], running, "the deployment running")
+    dep, view = post_running(platform)
     (first,) = view["replicas"]
     node = first["node"]
     (old_pod,) = live_pods(cluster, dep["id"])
@@ -256,10 +255,7 @@ def test_a_chat_completion_reaches_the_kwok_pods_address(
 ) -> None:
     """The data path: the gateway proxies to the pod IP kwok gave the replica (in
     127.1.0.0/16), where an engine simulator stands in for the container."""
-    r = platform.client.post("/v1/deployments", json=SEED)
-    assert r.status_code == 202, r.text
-    dep = r.json()["deployments"][0]
-    view = platform.wait(dep["id"], running, "the deployment running")
+    dep, view = post_running(platform)
     (rep,) = view["replicas"]
     host, port = rep["url"].removeprefix("http://").rsplit(":", 1)
     assert host.startswith("127.1."), rep["url"]  # kwok's pod CIDR: stays on this machine
