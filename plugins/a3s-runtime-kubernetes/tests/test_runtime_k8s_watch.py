@@ -32,7 +32,7 @@ pytest_plugins = ["a3s_k8s_fixtures"]  # the `kube` fixture
 
 
 async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str,
-                     timeout: float = 20.0) -> None:
+                     timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
