@@ -45,7 +45,7 @@ async def main(args: argparse.Namespace) -> int:
         entry = os.environ.get("A3S_PROFILE_ENTRY", str(HERE / "bench_gateway.py"))
         gateway = spawn("gateway", [sys.executable, entry,
                                     "--serve-gateway", str(port), ",".join(urls), key, "vllm",
-                                    str(workdir), str(args.workers)], workdir)
+                                    str(workdir), str(args.workers), ""], workdir)
         procs.append(gateway)
         auth = {"Authorization": f"Bearer {key}"}
         base = f"http://127.0.0.1:{port}/d/{NAMESPACE}/{MODEL}/v1"
