@@ -28,8 +28,10 @@ import asyncio
 import contextlib
 import gc
 import socket
+import urllib.parse
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
@@ -40,8 +42,10 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from a3s_core.api.fast_lane import DataPlane, Exchange
 from a3s_core.api.ws_protocol import A3SWebSocketProtocol
-from a3s_core.gateway.asgi import WHOLE
+from a3s_core.gateway.asgi import MATCHED_MAX, WHOLE, Route, match
+from a3s_core.gateway.request import read_headers
 
 # Above this, head and body go out as two buffers of one write (no copy of the body).
 JOIN_UNDER = 64 * 1024
@@ -155,10 +159,37 @@ class _HeadHeld:
 
 
 class A3SHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with an answer's head and first body bytes written
-    together (`_HeadHeld`), and whole answers in one pass (the `WHOLE` extension)."""
+    """uvicorn's httptools protocol, with the data plane's own lane (fast_lane.py), and,
+    for everything else, an answer's head and first body bytes written together
+    (`_HeadHeld`) and whole answers in one pass (the `WHOLE` extension)."""
+
+    data_plane: DataPlane | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The app as given to uvicorn (PlatformApp, GatewayApp) names its gateway; an app
+        # wrapped in anything else is served entirely the ordinary way.
+        if self.limit_concurrency is None:  # (else uvicorn's 503 must see every request)
+            self.data_plane = getattr(self.config.app, "data_plane", None)
+
+    def on_message_begin(self) -> None:
+        # The ASGI scope is built in on_headers_complete, for requests that need one.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
 
     def on_headers_complete(self) -> None:
+        data_plane = self.data_plane
+        if data_plane is not None:
+            route = self._data_plane_route()
+            if route is not None:
+                self._start_exchange(data_plane, route)
+                return
+        # uvicorn's way: its scope (on_message_begin resets what the parser gave since).
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -167,6 +198,62 @@ class A3SHttpProtocol(HttpToolsProtocol):
             held = _HeadHeld(self.transport, cycle, self.loop)
             cycle.transport = held  # type: ignore[assignment]
             cycle.scope.setdefault("extensions", {})[WHOLE] = {"send": held.whole}
+
+    def _data_plane_route(self) -> Route | None:
+        """The gateway's route for this request, or None to take uvicorn's way (not a
+        data-plane path, an upgrade, or HEAD: uvicorn's answers to HEAD carry no body)."""
+        url = self.url
+        try:
+            route = _ROUTES[url]
+        except KeyError:
+            route = _route_of_url(url)
+            if len(_ROUTES) < MATCHED_MAX:
+                _ROUTES[url] = route
+        if route is None or self.parser.should_upgrade():
+            return None
+        return route
+
+    def _start_exchange(self, data_plane: DataPlane, route: Route) -> None:
+        parser = self.parser
+        method = parser.get_method()
+        name = _METHODS.get(method) or method.decode("ascii")
+        if name == "HEAD":
+            self._start_ordinary_anyway()
+            return
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        exchange = Exchange(self, data_plane, name, route, read_headers(self.headers),
+                            keep_alive, self.expect_100_continue)
+        before = self.cycle
+        self.cycle = exchange  # type: ignore[assignment]
+        if before is None or before.response_complete:
+            self._start_asgi_task(exchange, self.app)  # type: ignore[arg-type]
+        else:  # pipelined behind an answer still going out: queued, as uvicorn does
+            self.flow.pause_reading()
+            self.pipeline.appendleft((exchange, self.app))  # type: ignore[arg-type]
+
+    def _start_ordinary_anyway(self) -> None:
+        data_plane, self.data_plane = self.data_plane, None
+        try:
+            self.on_headers_complete()
+        finally:
+            self.data_plane = data_plane
+
+
+# The data-plane route of each raw request target seen (None: not the gateway's). Bounded,
+# since clients choose the targets; past the bound, targets are matched afresh.
+_ROUTES: dict[bytes, Route | None] = {}
+_METHODS = {b"GET": "GET", b"POST": "POST"}
+
+
+def _route_of_url(url: bytes) -> Route | None:
+    """`asgi.match` on the path uvicorn would put in the scope (below its root_path)."""
+    try:
+        path = httptools.parse_url(url).path.decode("ascii")
+    except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+        return None  # uvicorn's way: it answers such a target as it always has
+    if "%" in path:
+        path = urllib.parse.unquote(path)
+    return match(path)
 
 
 class Server(uvicorn.Server):

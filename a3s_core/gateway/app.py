@@ -26,7 +26,17 @@ from a3s_core.catalog import load_catalog
 from a3s_core.contracts import Balancer, Engine
 from a3s_core.errors import UnknownPlugin
 from a3s_core.gateway import errors
-from a3s_core.gateway.asgi import MODELS, ASGIApp, Receive, Reply, Route, Scope, Send, route_of
+from a3s_core.gateway.asgi import (
+    MODELS,
+    ASGIApp,
+    AsgiReply,
+    Receive,
+    Reply,
+    Route,
+    Scope,
+    Send,
+    route_of,
+)
 from a3s_core.gateway.directory import DeploymentInfo, Directory, Snapshot
 from a3s_core.gateway.errors import GatewayError
 from a3s_core.gateway.latency import percentile
@@ -193,9 +203,15 @@ class Gateway:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         """Answer one data-plane request (raw ASGI; `route` is `asgi.route_of(scope)`)."""
-        reply = Reply(send, scope)
+        await self.answer(scope["method"], read_headers(scope["headers"]), route, receive,
+                          AsgiReply(send, scope))
+
+    async def answer(self, method: str, headers: dict[str, str], route: Route,
+                     receive: Receive, reply: Reply) -> None:
+        """Answer one data-plane request, whatever happens, through `reply` (the fast
+        lane's contract: a3s_core/api/fast_lane.py). `headers`: `request.read_headers`."""
         try:
-            await self._serve(scope, receive, reply, route)
+            await self._serve(method, headers, route, receive, reply)
         except ClientGone:
             return  # left before the body was in: nobody to answer
         except GatewayError as exc:
@@ -203,7 +219,7 @@ class Gateway:
                 raise
             await exc.send(reply)
         except Exception as exc:  # a bug here must still answer in the client's terms
-            log.exception("gateway failed on %s %s", scope["method"], scope["path"])
+            log.exception("gateway failed on %s %s", method, route.asked)
             if reply.started:
                 raise  # the server closes the connection: the answer is cut short
             await GatewayError(
@@ -211,17 +227,16 @@ class Gateway:
                 code="internal_error",
             ).send(reply)
 
-    async def _serve(self, scope: Scope, receive: Receive, reply: Reply, route: Route) -> None:
+    async def _serve(self, method: str, headers: dict[str, str], route: Route,
+                     receive: Receive, reply: Reply) -> None:
         if self._forwarder is None:
             raise errors.unavailable("the gateway is not started")
-        method = scope["method"]
         if not route.path:
             raise GatewayError(404, f"{route.asked} is not an endpoint of the OpenAI API "
                                "this gateway serves", code="unknown_endpoint")
         if method != route.method:
             raise GatewayError(405, f"{route.asked} takes {route.method}, not {method}",
                                code="method_not_allowed", headers={"Allow": route.method})
-        headers = read_headers(scope)
         key = api_key(headers)
         share = self.share
         if share is not None and share.generation != self._generation:
@@ -433,6 +448,8 @@ class GatewayApp:
     def __init__(self, gateway: Gateway, app: ASGIApp | None = None) -> None:
         self.gateway = gateway
         self.app = app
+        # `a3s serve`'s protocol answers the data-plane paths through this directly.
+        self.data_plane = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -441,7 +458,7 @@ class GatewayApp:
                 return await self.gateway.serve(scope, receive, send, route)
             if self.app is None:
                 return await GatewayError(404, f"{scope['path']} is not found",
-                                          code="unknown_endpoint").send(Reply(send, scope))
+                                          code="unknown_endpoint").send(AsgiReply(send, scope))
         if self.app is not None:
             await self.app(scope, receive, send)
         elif scope["type"] == "lifespan":  # nothing to start: say so and wait for the end

@@ -7,7 +7,7 @@ StreamingResponse spawns per answer would be pure cost on the hot path — toget
 than half of the gateway's 1 ms budget (benchmarks/bench_gateway.py).
 
     route = route_of(scope)               # None: not a data-plane path
-    reply = Reply(send, scope)
+    reply = AsgiReply(send, scope)
     await reply.whole(200, headers, body)  # or start() + chunk() ... + end()
 """
 
@@ -90,9 +90,33 @@ def route_of(scope: Scope) -> Route | None:
 
 
 class Reply:
-    """One HTTP answer over ASGI `send`; remembers whether it has begun."""
+    """One HTTP answer; remembers whether it has begun. `AsgiReply` writes it through
+    ASGI `send`; `a3s serve`'s data-plane lane (a3s_core/api/fast_lane.py) straight to
+    the connection."""
 
-    __slots__ = ("_whole", "send", "started")
+    __slots__ = ("started",)
+    started: bool
+
+    async def start(self, status: int, headers: Headers) -> None:
+        """The status and headers: with a Content-Length among them the body must add up
+        to it, else it is sent chunked."""
+        raise NotImplementedError
+
+    async def chunk(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def end(self, data: bytes = b"") -> None:
+        raise NotImplementedError
+
+    async def whole(self, status: int, headers: Headers, body: bytes) -> None:
+        """A complete answer; its Content-Length is added (not among `headers`)."""
+        raise NotImplementedError
+
+
+class AsgiReply(Reply):
+    """An answer over ASGI `send`."""
+
+    __slots__ = ("_whole", "send")
 
     def __init__(self, send: Send, scope: Scope | None = None) -> None:
         self.send = send

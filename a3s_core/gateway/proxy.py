@@ -27,6 +27,7 @@ ATTEMPTS = 2  # the first try and one retry on another replica
 WATCH_AFTER_S = 0.25
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-request-id", "traceparent")
 PASSED_RESPONSE_HEADERS = ("content-type", "x-request-id", "content-encoding")
+_PASSED = [(k, k.encode()) for k in PASSED_RESPONSE_HEADERS]
 STREAM_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
@@ -57,10 +58,12 @@ class DisconnectWatch:
 
     __slots__ = ("_me", "_receive", "_task", "left")
 
-    def __init__(self, receive: Receive | None) -> None:
+    def __init__(self, receive: Receive | None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.left = False
         self._task: asyncio.Task[None] | None = None
-        self._me = asyncio.current_task() if receive is not None else None
+        # (With the loop given, Python 3.11 skips the getpid() system call of finding it.)
+        self._me = asyncio.current_task(loop) if receive is not None else None
         self._receive = receive if self._me is not None else None
 
     @property
@@ -105,10 +108,11 @@ class Watches:
         self._queue: deque[tuple[float, DisconnectWatch]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, watch: DisconnectWatch) -> None:
+    def add(self, watch: DisconnectWatch, now: float | None = None) -> None:
         if not watch.armed:
             return
-        self._queue.append((time.monotonic() + WATCH_AFTER_S, watch))
+        now = time.monotonic() if now is None else now
+        self._queue.append((now + WATCH_AFTER_S, watch))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._sweep)
 
@@ -131,6 +135,7 @@ class Forwarder:
         self.pool = pool
         self.book = book
         self.watches = Watches()
+        self.loop = asyncio.get_running_loop()
         # Per deployment: the replicas list last routed over (LoadBook.sync hands out the
         # same list while the snapshot is the same) and its ids, for RouteRequest.members.
         self._members: dict[str, tuple[list[ReplicaStats], frozenset[str]]] = {}
@@ -151,11 +156,12 @@ class Forwarder:
     ) -> None:
         """Answer the request through `reply` from one replica (a second on failure)."""
         dstats = self.book.deployment(dep.id)
-        dstats.arrivals.add(0.0)
+        now = time.monotonic()
+        dstats.arrivals.add(0.0, now)
         tried: set[str] = set()
         failure: Failure | None = None
-        watch = DisconnectWatch(receive)
-        self.watches.add(watch)
+        watch = DisconnectWatch(receive, self.loop)
+        self.watches.add(watch, now)
         held = self._members.get(dep.id)
         if held is not None and held[0] is replicas:
             members = held[1]
@@ -255,8 +261,8 @@ class Forwarder:
                 await self._stream(resp, first, st, dstats, started, reply)
                 return None
             payload = await resp.read()
-            took = time.monotonic() - started
-            self._record(st, dstats, None, took, ok=status < 400)
+            done = time.monotonic()
+            self._record(st, dstats, None, done - started, ok=status < 400, now=done)
             await reply.whole(status, self._headers(resp, st), payload)
             return None
         except (UpstreamError, TimeoutError) as exc:
@@ -295,16 +301,16 @@ class Forwarder:
                                        f"{_fmt_error(exc)}"))
             return
         await reply.end()
-        self._record(st, dstats, first_at - started, time.monotonic() - started, ok=True)
+        done = time.monotonic()
+        self._record(st, dstats, first_at - started, done - started, ok=True, now=done)
 
     def _record(
         self, st: ReplicaStats, dstats: DeploymentStats, ttft: float | None, total: float,
-        ok: bool,
+        ok: bool, now: float,
     ) -> None:
         self.book.succeeded(st)
         if not ok:
             return
-        now = time.monotonic()
         if ttft is not None:
             st.ttft.add(ttft, now)
             dstats.ttft.add(ttft, now)
@@ -316,8 +322,8 @@ class Forwarder:
 
     @staticmethod
     def _headers(resp: UpstreamResponse, st: ReplicaStats) -> Headers:
-        out = [(k.encode(), resp.headers[k].encode("latin-1"))
-               for k in PASSED_RESPONSE_HEADERS if k in resp.headers]
+        got = resp.headers
+        out = [(raw, got[k].encode("latin-1")) for k, raw in _PASSED if k in got]
         out.append((b"x-a3s-replica", st.info.id.encode()))
         return out
 

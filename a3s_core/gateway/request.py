@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from a3s_core.gateway import errors
-from a3s_core.gateway.asgi import Receive, Scope
+from a3s_core.gateway.asgi import Receive
 from a3s_core.gateway.errors import GatewayError
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS
 
@@ -21,11 +23,12 @@ class ClientGone(Exception):
     """The client disconnected before its request was read."""
 
 
-def read_headers(scope: Scope) -> dict[str, str]:
-    """The wanted headers, in one pass over the raw ones (ASGI names are lower-case)."""
+def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The wanted headers, in one pass over the raw ones (lower-case names, as ASGI's
+    `scope["headers"]`)."""
     headers: dict[str, str] = {}
     wanted = _WANTED_RAW
-    for raw_name, raw_value in scope["headers"]:
+    for raw_name, raw_value in raw:
         name = wanted.get(raw_name)
         if name is not None:
             headers[name] = raw_value.decode("latin-1")

@@ -24,6 +24,8 @@ import httptools
 CONNECT_TIMEOUT_S = 5.0
 IDLE_PER_ORIGIN = 256
 HIGH_WATER = 1 << 20  # pause reading a replica whose answer the client reads slower
+STARTS_MAX = 4096  # request lines kept made (see UpstreamPool._start_of)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 KEEPALIVE_IDLE_S = 30  # TCP keep-alive: first probe after this long without traffic,
 KEEPALIVE_INTERVAL_S = 10  # then one every this often,
 KEEPALIVE_COUNT = 3  # and the connection fails after this many go unanswered
@@ -249,24 +251,23 @@ class UpstreamPool:
         self._idle: dict[Origin, list[_Conn]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._origins: dict[str, Origin] = {}
+        self._starts: dict[tuple[str, str, str], tuple[Origin, bytes]] = {}
         self._closed = False
 
     async def request(
         self, base_url: str, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> UpstreamResponse:
         """Send the request; returns once the status line and headers are in."""
-        origin = self._origins.get(base_url)
-        if origin is None:
-            try:
-                origin = self._origins[base_url] = origin_of(base_url)
-            except ValueError as exc:
-                raise ConnectFailed(str(exc)) from None
-        head = [f"{method} {path} HTTP/1.1\r\nHost: {origin[0]}:{origin[1]}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in headers.items()]
-        if body or method in ("POST", "PUT", "PATCH"):
-            head.append(f"Content-Length: {len(body)}\r\n")
-        head.append("\r\n")
-        payload = "".join(head).encode("latin-1") + body
+        known = self._starts.get((base_url, method, path))
+        if known is None:
+            known = self._start_of(base_url, method, path)
+        origin, start = known
+        fields = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        if body or method in _BODY_METHODS:
+            fields += f"Content-Length: {len(body)}\r\n\r\n"
+        else:
+            fields += "\r\n"
+        payload = b"".join((start, fields.encode("latin-1"), body))
         # A pooled connection the replica has just closed fails before any byte of an
         # answer: then nothing was processed, and a fresh connection is safe.
         for reused in (True, False):
@@ -287,6 +288,21 @@ class UpstreamPool:
                 raise
             return UpstreamResponse(self, conn)
         raise AssertionError("unreachable")
+
+    def _start_of(self, base_url: str, method: str, path: str) -> tuple[Origin, bytes]:
+        """The origin and the request line with Host, made once per replica, method and
+        path (a gateway sends few distinct ones; bounded all the same)."""
+        origin = self._origins.get(base_url)
+        if origin is None:
+            try:
+                origin = self._origins[base_url] = origin_of(base_url)
+            except ValueError as exc:
+                raise ConnectFailed(str(exc)) from None
+        start = f"{method} {path} HTTP/1.1\r\nHost: {origin[0]}:{origin[1]}\r\n"
+        known = origin, start.encode("latin-1")
+        if len(self._starts) < STARTS_MAX:
+            self._starts[(base_url, method, path)] = known
+        return known
 
     def _take(self, origin: Origin) -> _Conn | None:
         idle = self._idle.get(origin)

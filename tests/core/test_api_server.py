@@ -18,7 +18,7 @@ import uvicorn
 
 from a3s_core.api import server
 from a3s_core.api.server import JOIN_UNDER, A3SHttpProtocol
-from a3s_core.gateway.asgi import WHOLE, Reply
+from a3s_core.gateway.asgi import WHOLE, AsgiReply
 
 Scope = dict[str, Any]
 
@@ -386,15 +386,15 @@ async def test_reply_uses_the_extension_and_falls_back_without_it() -> None:
         return status == 200
 
     scope = {"extensions": {WHOLE: {"send": whole}}}
-    reply = Reply(send, scope)
+    reply = AsgiReply(send, scope)
     await reply.whole(200, [(b"a", b"1")], b"hi")
     assert calls == [(200, [(b"a", b"1")], b"hi")] and sent == [] and reply.started
-    refused = Reply(send, scope)  # the server declines: the ordinary two messages
+    refused = AsgiReply(send, scope)  # the server declines: the ordinary two messages
     await refused.whole(404, [], b"no")
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert (b"content-length", b"2") in sent[0]["headers"]
     sent.clear()
-    await Reply(send).whole(200, [], b"ok")  # a server without it
+    await AsgiReply(send).whole(200, [], b"ok")  # a server without it
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
 
 

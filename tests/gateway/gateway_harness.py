@@ -197,14 +197,34 @@ async def serve(app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     return server, task
 
 
+class AsgiOnly:
+    """The gateway's ASGI app without the `data_plane` attribute that `a3s serve`'s protocol
+    answers data-plane paths through (a3s_core/api/fast_lane.py): every request takes
+    uvicorn's ASGI way, as under another ASGI server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+def gateway_lane(request: pytest.FixtureRequest) -> str:
+    """"fast" (the default, as `a3s serve` runs) or "asgi"; a test module parametrizes it
+    (indirect=True) to run its tests both ways."""
+    return str(getattr(request, "param", "fast"))
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, gateway_lane: str) -> AsyncIterator[Harness]:
     settings = Settings(data_dir=tmp_path, scrape_interval_s=0.1, domain=None)
     db = make_engine(f"sqlite:///{tmp_path / 'a3s.db'}")
     SQLModel.metadata.create_all(db)
     gateway = Gateway(settings, db, make_plugins())
     await gateway.start()
-    server, task = await serve(gateway.asgi())
+    app = gateway.asgi()
+    server, task = await serve(AsgiOnly(app) if gateway_lane == "asgi" else app)
     port = server.servers[0].sockets[0].getsockname()[1]
     h = Harness(gateway, db, f"http://127.0.0.1:{port}", settings)
     try:

@@ -10,6 +10,9 @@ import openai
 import pytest
 from gateway_harness import Deployed, Harness
 
+# Both ways a request can reach the gateway: `a3s serve`'s own lane and plain ASGI.
+pytestmark = pytest.mark.parametrize("gateway_lane", ["fast", "asgi"], indirect=True)
+
 CHAT: dict[str, Any] = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 
 

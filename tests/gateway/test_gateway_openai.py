@@ -7,6 +7,9 @@ import openai
 import pytest
 from gateway_harness import Harness
 
+# Both ways a request can reach the gateway: `a3s serve`'s own lane and plain ASGI.
+pytestmark = pytest.mark.parametrize("gateway_lane", ["fast", "asgi"], indirect=True)
+
 
 async def test_chat_non_streaming_through_path_endpoint(harness: Harness) -> None:
     r = await harness.replica(model="chat", tokens=3)
