@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from a3s_core.catalog import GpuCatalog
 from a3s_core.gateway.directory import ReplicaInfo
 from a3s_core.gateway.latency import LatencyWindow
@@ -38,6 +40,9 @@ class ReplicaStats:
     ttft: LatencyWindow = field(default_factory=LatencyWindow)
     total: LatencyWindow = field(default_factory=LatencyWindow)
     slot: Slot | None = None  # in the workers' LoadShare, when there is one
+    # (info, weight, fields) that as_load copies; made again when either is replaced.
+    _constant: tuple[ReplicaInfo, float, dict[str, Any]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def scrape_view(self) -> tuple[LoadFigures, float | None, int, int]:
         """(figures, scraped_at, in flight now, in flight when scraped), over every worker
@@ -60,39 +65,76 @@ class ReplicaStats:
         on by what this gateway (all its workers) started and finished since the scrape: a
         replica that answered a burst 50 ms ago no longer looks busy until the next scrape,
         and one that was just sent a burst already looks busy. `live=False` gives the figures as
-        scraped (what the API and the autoscaler report)."""
-        f, at, in_flight, at_scrape = self.scrape_view()
-        fresh = at is not None and now - at <= stale_after_s
-        waiting = (f.waiting or 0.0) if fresh else 0.0
-        running = (f.running or 0.0) if fresh else 0.0
-        if fresh and live:
-            delta = float(in_flight - at_scrape)
-            if delta >= 0:
-                running += delta
-            else:  # finished ones leave the running set; the queue refills it first
-                freed = min(running, -delta)
-                running -= freed
-                waiting = max(0.0, waiting - (-delta - freed))
-        return replica_load({
-            "replica_id": self.info.id,
-            "url": self.info.url,
-            "waiting": waiting,
-            "running": running,
-            # This worker's own count, and the other workers' from the shared cells.
-            "in_flight": self.in_flight,
-            "peer_in_flight": max(0, in_flight - self.in_flight),
-            "kv_cache_usage": f.kv_cache_usage if fresh else None,
-            "gpu_utilization": f.gpu_utilization if fresh else None,
-            "weight": self.weight,
-            "metrics_fresh": fresh,
-            "metrics_age_s": None if at is None else now - at,
-            "kv_capacity_tokens": self.info.kv_capacity_tokens,
-        })
+        scraped (what the API and the autoscaler report).
+
+        Runs per candidate replica per request: what `scrape_view` reads is read inline,
+        and the fields that change only with the replica or its weight come from a copy
+        of a dict made once (tests/gateway/test_gateway_load_view.py holds it to the
+        straightforward construction)."""
+        slot = self.slot
+        own = self.in_flight
+        if slot is None:
+            f, at, in_flight = self.figures, self.scraped_at, own
+            at_scrape = self.in_flight_at_scrape
+        else:
+            f, at, at_scrape = slot.figures()
+            in_flight = slot.total()
+        values = self._constant_fields()
+        if at is not None:
+            age = values["metrics_age_s"] = now - at
+            if age <= stale_after_s:
+                waiting = f.waiting or 0.0
+                running = f.running or 0.0
+                if live:
+                    delta = float(in_flight - at_scrape)
+                    if delta >= 0:
+                        running += delta
+                    else:  # finished ones leave the running set; the queue refills it first
+                        freed = min(running, -delta)
+                        running -= freed
+                        waiting = max(0.0, waiting - (-delta - freed))
+                values["waiting"] = waiting
+                values["running"] = running
+                values["kv_cache_usage"] = f.kv_cache_usage
+                values["gpu_utilization"] = f.gpu_utilization
+                values["metrics_fresh"] = True
+        # This worker's own count, and the other workers' from the shared cells.
+        values["in_flight"] = own
+        peers = in_flight - own
+        values["peer_in_flight"] = peers if peers > 0 else 0
+        return replica_load(values)
+
+    def _constant_fields(self) -> dict[str, Any]:
+        """A new dict of every ReplicaLoad field, in the model's order: this replica's id,
+        URL, weight and KV capacity, and the values of a replica never scraped."""
+        info, weight = self.info, self.weight
+        made = self._constant
+        if made is None or made[0] is not info or made[1] is not weight:
+            made = self._constant = (info, weight, {
+                "replica_id": info.id,
+                "url": info.url,
+                "waiting": 0.0,
+                "running": 0.0,
+                "in_flight": 0,
+                "peer_in_flight": 0,
+                "kv_cache_usage": None,
+                "gpu_utilization": None,
+                "weight": weight,
+                "metrics_fresh": False,
+                "metrics_age_s": None,
+                "kv_capacity_tokens": info.kv_capacity_tokens,
+            })
+        return made[2].copy()
 
 
 _LOAD_FIELDS = frozenset(ReplicaLoad.model_fields)
 _new = object.__new__
-_set = object.__setattr__
+# The slots pydantic gives every model, set through their descriptors (what
+# object.__setattr__ ends up calling, without the attribute lookup on the way).
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def replica_load(values: dict[str, Any]) -> ReplicaLoad:
@@ -104,10 +146,10 @@ def replica_load(values: dict[str, Any]) -> ReplicaLoad:
     (benchmarks/profile_gateway.py). tests/gateway/test_gateway_load_view.py holds the
     two to the same result and `values` to every field of the model."""
     load: ReplicaLoad = _new(ReplicaLoad)
-    _set(load, "__dict__", values)
-    _set(load, "__pydantic_fields_set__", set(_LOAD_FIELDS))
-    _set(load, "__pydantic_extra__", None)
-    _set(load, "__pydantic_private__", None)
+    _set_dict(load, values)
+    _set_fields_set(load, set(_LOAD_FIELDS))
+    _set_extra(load, None)
+    _set_private(load, None)
     return load
 
 

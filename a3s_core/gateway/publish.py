@@ -20,6 +20,7 @@ open are kept and written by the first round that succeeds.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -27,6 +28,7 @@ import secrets
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -131,28 +133,34 @@ class TrafficPublisher:
         mark = self._mark
         with self.db.begin() as conn:
             now = traffic.db_now(conn)
+            upto = batch.upto
 
-            def slot(dep_id: str, age: float) -> _Slot:
-                key = (dep_id, traffic.slot_of(now - timedelta(seconds=age)))
+            def slot_at(t: float) -> datetime:
+                """The slot of a sample taken at monotonic `t`: by its age, on the db clock."""
+                return traffic.slot_of(now - timedelta(seconds=upto - t))
+
+            def slot(dep_id: str, start: datetime) -> _Slot:
+                key = (dep_id, start)
                 self._dirty.add(key)
                 found = self._open.get(key)
                 if found is None:
                     found = self._open[key] = _Slot()
                 return found
 
-            upto = batch.upto
+            # Per run of samples in one slot, not per sample: a round holds thousands.
             for dep_id, dst in batch.deployments:
-                for t, seconds in dst.first_byte.between(mark, upto):
-                    slot(dep_id, upto - t).latency.add(seconds)
-                for t, _ in dst.arrivals.between(mark, upto):
-                    slot(dep_id, upto - t).requests += 1
-                for t, _ in dst.errors.between(mark, upto):
-                    slot(dep_id, upto - t).failures += 1
+                samples = dst.first_byte.between(mark, upto)
+                for start, lo, hi in slot_runs(samples, slot_at):
+                    slot(dep_id, start).latency.add_all([v for _, v in samples[lo:hi]])
+                for start, lo, hi in slot_runs(dst.arrivals.between(mark, upto), slot_at):
+                    slot(dep_id, start).requests += hi - lo
+                for start, lo, hi in slot_runs(dst.errors.between(mark, upto), slot_at):
+                    slot(dep_id, start).failures += hi - lo
             self._mark = upto  # in the open slots now: a failed write below keeps them
             # In-flight counts ride on the current slot's row; a deployment whose last
             # published count was not 0 gets its 0 written, so nobody waits on it.
             for dep_id in set(batch.in_flight) | self._reported:
-                slot(dep_id, 0.0)
+                slot(dep_id, traffic.slot_of(now))
             rows = [
                 SlotFigures(
                     deployment_id=dep_id, slot_start=start, requests=s.requests,
@@ -169,6 +177,21 @@ class TrafficPublisher:
         done = traffic.slot_of(now) - timedelta(seconds=2 * SLOT_S)
         for key in [k for k in self._open if k[1] < done]:
             del self._open[key]
+
+
+def slot_runs(
+    samples: list[tuple[float, float]], slot_at: Callable[[float], datetime],
+) -> Iterator[tuple[datetime, int, int]]:
+    """(slot start, lo, hi) for each run `samples[lo:hi]` that `slot_at` places in one
+    slot. Samples come oldest first and `slot_at` never goes back in time, so each run
+    ends where a bisection finds the next slot: `slot_at` is called a few dozen times a
+    round, not once a sample, and answers as it would for every sample."""
+    lo, n = 0, len(samples)
+    while lo < n:
+        start = slot_at(samples[lo][0])
+        hi = bisect.bisect_right(samples, start, lo + 1, n, key=lambda s: slot_at(s[0]))
+        yield start, lo, hi
+        lo = hi
 
 
 def publish_group(settings: Settings) -> str | None:

@@ -6,9 +6,11 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
+from a3s_core.gateway import directory as directory_mod
 from a3s_core.gateway.directory import Directory, load_snapshot
 from a3s_core.keys import hash_key
 from a3s_core.store.db import make_engine
@@ -107,3 +109,61 @@ async def test_concurrent_callers_share_one_read(tmp_path: Path) -> None:
     directory = Directory(db)
     snaps = await asyncio.gather(*(directory.snapshot() for _ in range(20)))
     assert len({id(s) for s in snaps}) == 1
+
+
+async def test_a_key_is_hashed_once_per_snapshot_and_revoked_with_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = store(tmp_path)
+    add(db, "d1", "one", key="sk-a3s-one")
+    hashed: list[str] = []
+
+    def counting(key: str) -> str:
+        hashed.append(key)
+        return hash_key(key)
+
+    monkeypatch.setattr(directory_mod, "hash_key", counting)
+    directory = Directory(db, ttl_s=60)
+    first = await directory.snapshot()
+    assert [first.key("sk-a3s-one").deployment_id for _ in range(3)] == ["d1"] * 3
+    assert hashed == ["sk-a3s-one"]  # the later requests found it without hashing
+    # Garbage keys are hashed every time and kept nowhere: the cache holds live keys only.
+    for i in range(1000):
+        assert first.key(f"sk-a3s-junk-{i}").deployment_id is None
+    assert first.key("sk-a3s-junk-1").deployment_id is None
+    assert len(hashed) == 1002 and len(first._seen) == 1
+
+    with Session(db) as s:  # revoked through the API: a row change, then invalidate()
+        row = s.get(ApiKeyRow, "k-d1")
+        assert row is not None
+        row.revoked_at = datetime.now(UTC)
+        s.add(row)
+        s.commit()
+    assert first.key("sk-a3s-one").deployment_id == "d1"  # that snapshot, as before
+    directory.invalidate()
+    second = await directory.snapshot()
+    assert second is not first and not second._seen  # nothing carried over
+    found = second.key("sk-a3s-one")
+    assert found.deployment_id is None and found.revoked
+    assert second.key("sk-a3s-one").revoked and not second._seen
+
+
+async def test_a_refresh_past_the_ttl_does_not_reuse_the_old_snapshots_keys(
+        tmp_path: Path) -> None:
+    """Another process revoked the key (no invalidate() here): the background refresh's
+    snapshot refuses it, though the old one had it cached."""
+    db = store(tmp_path)
+    add(db, "d1", "one", key="sk-a3s-one")
+    directory = Directory(db, ttl_s=0.0)
+    first = await directory.snapshot()
+    assert first.key("sk-a3s-one").deployment_id == "d1"
+    with Session(db) as s:
+        row = s.get(ApiKeyRow, "k-d1")
+        assert row is not None
+        row.revoked_at = datetime.now(UTC)
+        s.add(row)
+        s.commit()
+    assert directory.in_hand() is first  # served while the refresh runs
+    await asyncio.sleep(0.2)
+    fresh = directory.in_hand()
+    assert fresh is not None and fresh is not first
+    assert fresh.key("sk-a3s-one").revoked and fresh.key("sk-a3s-one").deployment_id is None

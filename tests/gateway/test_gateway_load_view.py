@@ -11,7 +11,7 @@ from pathlib import Path
 
 from a3s_core.catalog import load_catalog
 from a3s_core.gateway.directory import ReplicaInfo
-from a3s_core.gateway.load import LoadBook, replica_load
+from a3s_core.gateway.load import LoadBook, ReplicaStats, replica_load
 from a3s_core.gateway.share import LoadShare
 from a3s_core.types import LoadFigures, ReplicaLoad
 
@@ -110,3 +110,86 @@ def test_sync_by_the_snapshots_tuple_follows_every_change() -> None:
     fifth = book.sync(snap3)
     assert fifth[0] is not fourth[0] and book.replicas["rep-a"] is fifth[0]
     assert book.sync(()) == []
+
+
+def reference_as_load(st: ReplicaStats, now: float, stale_after_s: float,
+                      live: bool = True) -> ReplicaLoad:
+    """ReplicaStats.as_load as first written: every field worked out and validated."""
+    f, at, in_flight, at_scrape = st.scrape_view()
+    fresh = at is not None and now - at <= stale_after_s
+    waiting = (f.waiting or 0.0) if fresh else 0.0
+    running = (f.running or 0.0) if fresh else 0.0
+    if fresh and live:
+        delta = float(in_flight - at_scrape)
+        if delta >= 0:
+            running += delta
+        else:
+            freed = min(running, -delta)
+            running -= freed
+            waiting = max(0.0, waiting - (-delta - freed))
+    return ReplicaLoad(
+        replica_id=st.info.id, url=st.info.url, waiting=waiting, running=running,
+        in_flight=st.in_flight, peer_in_flight=max(0, in_flight - st.in_flight),
+        kv_cache_usage=f.kv_cache_usage if fresh else None,
+        gpu_utilization=f.gpu_utilization if fresh else None, weight=st.weight,
+        metrics_fresh=fresh, metrics_age_s=None if at is None else now - at,
+        kv_capacity_tokens=st.info.kv_capacity_tokens,
+    )
+
+
+def same_load(fast: ReplicaLoad, slow: ReplicaLoad) -> None:
+    """Equal, field for field in the model's order and with the same types."""
+    assert list(fast.__dict__) == list(ReplicaLoad.model_fields)
+    assert [(k, v, type(v)) for k, v in fast.__dict__.items()] == [
+        (k, v, type(v)) for k, v in slow.__dict__.items()]
+    assert repr(fast) == repr(slow) and fast.model_dump_json() == slow.model_dump_json()
+
+
+def test_as_load_is_the_reference_in_every_state(tmp_path: Path) -> None:
+    """Never scraped, fresh, stale; more and fewer in flight than at the scrape (the queue
+    refilling the running set); live or as scraped; shared or not; after a new weight,
+    a restarted replica's new info, and with a load handed out earlier mutated."""
+    share = LoadShare.create(tmp_path / "share", workers=2, slots=8)
+    peer = LoadShare.attach(tmp_path / "share", 1)
+    try:
+        for shared in (False, True):
+            book = LoadBook(load_catalog(None), stale_after_s=1.5)
+            other = LoadBook(load_catalog(None), stale_after_s=1.5)
+            if shared:
+                book.share, other.share = share, peer
+            st = book.sync((INFO,))[0]
+            mate = other.sync((INFO,))[0]
+            now = time.monotonic()
+            for figs in (LoadFigures(), LoadFigures(waiting=3.0, running=2.0,
+                                                    kv_cache_usage=0.4, gpu_utilization=55.0)):
+                for started, finished, peers in ((0, 0, 0), (4, 0, 2), (4, 3, 0), (9, 9, 3)):
+                    for _ in range(started):
+                        book.started(st)
+                    book.scraped(st, figs, now)
+                    for _ in range(finished):
+                        book.finished(st)
+                    for _ in range(peers):
+                        other.started(mate)
+                    for at in (now, now + 1.5, now + 1.6):
+                        for live in (True, False):
+                            handed = st.as_load(at, 1.5, live)
+                            same_load(handed, reference_as_load(st, at, 1.5, live))
+                            handed.waiting = 99.0  # a balancer's change stays its own
+                            handed.__dict__["url"] = "x"
+                            same_load(st.as_load(at, 1.5, live),
+                                      reference_as_load(st, at, 1.5, live))
+                    while st.in_flight:
+                        book.finished(st)
+                    while mate.in_flight:
+                        other.finished(mate)
+            st.weight = 123.5
+            same_load(st.as_load(now, 1.5), reference_as_load(st, now, 1.5))
+            st.info = ReplicaInfo(id="rep-a", deployment_id="dep-1", url="http://elsewhere:1",
+                                  gpu=None, tensor_parallel_size=1, max_model_len=0)
+            same_load(st.as_load(now, 1.5), reference_as_load(st, now, 1.5))
+            assert st.as_load(now, 1.5).url == "http://elsewhere:1"
+        never = LoadBook(load_catalog(None), stale_after_s=1.5).sync((INFO,))[0]
+        same_load(never.as_load(now, 1.5), reference_as_load(never, now, 1.5))
+    finally:
+        peer.close()
+        share.close()

@@ -23,9 +23,11 @@ def queue_of(r: ReplicaLoad) -> float:
     arrives between two scrapes from all landing on the replica that looked idlest at the
     last scrape.
     """
+    ours = float(r.gateway_in_flight)
     if r.metrics_fresh:
-        return max(r.waiting + r.running, float(r.gateway_in_flight))
-    return float(r.gateway_in_flight)
+        engine = r.waiting + r.running
+        return ours if ours > engine else engine  # max(engine, ours), without the call
+    return ours
 
 
 class _Rotating(Balancer):
@@ -54,8 +56,27 @@ class LeastQueue(_Rotating):
     ) -> ReplicaLoad:
         if not replicas:
             raise ValueError("pick() needs at least one replica")
-        ranked = sorted(((queue_of(r), float(r.in_flight)), i) for i, r in enumerate(replicas))
-        return self._first_of_ties(ranked, replicas)
+        # One pass (this runs per request): the least (queue, in-flight) and every index
+        # that equals it, in list order, which is what sorting by ((queue, in-flight),
+        # index) and taking the ties at the head gives. A NaN queue (from an engine figure)
+        # orders nothing, so for it the sort decides, as it always did.
+        ties: list[int] = []
+        best_q = best_f = 0.0
+        for i, r in enumerate(replicas):
+            q = queue_of(r)
+            if q != q:
+                return self._first_of_ties(self._ranked(replicas), replicas)
+            f = float(r.in_flight)
+            if not ties or q < best_q or (q == best_q and f < best_f):
+                best_q, best_f, ties = q, f, [i]
+            elif q == best_q and f == best_f:
+                ties.append(i)
+        self._turn += 1
+        return replicas[ties[self._turn % len(ties)]]
+
+    @staticmethod
+    def _ranked(replicas: Sequence[ReplicaLoad]) -> list[tuple[tuple[float, ...], int]]:
+        return sorted(((queue_of(r), float(r.in_flight)), i) for i, r in enumerate(replicas))
 
 
 def load_of(r: ReplicaLoad) -> float | None:
