@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from a3s_core.contracts import Balancer
@@ -56,12 +55,13 @@ class DisconnectWatch:
     never pay for it, and a client that leaves sooner costs at most that much wasted
     generation."""
 
-    __slots__ = ("_me", "_receive", "_task", "left")
+    __slots__ = ("_me", "_receive", "_task", "_watches", "left")
 
     def __init__(self, receive: Receive | None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.left = False
         self._task: asyncio.Task[None] | None = None
+        self._watches: Watches | None = None  # waiting there to be started
         # (With the loop given, Python 3.11 skips the getpid() system call of finding it.)
         self._me = asyncio.current_task(loop) if receive is not None else None
         self._receive = receive if self._me is not None else None
@@ -84,11 +84,13 @@ class DisconnectWatch:
             self._me.cancel()
 
     def close(self) -> None:
-        # Let go of the request (its task, the server's receive) at once: a closed watch
-        # may wait in `Watches` for up to WATCH_AFTER_S, and must not keep the request's
-        # objects alive that long.
+        # Let go of the request (its task, the server's receive) and leave `Watches` at
+        # once: nothing of a finished request is kept for the sweep.
         self._receive = None
         self._me = None
+        if self._watches is not None:
+            self._watches.discard(self)
+            self._watches = None
         if self._task is not None:
             self._task.remove_done_callback(self._done)
             self._task.cancel()
@@ -98,36 +100,47 @@ class DisconnectWatch:
 class Watches:
     """Starts each request's watcher once it has waited `WATCH_AFTER_S`, on one timer for
     all requests (a uvloop timer made and cancelled per request was ~0.5 µs of CPU and two
-    allocations, for answers that nearly all finish long before). Requests wait in
-    arrival order, so each sweep starts those due and re-arms for the oldest left; a
-    watcher starts at most `SWEEP_S` late."""
+    allocations, for answers that nearly all finish long before). The requests waiting are
+    held in arrival order in a dict a closed watch leaves at once, so what is held is what
+    is in flight: a queue of every request of the last `WATCH_AFTER_S` kept thousands of
+    finished ones alive, long enough to be promoted and walked again by the garbage
+    collector's older generations (a millisecond-long pause each, at the p99). Each sweep
+    starts those due and re-arms for the oldest left; a watcher starts at most `SWEEP_S`
+    late."""
 
     SWEEP_S = 0.05
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[float, DisconnectWatch]] = deque()
+        self._pending: dict[DisconnectWatch, float] = {}  # watch → when it is due
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, watch: DisconnectWatch, now: float | None = None) -> None:
         if not watch.armed:
             return
         now = time.monotonic() if now is None else now
-        self._queue.append((now + WATCH_AFTER_S, watch))
+        self._pending[watch] = now + WATCH_AFTER_S
+        watch._watches = self
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._sweep)
 
+    def discard(self, watch: DisconnectWatch) -> None:
+        self._pending.pop(watch, None)
+
     def _sweep(self) -> None:
         self._timer = None
-        queue = self._queue
+        pending = self._pending
         now = time.monotonic()
-        while queue and queue[0][0] <= now:
-            queue.popleft()[1].start()  # (a closed watch does nothing)
-        if queue:
-            wait = max(queue[0][0] - now, self.SWEEP_S)
-            self._timer = asyncio.get_running_loop().call_later(wait, self._sweep)
+        while pending:
+            watch, due = next(iter(pending.items()))
+            if due > now:
+                wait = max(due - now, self.SWEEP_S)
+                self._timer = asyncio.get_running_loop().call_later(wait, self._sweep)
+                return
+            del pending[watch]
+            watch.start()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._pending)
 
 
 class Forwarder:
