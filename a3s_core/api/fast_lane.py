@@ -51,11 +51,12 @@ class DataPlane(Protocol):
     """What an app offers the fast lane (as its `data_plane` attribute): the gateway."""
 
     async def answer(self, method: str, headers: dict[str, str], route: Route,
-                     receive: Receive, reply: Reply) -> None:
+                     receive: Receive, reply: Reply, body: bytes | None = None) -> None:
         """Answer one request through `reply`: always, errors included (in the client's
         terms). `headers` holds the ones the gateway reads (lower-case names, decoded);
         `receive` yields the body as ASGI `http.request` messages, then `http.disconnect`
-        once the client has gone."""
+        once the client has gone. `body`: the whole body when it was already in as the
+        request started (`receive` then waits for the client to leave), else None."""
 
 
 def status_line(status: int) -> bytes:
@@ -122,8 +123,13 @@ class Exchange(Reply):
     async def run(self) -> None:
         handler = self.handler
         assert handler is not None
+        body = None
+        if not self.more_body and not self.waiting_for_100_continue and not self.disconnected:
+            # The whole body is in (a small request, nearly always): handed over as is.
+            body, self.body, self._flag = self.body, b"", False
         try:
-            await handler.answer(self.method, self.headers, self.route, self.receive, self)
+            await handler.answer(self.method, self.headers, self.route, self.receive, self,
+                                 body)
         except BaseException as exc:  # as uvicorn's run_asgi: log, and never leave it open
             _log.error("Exception in ASGI application\n", exc_info=exc)
             if not self.started:

@@ -43,7 +43,7 @@ from a3s_core.gateway.latency import percentile
 from a3s_core.gateway.load import LoadBook, ReplicaStats
 from a3s_core.gateway.proxy import FORWARDED_REQUEST_HEADERS, Forwarder
 from a3s_core.gateway.publish import TrafficPublisher, publish_group
-from a3s_core.gateway.request import ClientGone, api_key, read_body, read_headers
+from a3s_core.gateway.request import ClientGone, api_key, bounded, read_body, read_headers
 from a3s_core.gateway.scraper import Scraper
 from a3s_core.gateway.share import LoadShare
 from a3s_core.gateway.upstream import UpstreamPool
@@ -207,11 +207,12 @@ class Gateway:
                           AsgiReply(send, scope))
 
     async def answer(self, method: str, headers: dict[str, str], route: Route,
-                     receive: Receive, reply: Reply) -> None:
+                     receive: Receive, reply: Reply, body: bytes | None = None) -> None:
         """Answer one data-plane request, whatever happens, through `reply` (the fast
-        lane's contract: a3s_core/api/fast_lane.py). `headers`: `request.read_headers`."""
+        lane's contract: a3s_core/api/fast_lane.py). `headers`: `request.read_headers`;
+        `body`: the whole body when the server already has it (else read via `receive`)."""
         try:
-            await self._serve(method, headers, route, receive, reply)
+            await self._serve(method, headers, route, receive, reply, body)
         except ClientGone:
             return  # left before the body was in: nobody to answer
         except GatewayError as exc:
@@ -228,7 +229,7 @@ class Gateway:
             ).send(reply)
 
     async def _serve(self, method: str, headers: dict[str, str], route: Route,
-                     receive: Receive, reply: Reply) -> None:
+                     receive: Receive, reply: Reply, given: bytes | None) -> None:
         if self._forwarder is None:
             raise errors.unavailable("the gateway is not started")
         if not route.path:
@@ -260,8 +261,13 @@ class Gateway:
                 raise errors.invalid_key(key, found.revoked)
         own = snap.deployments[found.deployment_id]
 
-        body = (await read_body(receive, headers, self.settings.max_body_bytes)
-                if method == "POST" else b"")
+        limit = self.settings.max_body_bytes
+        if method != "POST":
+            body = b""
+        elif given is not None:
+            body = bounded(given, headers, limit)
+        else:
+            body = await read_body(receive, headers, limit)
         if route.name == own.name and route.namespace == own.namespace:
             target = own  # /d/{namespace}/{name}/v1/... of the key's own deployment
         else:

@@ -67,6 +67,14 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
             return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def bounded(body: bytes, headers: dict[str, str], limit: int) -> bytes:
+    """A body the server read whole, or the 413 `read_body` gives past `limit` bytes."""
+    if len(body) > limit:
+        declared = headers.get("content-length", "")
+        raise too_large(int(declared) if declared.isdigit() else None, limit)
+    return body
+
+
 def too_large(size: int | None, limit: int) -> GatewayError:
     """`size`: the declared Content-Length; None for a body sent without one (chunked),
     whose reading stops at the limit, so its whole size is never known."""

@@ -232,3 +232,23 @@ async def test_a_refused_credential_is_named_by_kind_never_echoed(
             assert secret[:len(secret) - len(body) + 3] not in message, message
             pieces = {body[i:i + n] for i in range(len(body) - n + 1)}
             assert not [p for p in pieces if p in message], message
+
+
+async def test_a_small_body_over_a_small_limit_is_refused_whichever_way_it_came(
+    harness: Harness, two: tuple[Deployed, Deployed]
+) -> None:
+    """Under `a3s serve` a small body is handed to the gateway whole (fast_lane.py), not read
+    through `receive`: the limit holds for it all the same, and nothing reaches a replica."""
+    alpha, _ = two
+    harness.gateway.settings = harness.settings.model_copy(update={"max_body_bytes": 100})
+    url = f"/d/{alpha.namespace}/alpha/v1/chat/completions"
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 200}]}
+    async with httpx.AsyncClient(base_url=harness.base_url) as http:
+        refused = await http.post(url, json=big, headers={"Authorization": f"Bearer {alpha.key}"})
+        error = assert_openai_error(refused, 413, "body_too_large")
+        size = len(httpx.Request("POST", "/", json=big).content)
+        assert f"request body is {size} bytes; at most 100 are accepted" == error["message"]
+        small = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+        ok = await http.post(url, json=small, headers={"Authorization": f"Bearer {alpha.key}"})
+        assert ok.status_code == 200, ok.text
+    assert alpha.replicas[0].hits["chat"] == 1
