@@ -36,21 +36,24 @@ class Plane:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, str], Route]] = []
+        self.given: list[bytes | None] = []  # the body handed over whole, or None
         self.disconnects: list[str] = []
         self.release = asyncio.Event()
 
     async def answer(self, method: str, headers: dict[str, str], route: Route,
-                     receive: Receive, reply: Reply) -> None:
+                     receive: Receive, reply: Reply, body: bytes | None = None) -> None:
         self.seen.append((method, headers, route))
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnects.append("before the body")
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        self.given.append(body)
+        if body is None:  # not all in as the request started: read it as it comes
+            body = b""
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnects.append("before the body")
+                    return
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
         mode = headers.get("x-request-id", "whole")
         if mode == "whole":
             await reply.whole(*WHOLE)
@@ -211,6 +214,7 @@ async def test_a_whole_answer_is_uvicorns_bytes_in_one_write(port: int, plane: P
     method, headers, route = plane.seen[0]
     assert (method, route.path) == ("POST", "/v1/chat/completions")
     assert headers["x-request-id"] == "whole" and headers["host"] == "a"
+    assert plane.given == [b"{}"]  # the body was in: handed over whole
     assert ORDINARY == [("POST", "/ordinary/whole")]  # the fast one never reached ASGI
 
 
@@ -267,7 +271,7 @@ async def test_http_10_and_connection_close_end_the_connection(port: int) -> Non
         assert got.endswith(WHOLE[2]) and b"connection: close\r\n" in got
 
 
-async def test_100_continue_goes_out_when_the_body_is_read(port: int) -> None:
+async def test_100_continue_goes_out_when_the_body_is_read(port: int, plane: Plane) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /v1/embeddings HTTP/1.1\r\nhost: a\r\nx-request-id: echo\r\n"
                  b"content-length: 2\r\nexpect: 100-continue\r\n\r\n")
@@ -279,12 +283,14 @@ async def test_100_continue_goes_out_when_the_body_is_read(port: int) -> None:
         while not got.endswith(b"echo:ok"):
             got += await reader.read(65536)
     writer.close()
+    assert plane.given == [None]  # read through receive(), which sent the 100 Continue
 
 
-async def test_a_large_body_arrives_whole(port: int) -> None:
+async def test_a_large_body_arrives_whole(port: int, plane: Plane) -> None:
     body = b"x" * (300 * 1024)  # several times uvicorn's read high-water mark
     got = await talk(port, post("/v1/completions", "echo", body), b"echo:" + body, timeout=10)
     assert got.endswith(b"echo:" + body)
+    assert plane.given == [None]  # still coming as the request started: read as it came
 
 
 @pytest.mark.parametrize("mode", ["raise", "silent", "bad-header"])
