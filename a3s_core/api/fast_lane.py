@@ -71,8 +71,8 @@ class Exchange(Reply):
     the `Reply` (and, through `receive`, the body and the disconnect)."""
 
     __slots__ = (
-        "_flag", "_head", "_remaining", "_waiter", "body", "chunked", "disconnected", "flow",
-        "handler", "headers", "keep_alive", "method", "more_body", "protocol",
+        "_flag", "_flush", "_head", "_remaining", "_waiter", "body", "chunked", "disconnected",
+        "flow", "handler", "headers", "keep_alive", "method", "more_body", "protocol",
         "response_complete", "route", "transport", "url", "waiting_for_100_continue",
     )
 
@@ -97,6 +97,7 @@ class Exchange(Reply):
         self._flag = False
         self._waiter: asyncio.Future[None] | None = None
         self._head: bytes | None = None  # a streamed answer's head, sent with its first bytes
+        self._flush: asyncio.Handle | None = None  # … or at the end of the loop turn
         self.chunked = False
         self._remaining = 0  # bytes still owed under a Content-Length the caller gave
 
@@ -175,6 +176,10 @@ class Exchange(Reply):
     async def whole(self, status: int, headers: Headers, body: bytes) -> None:
         if self.started:
             raise RuntimeError("the answer has already started")
+        if self.flow.write_paused and not self.disconnected:
+            # The client reads slower than it is answered (pipelining, say): wait, as
+            # uvicorn's send does, rather than pile answers up in the transport.
+            await self.flow.drain()
         if self.disconnected:
             self.started = True
             return
@@ -198,8 +203,16 @@ class Exchange(Reply):
                 self.chunked = True
                 content.append(b"transfer-encoding: chunked\r\n")
         self._finish_head(content)
-        # Held until the first body bytes (or the end), to go out in the same write.
+        # Held until the first body bytes, to go out in the same write, or the end of this
+        # event-loop turn if they are not ready by then (the client sees the head at once).
         self._head = b"".join(content)
+        self._flush = asyncio.get_running_loop().call_soon(self._write_head)
+
+    def _write_head(self) -> None:
+        self._flush = None
+        head, self._head = self._head, None
+        if head is not None and not self.disconnected and not self.transport.is_closing():
+            self.transport.write(head)
 
     async def chunk(self, data: bytes) -> None:
         await self._body(data, more=True)
@@ -215,6 +228,9 @@ class Exchange(Reply):
         if self.disconnected or self.response_complete:
             return
         head, self._head = self._head, None
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         parts = [head] if head is not None else []
         if self.chunked:
             if data:

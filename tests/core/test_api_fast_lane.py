@@ -81,6 +81,11 @@ class Plane:
         elif mode == "slow":
             await self.release.wait()
             await reply.whole(200, [], b"late")
+        elif mode == "late-stream":  # the head now, the body 0.5 s later
+            await reply.start(200, [])
+            await asyncio.sleep(0.5)
+            await reply.chunk(b"late")
+            await reply.end()
         elif mode == "wait-leave":
             await reply.start(200, [])
             await reply.chunk(b"first")
@@ -411,6 +416,63 @@ async def test_no_reference_cycle_per_request(port: int) -> None:
         gc.set_debug(0)
         gc.garbage.clear()
     assert held == []
+
+
+async def test_a_head_whose_body_is_late_is_not_held_back(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/v1/completions", "late-stream"))
+    head = b""
+    async with asyncio.timeout(0.3):  # the body comes after 0.5 s
+        while b"\r\n\r\n" not in head:
+            head += await reader.read(65536)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    rest = b""
+    async with asyncio.timeout(5):
+        while not rest.endswith(b"0\r\n\r\n"):
+            rest += await reader.read(65536)
+    writer.close()
+    assert rest == b"4\r\nlate\r\n0\r\n\r\n"
+
+
+async def test_a_whole_answer_waits_while_the_client_is_not_reading() -> None:
+    """Writes paused (the client reads slower than it is answered): the answer waits for
+    the transport to drain, as uvicorn's send does, instead of piling up in memory."""
+    written: list[bytes] = []
+    drained = asyncio.Event()
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Flow:
+        write_paused = True
+
+        async def drain(self) -> None:
+            await drained.wait()
+
+    class Protocol:
+        transport, flow, url = Transport(), Flow(), b"/v1/models"
+        access_log = False
+        completed = 0
+
+        class server_state:  # uvicorn's attribute name
+            default_headers: list[tuple[bytes, bytes]] = []
+
+        def on_response_complete(self) -> None:
+            self.completed += 1
+
+    protocol = Protocol()
+    route = Route("/v1/models", "GET")
+    exchange = Exchange(protocol, Plane(), "GET", route, {}, True, False)  # type: ignore[arg-type]
+    answering = asyncio.ensure_future(exchange.whole(200, [], b"{}"))
+    await asyncio.sleep(0.05)
+    assert written == [] and not answering.done()
+    drained.set()
+    await asyncio.wait_for(answering, 5)
+    assert written[0].endswith(b"content-length: 2\r\n\r\n{}") and protocol.completed == 1
 
 
 def test_the_exchange_keeps_the_reply_contract() -> None:
