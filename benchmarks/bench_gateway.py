@@ -44,6 +44,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +153,8 @@ class Result:
     latencies: list[float]
     proxy_cpu_s: float | None = None  # CPU the proxy process (gateway / router) spent
     rate: float | None = None  # requests/s the clients were paced to (None: closed loop)
+    replicas_cpu_s: float = 0.0  # CPU the replica processes spent (the backends)
+    client_cpu_s: float = 0.0  # CPU the load generator (this process) spent
 
     @property
     def cpu_us_per_request(self) -> float | None:
@@ -257,7 +260,10 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"vllm-router: {router_bin} (policy round_robin)")
         print(f"logs: {workdir}\n")
         header = f"{'mode':<7}{'conc':>9}  {'target':<12}{'ok':>7}{'fail':>6}" \
-                 f"{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'proxy CPU/req':>15}"
+                 f"{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'proxy CPU/req':>15}" \
+                 f"{'replicas':>10}{'client':>8}"
+        # Every process's CPU, per request: on shared cores what one spends the others lack.
+        replica_pids = [p.popen.pid for p in procs if p.name.startswith(("backend", "replica"))]
         print(header)
         print("-" * len(header))
         results: list[Result] = []
@@ -277,13 +283,20 @@ async def bench(args: argparse.Namespace) -> int:
                     for name, (url, headers) in targets.items():
                         pid = pids.get(name)
                         cpu0 = cpu_seconds(pid) if pid else None
+                        rep0 = sum(cpu_seconds(p) or 0.0 for p in replica_pids)
+                        own0 = time.process_time()
                         stream = mode == "stream"
                         ok, failed, secs, lat = await run_load(
                             args.client, url, headers, chat_body(args.max_tokens, stream),
                             stream, conc, requests // args.rounds, args.warmup // args.rounds,
                             rate)
                         cpu1 = cpu_seconds(pid) if pid else None
+                        own1 = time.process_time()
+                        rep1 = sum(cpu_seconds(p) or 0.0 for p in replica_pids)
                         r = acc[name]
+                        share = ok / (ok + args.warmup // args.rounds) if ok else 0.0
+                        r.replicas_cpu_s += (rep1 - rep0) * share
+                        r.client_cpu_s += (own1 - own0) * share
                         r.ok, r.failed, r.seconds = r.ok + ok, r.failed + failed, r.seconds + secs
                         r.latencies += lat
                         if cpu0 is None or cpu1 is None:
@@ -295,6 +308,8 @@ async def bench(args: argparse.Namespace) -> int:
                     results.append(r)
                     cpu = r.cpu_us_per_request
                     cpu_text = f"{cpu:>12.0f} us" if cpu is not None else f"{'-':>15}"
+                    per = 1e6 / r.ok if r.ok else 0.0
+                    cpu_text += f"{r.replicas_cpu_s * per:>7.0f} us{r.client_cpu_s * per:>5.0f} us"
                     level = f"{conc}" if rate is None else f"{conc}@{rate:.0f}/s"
                     print(f"{mode:<7}{level:>9}  {name:<12}{r.ok:>7}{r.failed:>6}{r.rps:>9.0f}"
                           f"{r.pct(50):>9.2f}{r.pct(99):>9.2f}{cpu_text}", flush=True)

@@ -183,8 +183,7 @@ class Forwarder:
             self._members[dep.id] = (replicas, members)
         try:
             for attempt in range(ATTEMPTS):
-                request = RouteRequest(dep.id, path, body, members, attempt, *self.worker)
-                st = self._choose(replicas, balancer, tried, request)
+                st = self._choose(replicas, balancer, tried, dep.id, path, body, members, attempt)
                 if st is None:
                     break
                 tried.add(st.info.id)
@@ -218,13 +217,14 @@ class Forwarder:
 
     def _choose(
         self, replicas: list[ReplicaStats], balancer: Balancer, tried: set[str],
-        request: RouteRequest,
+        dep_id: str, path: str, body: bytes, members: frozenset[str], attempt: int,
     ) -> ReplicaStats | None:
         now = time.monotonic()
         candidates = [s for s in replicas if s.info.id not in tried and not s.ejected(now)]
-        if len(candidates) <= 1:
+        if len(candidates) <= 1:  # nothing to choose: the balancer is not asked
             return candidates[0] if candidates else None
         stale = self.book.stale_after_s
+        request = RouteRequest(dep_id, path, body, members, attempt, *self.worker)
         choice = balancer.pick([s.as_load(now, stale) for s in candidates], request)
         for s in candidates:
             if s.info.id == choice.replica_id:
