@@ -27,6 +27,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -72,8 +73,9 @@ class Exchange(Reply):
 
     __slots__ = (
         "_flag", "_flush", "_head", "_remaining", "_waiter", "body", "chunked", "disconnected",
-        "flow", "handler", "headers", "keep_alive", "method", "more_body", "protocol",
-        "response_complete", "route", "transport", "url", "waiting_for_100_continue",
+        "flow", "handler", "headers", "keep_alive", "logged_client", "method", "more_body",
+        "protocol", "response_complete", "route", "transport", "url",
+        "waiting_for_100_continue",
     )
 
     def __init__(self, protocol: HttpToolsProtocol, handler: DataPlane, method: str,
@@ -87,6 +89,9 @@ class Exchange(Reply):
         self.method = method
         self.route = route
         self.url: bytes = protocol.url  # as sent (for the access log)
+        # The client as uvicorn's access log names it (behind a trusted proxy, the one
+        # X-Forwarded-For names), worked out only when that log is on.
+        self.logged_client = _client_of(protocol) if protocol.access_log else ""
         self.headers = headers
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
@@ -281,7 +286,7 @@ class Exchange(Reply):
                     continue  # written once, below
             content += (name, b": ", value, b"\r\n")
         if protocol is not None and protocol.access_log:
-            _access_log(protocol, self.method, self.url, status)
+            _access_log(protocol, self.logged_client, self.method, self.url, status)
         return content
 
     def _finish_head(self, content: list[bytes]) -> None:
@@ -323,10 +328,38 @@ def _defaults(headers: list[tuple[bytes, bytes]]) -> bytes:
     return _DEFAULTS[1]  # type: ignore[no-any-return]
 
 
-def _access_log(protocol: HttpToolsProtocol, method: str, url: bytes, status: int) -> None:
+def _access_log(protocol: HttpToolsProtocol, client: str, method: str, url: bytes,
+                status: int) -> None:
     """uvicorn's access-log line for this request."""
-    client = protocol.client
-    where = f"{client[0]}:{client[1]}" if client else ""
     version = protocol.parser.get_http_version() if protocol.parser is not None else "1.1"
-    protocol.access_logger.info('%s - "%s %s HTTP/%s" %d', where, method,
+    protocol.access_logger.info('%s - "%s %s HTTP/%s" %d', client, method,
                                 url.decode("latin-1"), version, status)
+
+
+def _client_of(protocol: HttpToolsProtocol) -> str:
+    """"host:port" of the client as uvicorn's access log has it: through its own
+    ProxyHeadersMiddleware when `proxy_headers` is on (as the ordinary way runs it)."""
+    client = protocol.client
+    config = protocol.config
+    if config.proxy_headers:
+        scope: dict[str, Any] = {"type": "http", "client": client, "scheme": protocol.scheme,
+                                 "headers": protocol.headers}
+        middleware = _PROXY_HEADERS.get(id(config))
+        if middleware is None or middleware[0] is not config:
+            middleware = _PROXY_HEADERS[id(config)] = (
+                config, ProxyHeadersMiddleware(_nothing, config.forwarded_allow_ips))
+        step = middleware[1](scope, _nothing, _nothing)  # type: ignore[arg-type]
+        try:  # it awaits nothing but the app, which returns at once
+            step.send(None)
+        except StopIteration:
+            client = scope["client"]
+        else:
+            step.close()
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
+_PROXY_HEADERS: dict[int, tuple[Any, ProxyHeadersMiddleware]] = {}
+
+
+async def _nothing(*_: Any) -> None:
+    return None

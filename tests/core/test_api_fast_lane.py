@@ -362,7 +362,7 @@ async def test_without_a_data_plane_or_with_a_concurrency_limit_all_goes_through
     assert ORDINARY == [("POST", "/v1/embeddings")] and plane.seen == []
 
 
-async def test_the_access_log_line_is_uvicorns(plane: Plane) -> None:
+async def access_lines(plane: Plane, raws: list[bytes]) -> list[str]:
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -376,14 +376,29 @@ async def test_the_access_log_line_is_uvicorns(plane: Plane) -> None:
         level = access.level
         access.setLevel(logging.INFO)  # (the server's log_level is warning)
         try:
-            await talk(p, post("/v1/completions?x=1", "whole"), WHOLE[2])
-            await talk(p, post("/ordinary/whole?x=1", "whole"), WHOLE[2])
+            for raw in raws:
+                await talk(p, raw, WHOLE[2])
         finally:
             access.removeHandler(keep)
             access.setLevel(level)
-    lines = [r.getMessage().split(" - ", 1)[1] for r in records]
-    assert lines == ['"POST /v1/completions?x=1 HTTP/1.1" 200',
-                     '"POST /ordinary/whole?x=1 HTTP/1.1" 200']
+    return [r.getMessage() for r in records]
+
+
+async def test_the_access_log_line_is_uvicorns(plane: Plane) -> None:
+    lines = await access_lines(plane, [post("/v1/completions?x=1", "whole"),
+                                       post("/ordinary/whole?x=1", "whole")])
+    assert [line.split(" - ", 1)[1] for line in lines] == [
+        '"POST /v1/completions?x=1 HTTP/1.1" 200', '"POST /ordinary/whole?x=1 HTTP/1.1" 200']
+    assert all(line.startswith("127.0.0.1:") for line in lines)
+
+
+async def test_the_access_log_names_the_client_a_trusted_proxy_forwards(plane: Plane) -> None:
+    """Behind a proxy uvicorn trusts (127.0.0.1 by default) its log names the client from
+    X-Forwarded-For; the fast lane's lines say the same as the ordinary way's."""
+    forwarded = b"x-forwarded-for: 203.0.113.7\r\n"
+    lines = await access_lines(plane, [post("/v1/completions", "whole", extra=forwarded),
+                                       post("/ordinary/whole", "whole", extra=forwarded)])
+    assert [line.split(" - ", 1)[0] for line in lines] == ["203.0.113.7:0", "203.0.113.7:0"]
 
 
 async def test_a_graceful_shutdown_waits_for_an_answer_in_flight(plane: Plane) -> None:
