@@ -101,6 +101,8 @@ class GatewayRoleApp:
         self.db = make_engine(settings.db_url)
         self.gateway = Gateway(settings, self.db, plugins)
         self._inner = self.gateway.asgi(self._system)
+        # `a3s serve`'s protocol answers the data-plane paths through this directly.
+        self.data_plane = self.gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -45,3 +45,16 @@ def test_a_control_role_process_has_no_gateway(tmp_path: Path) -> None:
 
 def test_the_default_worker_count_follows_the_cpus() -> None:
     assert default_workers() >= 1
+
+
+def test_each_role_offers_the_fast_lane_exactly_when_it_serves_the_data_plane(
+        tmp_path: Path) -> None:
+    """`a3s serve`'s protocol answers data-plane paths through the app's `data_plane`
+    (a3s_core/api/fast_lane.py): the gateway of `all` and `gateway`, none for `control`."""
+    gateway_only = build_app(Settings(data_dir=tmp_path / "g", role="gateway"))
+    assert isinstance(gateway_only, GatewayRoleApp)
+    assert gateway_only.data_plane is gateway_only.gateway
+    both = create_app(Settings(data_dir=tmp_path / "a", role="all"))
+    assert both.data_plane is not None and both.data_plane is both.state.platform.gateway
+    control = create_app(Settings(data_dir=tmp_path / "c", role="control"))
+    assert control.data_plane is None
