@@ -304,7 +304,11 @@ class Exchange(Reply):
             protocol.on_response_complete()
 
     def _internal_error(self) -> None:
-        """uvicorn's answer when the app failed before answering."""
+        """uvicorn's answer when the app failed before answering (nobody to answer once
+        the client has gone)."""
+        if self.disconnected or self.transport.is_closing():
+            self.started = True
+            return
         self.keep_alive = False
         body = b"Internal Server Error"
         content = self._head_lines(500, [(b"content-type", b"text/plain; charset=utf-8")])

@@ -249,8 +249,8 @@ def _route_of_url(url: bytes) -> Route | None:
     """`asgi.match` on the path uvicorn would put in the scope (below its root_path)."""
     try:
         path = httptools.parse_url(url).path.decode("ascii")
-    except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
-        return None  # uvicorn's way: it answers such a target as it always has
+    except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, AttributeError):
+        return None  # (no path, not ASCII) uvicorn's way: it answers such a target as ever
     if "%" in path:
         path = urllib.parse.unquote(path)
     return match(path)

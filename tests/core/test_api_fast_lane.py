@@ -495,3 +495,21 @@ def test_the_exchange_keeps_the_reply_contract() -> None:
     for name in ("start", "chunk", "end", "whole"):
         assert getattr(Exchange, name) is not getattr(Reply, name)
     assert Headers == list[tuple[bytes, bytes]]
+
+
+@pytest.mark.parametrize("target", [b"*", b"http://a3s.example", b"http://a3s.example/v1/models",
+                                    b"/d/team%FF/m/v1/models", b"/v1/models%"])
+async def test_odd_request_targets_get_the_answer_uvicorn_gives(target: bytes) -> None:
+    """Targets without a path, absolute ones, escapes that decode to non-ASCII: the lane
+    must answer each exactly as a server without it does (the status line compared)."""
+    raw = b"GET %s HTTP/1.1\r\nhost: a\r\nx-request-id: whole\r\n\r\n" % target
+    firsts = []
+    for app in (App(Plane()), App(None)):
+        async with serving(app) as p:
+            reader, writer = await asyncio.open_connection("127.0.0.1", p)
+            writer.write(raw)
+            async with asyncio.timeout(5):
+                line = await reader.readline()
+            writer.close()
+        firsts.append(line)
+    assert firsts[0] == firsts[1] and firsts[0].startswith(b"HTTP/1.1 ")
