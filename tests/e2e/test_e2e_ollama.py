@@ -65,13 +65,24 @@ def platform(tmp_path: Path, ollama: str) -> Iterator[Running]:
         yield running
 
 
+# A process listed a moment ago may be gone (the preload's short-lived `ollama run`, the
+# shell around it): it reads as empty rather than failing the test.
+
+
 def environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
 def cmdline(pid: int) -> list[str]:
-    return [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [a.decode() for a in raw.split(b"\0") if a]
 
 
 def api(port: int, path: str) -> Any:
