@@ -10,17 +10,15 @@ way."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
+from http_server_kit import Writes, asgi_body, serving, talk
 
 from a3s_core.api.fast_lane import Exchange
-from a3s_core.api.server import A3SHttpProtocol
 from a3s_core.gateway.asgi import Headers, Receive, Reply, Route
 
 Scope = dict[str, Any]
@@ -97,12 +95,7 @@ async def ordinary(scope: Scope, receive: Any, send: Any) -> None:
     """uvicorn's way: the same answers as plain ASGI, at paths the data plane leaves alone."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await asgi_body(receive)
     ORDINARY.append((scope["method"], scope["path"]))
     if scope["path"] == "/ordinary/stream":
         await send({"type": "http.response.start", "status": STREAM[0], "headers": STREAM[1]})
@@ -129,51 +122,9 @@ class App:
         await ordinary(scope, receive, send)
 
 
-class Writes:
-    log: list[bytes] = []
-
-
-class RecordingProtocol(A3SHttpProtocol):
-    """Every transport write, for the one-write assertions."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        real_write = transport.write  # type: ignore[attr-defined]
-        real_writelines = transport.writelines  # type: ignore[attr-defined]
-
-        def write(data: bytes) -> None:
-            Writes.log.append(bytes(data))
-            real_write(data)
-
-        def writelines(parts: Any) -> None:
-            parts = list(parts)
-            Writes.log.append(b"".join(parts))
-            real_writelines(parts)
-
-        class Spy:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(transport, name)
-
-        spy = Spy()
-        spy.write = write  # type: ignore[attr-defined]
-        spy.writelines = writelines  # type: ignore[attr-defined]
-        super().connection_made(spy)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
-    Writes.log = []
-    ORDINARY.clear()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                                        log_level="warning", http=RecordingProtocol,
-                                        timeout_graceful_shutdown=5, **config))
-    task = asyncio.get_running_loop().create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield int(srv.servers[0].sockets[0].getsockname()[1])
-    finally:
-        srv.should_exit = True
-        await task
+@pytest.fixture(autouse=True)
+def _fresh_ordinary() -> None:
+    ORDINARY.clear()  # what reached the ordinary way, per test
 
 
 @pytest.fixture
@@ -185,20 +136,6 @@ def plane() -> Plane:
 async def port(plane: Plane) -> AsyncIterator[int]:
     async with serving(App(plane)) as p:
         yield p
-
-
-async def talk(port: int, raw: bytes, until: bytes, timeout: float = 5.0) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    got = b""
-    async with asyncio.timeout(timeout):
-        while until not in got:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            got += chunk
-    writer.close()
-    return got
 
 
 def post(path: str, mode: str, body: bytes = b"{}", extra: bytes = b"") -> bytes:

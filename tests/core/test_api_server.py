@@ -6,7 +6,6 @@ chunked streams, and answers on connections that close."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import socket
@@ -14,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
+from http_server_kit import Writes, asgi_body, serving, talk
 
 from a3s_core.api import server
 from a3s_core.api.server import JOIN_UNDER, A3SHttpProtocol
@@ -28,12 +27,7 @@ BIG = b"x" * (JOIN_UNDER + 10)
 async def app(scope: Scope, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await asgi_body(receive)
     path = scope["path"]
     if path.startswith("/whole/") or path.startswith("/plain/"):  # the same answer two ways
         status, headers, out = ANSWERS[path.split("/")[2]]
@@ -82,74 +76,17 @@ class WholeSent:
     results: list[bool] = []
 
 
-class Recorder:
-    """Every transport write the server makes, by wrapping the cycles' transports."""
-
-    writes: list[bytes] = []
-
-
-class RecordingProtocol(A3SHttpProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        real_write = transport.write  # type: ignore[attr-defined]
-
-        def write(data: bytes) -> None:
-            Recorder.writes.append(bytes(data))
-            real_write(data)
-
-        def writelines(parts: Any) -> None:
-            write(b"".join(parts))
-
-        class Spy:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(transport, name)
-
-        spy = Spy()
-        spy.write = write  # type: ignore[attr-defined]
-        spy.writelines = writelines  # type: ignore[attr-defined]
-        super().connection_made(spy)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def serving(access_log: bool = False) -> AsyncIterator[int]:
-    Recorder.writes = []
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                                        log_level="warning", http=RecordingProtocol,
-                                        access_log=access_log))
-    task = asyncio.get_running_loop().create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield int(srv.servers[0].sockets[0].getsockname()[1])
-    finally:
-        srv.should_exit = True
-        await task
-
-
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    async with serving() as p:
+    async with serving(app) as p:
         yield p
 
 
-async def exchange(port: int, raw: bytes, until: bytes, timeout: float = 5.0) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    got = b""
-    async with asyncio.timeout(timeout):
-        while until not in got:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            got += chunk
-    writer.close()
-    return got
-
-
 async def test_a_plain_answer_is_one_write(port: int) -> None:
-    got = await exchange(port, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi",
+    got = await talk(port, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi",
                          b"echo:hi")
     assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\necho:hi")
-    assert len(Recorder.writes) == 1 and Recorder.writes[0] == got
+    assert len(Writes.log) == 1 and Writes.log[0] == got
 
 
 async def test_keep_alive_answers_each_one_write(port: int) -> None:
@@ -160,7 +97,7 @@ async def test_keep_alive_answers_each_one_write(port: int) -> None:
         while not got.endswith(b"echo:%d" % i):
             got += await reader.read(65536)
     writer.close()
-    assert len(Recorder.writes) == 3
+    assert len(Writes.log) == 3
 
 
 async def test_a_head_whose_body_is_late_is_not_held_back(port: int) -> None:
@@ -174,11 +111,11 @@ async def test_a_head_whose_body_is_late_is_not_held_back(port: int) -> None:
     rest = await asyncio.wait_for(reader.read(65536), 2)
     assert rest == b"late"
     writer.close()
-    assert Recorder.writes == [head, b"late"]
+    assert Writes.log == [head, b"late"]
 
 
 async def test_head_request_gets_its_head(port: int) -> None:
-    got = await exchange(port, b"HEAD /x HTTP/1.1\r\nhost: a\r\n\r\n", b"\r\n\r\n")
+    got = await talk(port, b"HEAD /x HTTP/1.1\r\nhost: a\r\n\r\n", b"\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 5\r\n" in got
     assert got.endswith(b"\r\n\r\n")
 
@@ -195,27 +132,27 @@ async def test_100_continue_goes_out_before_the_answer(port: int) -> None:
         got += await asyncio.wait_for(reader.read(65536), 5)
     writer.close()
     assert got.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert Recorder.writes == [interim, got]
+    assert Writes.log == [interim, got]
 
 
 async def test_a_large_body_goes_whole_after_its_head(port: int) -> None:
-    got = await exchange(port, b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n", BIG)
+    got = await talk(port, b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n", BIG)
     head, _, body = got.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and body == BIG
-    assert len(Recorder.writes) == 1
+    assert len(Writes.log) == 1
 
 
 async def test_a_chunked_stream_is_unchanged(port: int) -> None:
-    got = await exchange(port, b"GET /stream HTTP/1.1\r\nhost: a\r\n\r\n", b"0\r\n\r\n")
+    got = await talk(port, b"GET /stream HTTP/1.1\r\nhost: a\r\n\r\n", b"0\r\n\r\n")
     head, _, body = got.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head
     assert body == b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n"
     # The head rides with the first piece; the others go as they come.
-    assert len(Recorder.writes) == 4 and Recorder.writes[0].endswith(b"3\r\none\r\n")
+    assert len(Writes.log) == 4 and Writes.log[0].endswith(b"3\r\none\r\n")
 
 
 async def test_an_answer_on_a_closing_connection_is_whole(port: int) -> None:
-    got = await exchange(
+    got = await talk(
         port, b"POST /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi",
         b"echo:hi")
     assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"echo:hi")
@@ -224,12 +161,12 @@ async def test_an_answer_on_a_closing_connection_is_whole(port: int) -> None:
 
 async def test_no_reference_cycle_per_request(port: int) -> None:
     """A cycle between a request's objects would leave every request to the collector."""
-    await exchange(port, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi", b"echo:hi")
+    await talk(port, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi", b"echo:hi")
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         for _ in range(20):
-            await exchange(port, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi",
+            await talk(port, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi",
                            b"echo:hi")
         await asyncio.sleep(0.05)
         gc.collect()
@@ -275,7 +212,7 @@ def test_run_serves_with_the_protocols_and_settles_the_heap() -> None:
     async def client() -> bytes:
         for _ in range(200):
             try:
-                return await exchange(port_, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", b"ok")
+                return await talk(port_, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n", b"ok")
             except OSError:
                 await asyncio.sleep(0.02)
         raise AssertionError("the server did not come up")
@@ -325,13 +262,13 @@ async def test_a_whole_answer_is_the_same_bytes_in_one_write(
     conn = b"connection: close\r\n" if closing else b""
     answers = []
     for way in ("plain", "whole"):
-        Recorder.writes = []
+        Writes.log = []
         WholeSent.results = []
         raw = b"GET /%s/%s HTTP/1.1\r\nhost: a\r\n%s\r\n" % (way.encode(), name.encode(), conn)
         _, _, out = ANSWERS[name]
-        got = await exchange(port, raw, out if out else b"\r\n\r\n")
+        got = await talk(port, raw, out if out else b"\r\n\r\n")
         assert got.endswith(out)
-        answers.append((_without_date(got), len(Recorder.writes), list(WholeSent.results)))
+        answers.append((_without_date(got), len(Writes.log), list(WholeSent.results)))
     (plain, _, _), (whole, writes, sent) = answers
     assert whole == plain
     assert sent == [name not in ("framing", "upper")]
@@ -346,7 +283,7 @@ async def test_a_whole_answer_writes_uvicorns_access_log_line() -> None:
             records.append(record)
 
     lines = []
-    async with serving(access_log=True) as p:
+    async with serving(app, access_log=True) as p:
         access = logging.getLogger("uvicorn.access")  # (it does not propagate)
         keep = Keep()
         access.addHandler(keep)
@@ -355,7 +292,7 @@ async def test_a_whole_answer_writes_uvicorns_access_log_line() -> None:
         try:
             for way in ("plain", "whole"):
                 records.clear()
-                await exchange(p, b"GET /%s/ok?x=1 HTTP/1.1\r\nhost: a\r\n\r\n"
+                await talk(p, b"GET /%s/ok?x=1 HTTP/1.1\r\nhost: a\r\n\r\n"
                                % way.encode(), b"true}")
                 lines.append([r.getMessage().replace(way, "WAY").split(" - ", 1)[1]
                               for r in records])
@@ -368,7 +305,7 @@ async def test_a_whole_answer_writes_uvicorns_access_log_line() -> None:
 
 async def test_head_requests_are_left_to_the_ordinary_path(port: int) -> None:
     WholeSent.results = []
-    got = await exchange(port, b"HEAD /whole/ok HTTP/1.1\r\nhost: a\r\n\r\n", b"\r\n\r\n")
+    got = await talk(port, b"HEAD /whole/ok HTTP/1.1\r\nhost: a\r\n\r\n", b"\r\n\r\n")
     assert WholeSent.results == [False]
     assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\n")
 
@@ -404,7 +341,7 @@ async def test_pipelined_requests_are_answered_whole_and_in_order(port: int) -> 
     WholeSent.results = []
     one = b"GET /whole/ok HTTP/1.1\r\nhost: a\r\n\r\n"
     two = b"GET /whole/error HTTP/1.1\r\nhost: a\r\n\r\n"
-    got = await exchange(port, one + two, ANSWERS["error"][2])
+    got = await talk(port, one + two, ANSWERS["error"][2])
     first, second = got.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200 OK") and first.endswith(ANSWERS["ok"][2])
     assert second.startswith(b"503 ") and second.endswith(ANSWERS["error"][2])
