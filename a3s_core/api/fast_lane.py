@@ -264,7 +264,7 @@ class Exchange(Reply):
         protocol = self.protocol
         content = [status_line(status)]
         if protocol is not None:
-            content.append(_defaults(protocol.server_state.default_headers))
+            content.append(default_header_bytes(protocol.server_state.default_headers))
         names = b"".join([name for name, _ in headers])
         if HEADER_RE.search(names):
             raise RuntimeError("Invalid HTTP header name.")
@@ -322,7 +322,7 @@ class Exchange(Reply):
 _DEFAULTS: list[Any] = [None, b""]  # uvicorn's default headers (a list) and their bytes
 
 
-def _defaults(headers: list[tuple[bytes, bytes]]) -> bytes:
+def default_header_bytes(headers: list[tuple[bytes, bytes]]) -> bytes:
     """uvicorn's default headers (Date, Server) as its `send` writes them. uvicorn makes
     a new list when the date changes (once a second), so the bytes are made once per list."""
     if _DEFAULTS[0] is not headers:

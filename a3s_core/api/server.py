@@ -36,19 +36,22 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
-    STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-from a3s_core.api.fast_lane import DataPlane, Exchange
+from a3s_core.api.fast_lane import (
+    JOIN_UNDER,
+    DataPlane,
+    Exchange,
+    default_header_bytes,
+    status_line,
+)
 from a3s_core.api.ws_protocol import A3SWebSocketProtocol
 from a3s_core.gateway.asgi import MATCHED_MAX, WHOLE, Route, match
 from a3s_core.gateway.request import read_headers
 
-# Above this, head and body go out as two buffers of one write (no copy of the body).
-JOIN_UNDER = 64 * 1024
 # Names uvicorn treats itself (framing): an answer carrying one goes the ordinary way.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 STARTUP_FAILURE = 3  # uvicorn.run's exit status when the app did not start
@@ -124,9 +127,7 @@ class _HeadHeld:
                 or HEADER_VALUE_RE.search(b"\t".join([value for _, value in headers]))
                 or not _FRAMING.isdisjoint(names)):
             return False
-        content = [STATUS_LINE[status]]
-        for name, value in cycle.default_headers:
-            content += (name.lower(), b": ", value, b"\r\n")
+        content = [status_line(status), default_header_bytes(cycle.default_headers)]
         for name, value in headers:
             content += (name, b": ", value, b"\r\n")
         content.append(b"content-length: %d\r\n" % len(body))

@@ -41,7 +41,10 @@ class _Rotating(Balancer):
         self, ranked: Sequence[tuple[tuple[float, ...], int]], replicas: Sequence[ReplicaLoad]
     ) -> ReplicaLoad:
         best = ranked[0][0]
-        ties = [i for key, i in ranked if key == best]
+        return self._in_turn([i for key, i in ranked if key == best], replicas)
+
+    def _in_turn(self, ties: list[int], replicas: Sequence[ReplicaLoad]) -> ReplicaLoad:
+        """The next of the tied replicas (indices into `replicas`), in turn."""
         self._turn += 1
         return replicas[ties[self._turn % len(ties)]]
 
@@ -71,8 +74,7 @@ class LeastQueue(_Rotating):
                 best_q, best_f, ties = q, f, [i]
             elif q == best_q and f == best_f:
                 ties.append(i)
-        self._turn += 1
-        return replicas[ties[self._turn % len(ties)]]
+        return self._in_turn(ties, replicas)
 
     @staticmethod
     def _ranked(replicas: Sequence[ReplicaLoad]) -> list[tuple[tuple[float, ...], int]]:
